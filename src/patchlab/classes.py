@@ -1,0 +1,120 @@
+"""Class names, WordNet ids and indices: resolve what users type.
+
+ImageNet-1k names and WordNet ids come from the synset lists that timm ships
+as package data; a display name is the first lemma of each synset.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+from .errors import UserError
+
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def normalize(text: str) -> str:
+    """Case, space, underscore and hyphen insensitive key: 'Scuba_Diver' -> 'scuba diver'."""
+    return " ".join(re.split(r"[\s_\-]+", text.strip().lower())).strip()
+
+
+@dataclass(frozen=True)
+class ClassMatch:
+    index: int
+    name: str
+    wnid: str | None
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "name": self.name, "wnid": self.wnid}
+
+
+@dataclass
+class ClassIndex:
+    """Names (and optional WordNet ids and alias lemmas) of a model's outputs."""
+
+    names: list[str]
+    wnids: list[str] | None = None
+    aliases: list[list[str]] | None = None
+    _by_key: dict[str, set[int]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_key = {}
+        for i, name in enumerate(self.names):
+            keys = {normalize(name)} | {normalize(a) for a in (self.aliases[i] if self.aliases else [])}
+            for key in keys:
+                self._by_key.setdefault(key, set()).add(i)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def match(self, index: int) -> ClassMatch:
+        return ClassMatch(index, self.names[index], self.wnids[index] if self.wnids else None)
+
+    def label(self, index: int) -> str:
+        """A name that is unique among the classes (adds the WordNet id to duplicates)."""
+        name = self.names[index]
+        if len(self._by_key.get(normalize(name), ())) > 1 and self.wnids:
+            return f"{name} ({self.wnids[index]})"
+        return name
+
+    def slug(self, index: int) -> str:
+        """File-name-safe form of the label: 'scuba_diver'."""
+        return re.sub(r"[^a-z0-9]+", "_", self.label(index).lower()).strip("_")
+
+    def search(self, query: str) -> list[ClassMatch]:
+        """Every class the query names exactly (index, WordNet id, name or lemma)."""
+        q = query.strip()
+        if re.fullmatch(r"\d+", q):
+            i = int(q)
+            return [self.match(i)] if 0 <= i < len(self.names) else []
+        if self.wnids and _WNID.match(q.lower()):
+            return [self.match(i) for i, w in enumerate(self.wnids) if w == q.lower()]
+        return [self.match(i) for i in sorted(self._by_key.get(normalize(q), ()))]
+
+    def suggest(self, query: str, n: int = 5) -> list[ClassMatch]:
+        """Close names for a query that matched nothing ('scubadiver' -> scuba diver)."""
+        q = normalize(query)
+        squashed = {k.replace(" ", ""): k for k in self._by_key}
+        hits = difflib.get_close_matches(q.replace(" ", ""), list(squashed), n=n, cutoff=0.6)
+        keys = [squashed[h] for h in hits]
+        keys += [k for k in self._by_key if q and q in k and k not in keys]
+        out: list[ClassMatch] = []
+        for k in keys:
+            for i in sorted(self._by_key[k]):
+                m = self.match(i)
+                if m not in out:
+                    out.append(m)
+        return out[:n]
+
+    def resolve(self, query: str) -> int:
+        """One class index for what the user typed, or a UserError with suggestions."""
+        found = self.search(query)
+        if len(found) == 1:
+            return found[0].index
+        if len(found) > 1:
+            opts = "; ".join(f"{m.index} {m.name}" + (f" ({m.wnid})" if m.wnid else "") for m in found)
+            raise UserError(f"class {query!r} is ambiguous: {opts}. Give the index or WordNet id.")
+        sugg = self.suggest(query)
+        hint = f"; did you mean {', '.join(repr(m.name) for m in sugg)}?" if sugg else ""
+        raise UserError(f"unknown class {query!r}{hint} (see `patchlab classes QUERY`)")
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> ClassIndex:
+    """The 1000 ImageNet-1k classes in the standard index order."""
+    info = resources.files("timm.data") / "_info"
+    wnids = (info / "imagenet_synsets.txt").read_text().split()
+    lemmas: dict[str, list[str]] = {}
+    for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines():
+        wnid, _, text = line.partition("\t")
+        lemmas[wnid] = [t.strip() for t in text.split(",") if t.strip()]
+    aliases = [lemmas[w] for w in wnids]
+    return ClassIndex(names=[a[0] for a in aliases], wnids=wnids, aliases=aliases)
+
+
+def generic_classes(n: int) -> ClassIndex:
+    """Placeholder names for a model whose classes are not ImageNet-1k."""
+    return ClassIndex(names=[f"class_{i}" for i in range(n)])

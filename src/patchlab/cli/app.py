@@ -1,0 +1,167 @@
+"""The typer app, shared options, error handling, and the foundation commands
+(models, classes, predict, layers). Other commands live beside this file,
+one module each, and register themselves on `app`."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UserError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Find and measure adversarial patches for PyTorch image classifiers.",
+)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec (see `patchlab models`).")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Weights file (.pth state dict or .safetensors).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto = CUDA when present).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More logging; tracebacks on internal errors.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def setup(verbose: bool = False, seed: int | None = None) -> None:
+    """Logging to stderr, and a global seed for libraries we do not pass generators to."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True
+    )
+    for noisy in ("PIL", "matplotlib", "numba", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def emit_json(obj) -> None:
+    from ..runio import to_json
+
+    typer.echo(to_json(obj))
+
+
+@app.command("models")
+def models_cmd(json_out: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """List the model specs patchlab can load."""
+    from ..models import available_models
+
+    setup(verbose)
+    entries = [{"spec": e.name + ("NAME" if e.name.endswith(":") else ""), "description": e.description} for e in available_models()]
+    if json_out:
+        emit_json(entries)
+        return
+    for e in entries:
+        typer.echo(f"{e['spec']:<22} {e['description']}")
+
+
+@app.command("classes")
+def classes_cmd(
+    query: Annotated[str, typer.Argument(help="Name, WordNet id (n04251144) or index.")],
+    model: ModelOpt = "efficientnet_lite0",
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Look up class names, WordNet ids and indices."""
+    from ..classes import imagenet_classes
+
+    setup(verbose)
+    if model not in ("efficientnet_lite0", "tiny"):
+        from ..models import load_classifier
+
+        index = load_classifier(model, "cpu").classes
+    else:
+        index = imagenet_classes()
+    found = index.search(query)
+    if not found:
+        index.resolve(query)  # raises UserError with suggestions
+    if json_out:
+        emit_json([m.as_dict() for m in found])
+        return
+    for m in found:
+        typer.echo(f"{m.index:>5}  {m.name}" + (f"  {m.wnid}" if m.wnid else ""))
+
+
+@app.command("predict")
+def predict_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="How many classes to show.")] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Classify images: top-k classes and probabilities for each file."""
+    from ..predict import predict_files
+
+    setup(verbose, seed)
+    result = predict_files(paths, top=top, model=model, weights=weights, device=device, batch_size=batch_size)
+    if json_out:
+        emit_json(result)
+        return
+    for p in result["predictions"]:
+        best = ", ".join(f"{t['name']} {t['prob']:.3f}" for t in p["top"])
+        typer.echo(f"{p['path']}: {best}")
+    if result["skipped"]:
+        typer.echo(f"{len(result['skipped'])} file(s) skipped (see warnings above)", err=True)
+
+
+@app.command("layers")
+def layers_cmd(
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List a model's hookable layers with their output shapes."""
+    from ..models import load_classifier
+
+    setup(verbose)
+    clf = load_classifier(model, "cpu", weights=str(weights) if weights else None)
+    shapes = clf.layer_shapes()
+    if json_out:
+        emit_json({"feature_layer": clf.feature_layer, "layers": [{"name": n, "shape": list(s)} for n, s in shapes.items()]})
+        return
+    for name, shape in shapes.items():
+        mark = "  <- default feature layer" if name == clf.feature_layer else ""
+        typer.echo(f"{name:<40} {'x'.join(map(str, shape))}{mark}")
+
+
+def main() -> None:
+    from . import load_commands
+
+    load_commands()
+    """Console entry point: user errors -> one line + exit 2; internal -> exit 1."""
+    verbose = "--verbose" in sys.argv or "-v" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished work was kept", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors are handled below
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            typer.echo("aborted", err=True)
+            sys.exit(130)
+        if verbose:
+            traceback.print_exc()
+        typer.echo(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", err=True)
+        sys.exit(1)
+

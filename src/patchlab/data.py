@@ -1,0 +1,249 @@
+"""Image sources and robust decoding.
+
+Layouts read from a folder (`--data DIR`):
+  (a) ImageNet-style tree: DIR/n04251144/*.JPEG (also DIR/val/n04251144/...)
+  (b) class-name folders: DIR/snorkel/, DIR/scuba_diver/
+  (c) a flat folder plus a CSV with columns path,label (DIR/labels.csv, or
+      the CSV file itself passed as --data)
+  (d) a flat folder or single files without labels (prediction only)
+Images decode to float RGB tensors in [0,1] at the model's input size
+(resize the short side to size / crop_pct, center crop). Files that cannot be
+decoded are skipped with a warning naming each one and counted.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from .classes import ClassIndex
+from .errors import UserError
+
+log = logging.getLogger("patchlab")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+MAX_PIXELS = 89_478_485  # PIL's default bomb threshold (~0.25 GB of RGB)
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class BadImage(Exception):
+    """A file that is not a usable image; the message says why."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F) -> 8-bit RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open, check and normalize one image to upright 8-bit RGB; raises BadImage."""
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            w, h = img.size
+            if w * h > max_pixels:
+                raise BadImage(f"{name}: {w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb)")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"{name}: rejected as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise BadImage(f"{name}: not an image file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"{name}: cannot decode ({str(exc).splitlines()[0] or type(exc).__name__})") from None
+    if img.size[0] < 1 or img.size[1] < 1:
+        raise BadImage(f"{name}: empty image")
+    return _to_rgb(img)
+
+
+def to_model_input(img: Image.Image, size: int, crop_pct: float = 0.875) -> torch.Tensor:
+    """Resize the short side to size/crop_pct (bicubic), center-crop size x size; (3,H,W) in [0,1]."""
+    w, h = img.size
+    short = max(size, round(size / crop_pct))
+    scale = short / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    arr = np.asarray(img, dtype=np.uint8).copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+
+
+@dataclass
+class ImageRecord:
+    path: Path
+    label: int | None = None  # class index, None when unlabeled
+
+
+@dataclass
+class Images:
+    """A decoded batch: images (N,3,S,S) in [0,1], labels (-1 unknown), paths, skipped files."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class ImageFolderDataset(Dataset):
+    """Decodes records lazily; a bad file yields its error message instead of a tensor."""
+
+    def __init__(self, records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875):
+        self.records, self.size, self.crop_pct = list(records), size, crop_pct
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        rec = self.records[i]
+        label = -1 if rec.label is None else rec.label
+        try:
+            return to_model_input(decode_image(rec.path), self.size, self.crop_pct), label, str(rec.path), None
+        except BadImage as exc:
+            return None, label, str(rec.path), str(exc)
+
+
+def _collate(items):
+    good = [it for it in items if it[0] is not None]
+    bad = [it[3] for it in items if it[0] is None]
+    images = torch.stack([it[0] for it in good]) if good else torch.empty(0, 3, 0, 0)
+    labels = torch.tensor([it[1] for it in good], dtype=torch.long)
+    return Images(images, labels, [it[2] for it in good], bad)
+
+
+def iter_batches(
+    records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, batch_size: int = 32, workers: int = 0
+) -> Iterator[Images]:
+    """Stream decoded batches (a large folder is never held in memory at once).
+
+    Each skipped file is logged as a warning naming it.
+    """
+    loader = DataLoader(
+        ImageFolderDataset(records, size, crop_pct), batch_size=batch_size, shuffle=False,
+        num_workers=workers, collate_fn=_collate,
+    )
+    for batch in loader:
+        for msg in batch.skipped:
+            log.warning("skipped %s", msg)
+        yield batch
+
+
+def load_images(records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, batch_size: int = 32) -> Images:
+    """Decode a (small) selection into one Images batch; UserError when nothing decodes."""
+    if not records:
+        raise UserError("no images selected")
+    parts = list(iter_batches(records, size, crop_pct, batch_size))
+    good = [p for p in parts if len(p)]
+    skipped = [s for p in parts for s in p.skipped]
+    if not good:
+        raise UserError(f"none of the {len(records)} selected files could be decoded as an image")
+    return Images(
+        torch.cat([p.images for p in good]), torch.cat([p.labels for p in good]),
+        [x for p in good for x in p.paths], skipped,
+    )
+
+
+# -- discovering files ---------------------------------------------------------
+def _is_image_name(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def list_image_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Files given directly plus image-suffixed files inside given folders (recursive, sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if _is_image_name(f))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise UserError(f"no such file or folder: {p}")
+    return out
+
+
+def _read_csv(csv_path: Path, classes: ClassIndex) -> list[ImageRecord]:
+    try:
+        with open(csv_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read {csv_path}: {exc}") from None
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise UserError(f"{csv_path} needs a header with columns path,label")
+    records = []
+    for row in rows:
+        records.append(ImageRecord(csv_path.parent / row["path"], classes.resolve(row["label"])))
+    return records
+
+
+def _class_of_folder(name: str, classes: ClassIndex) -> int | None:
+    found = classes.search(name)
+    return found[0].index if len(found) == 1 else None
+
+
+def discover(root: str | Path, classes: ClassIndex) -> list[ImageRecord]:
+    """All labeled images under `root`, in layouts (a), (b) or (c); unlabeled for (d)."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"data path does not exist: {root}")
+    if root.is_file():
+        if root.suffix.lower() == ".csv":
+            return _read_csv(root, classes)
+        return [ImageRecord(root)]
+    if (root / "labels.csv").is_file():
+        return _read_csv(root / "labels.csv", classes)
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for split in ("val", "train", "test"):  # ImageNet tree given at its top
+        if (root / split).is_dir() and not any(_class_of_folder(d.name, classes) is not None for d in subdirs):
+            return discover(root / split, classes)
+    records: list[ImageRecord] = []
+    unknown = []
+    for d in subdirs:
+        label = _class_of_folder(d.name, classes)
+        if label is None:
+            unknown.append(d.name)
+            continue
+        records += [ImageRecord(f, label) for f in sorted(d.rglob("*")) if _is_image_name(f)]
+    if unknown and records:
+        log.warning("ignored %d folder(s) that name no class: %s", len(unknown), ", ".join(unknown[:5]))
+    if not subdirs or (not records and not unknown):
+        records = [ImageRecord(f) for f in sorted(root.iterdir()) if _is_image_name(f)]
+    if not records:
+        raise UserError(f"no images found in {root}")
+    return records
+
+
+def select(records: Sequence[ImageRecord], label: int, classes: ClassIndex, root: str | Path = "") -> list[ImageRecord]:
+    """Records of one class; UserError naming the class when there are none."""
+    chosen = [r for r in records if r.label == label]
+    if not chosen:
+        where = f" in {root}" if root else ""
+        raise UserError(f"no images of class {classes.label(label)!r}{where}")
+    return chosen

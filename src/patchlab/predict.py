@@ -1,0 +1,38 @@
+"""Classify image files: the Python function behind `patchlab predict`."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .data import ImageRecord, iter_batches, list_image_files
+from .errors import UserError
+from .models import load_classifier
+
+
+def predict_files(
+    paths: Sequence[str | Path], top: int = 5, model: str = "efficientnet_lite0", weights: str | Path | None = None,
+    device: str = "auto", batch_size: int = 32,
+) -> dict:
+    """Top-k predictions for every decodable image; bad files are listed under 'skipped'."""
+    files = list_image_files(paths)
+    if not files:
+        raise UserError("no image files found in " + ", ".join(map(str, paths)))
+    clf = load_classifier(model, device, weights=str(weights) if weights else None)
+    k = min(top, clf.num_classes)
+    predictions, skipped = [], []
+    for batch in iter_batches([ImageRecord(f) for f in files], clf.input_size, clf.crop_pct, batch_size):
+        skipped += batch.skipped
+        if not len(batch):
+            continue
+        probs = clf.logits(batch.images.to(clf.device)).softmax(-1)
+        values, indices = probs.topk(k, dim=-1)
+        for path, vs, ix in zip(batch.paths, values.tolist(), indices.tolist()):
+            predictions.append({
+                "path": path,
+                "top": [{"index": i, "name": clf.classes.label(i), "prob": round(v, 6)} for v, i in zip(vs, ix)],
+            })
+    if not predictions:
+        raise UserError(f"none of the {len(files)} file(s) could be decoded as an image")
+    return {"model": clf.spec, "predictions": predictions, "skipped": skipped}

@@ -1,0 +1,116 @@
+"""Run directories and atomic file writes (temp file + rename).
+
+A run directory is the unit of output. `manifest.json` holds config, versions,
+seed and model id; a run is marked complete only by `mark_complete`, written
+last, so an interrupted run never looks finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+COMPLETE_MARKER = "COMPLETE"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=_json_default, allow_nan=False)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, to_json(obj) + "\n")
+
+
+def save_png(path: str | Path, image: torch.Tensor) -> Path:
+    """Write a (3,H,W) [0,1] tensor as an 8-bit PNG, atomically."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    arr = (image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+    buf = BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create `path` if needed and prove it is writable; UserError otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise UserError(f"output folder {path} is not writable: {exc.strerror or exc}") from None
+    return path
+
+
+def versions() -> dict[str, str]:
+    from . import __version__
+
+    out = {"patchlab": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    try:
+        import torchvision
+
+        out["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def new_manifest(command: str, config: dict[str, Any], seed: int, model: str) -> dict[str, Any]:
+    return {
+        "command": command, "config": config, "seed": seed, "model": model,
+        "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": False,
+    }
+
+
+def mark_complete(run_dir: str | Path, manifest: dict[str, Any]) -> None:
+    """Write the final manifest, then the COMPLETE marker (the very last file)."""
+    run_dir = Path(run_dir)
+    manifest = dict(manifest, complete=True, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    atomic_write_json(run_dir / "manifest.json", manifest)
+    atomic_write_text(run_dir / COMPLETE_MARKER, manifest["finished"] + "\n")
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / COMPLETE_MARKER).is_file()

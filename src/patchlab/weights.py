@@ -1,0 +1,61 @@
+"""Safe loading of weight files: safetensors, or torch.load(weights_only=True).
+
+A .pth/.pt file whose pickle would build arbitrary objects (and so could run
+code) is refused before anything in it executes.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+_CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors or a weights-only .pth/.pt/.bin file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise UserError(f"cannot read safetensors file {path}: {exc}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"refused to load {path}: it holds pickled objects beyond tensors (possibly code); "
+            "save a plain state_dict or use .safetensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
+    for key in _CONTAINER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict(strict=True) with a one-line error naming a few bad keys."""
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc))
+        raise UserError(f"weights in {source} do not fit the model: {detail}") from None
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {len(result.missing_keys)} keys (e.g. {result.missing_keys[0]})")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {len(result.unexpected_keys)} keys (e.g. {result.unexpected_keys[0]})")
+    if problems:
+        raise UserError(f"weights in {source} do not fit the model: {'; '.join(problems)}")
