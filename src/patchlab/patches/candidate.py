@@ -1,0 +1,90 @@
+"""Candidate: one patch proposed by a generator (or a control), with its story."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..runio import atomic_write_json, atomic_write_text, save_png
+
+KINDS = ("synth", "feature", "natural", "control")
+
+
+@dataclass
+class Candidate:
+    """A patch (3,h,w) in [0,1] plus how it was made.
+
+    kind: synth | feature | natural | control. name: unique, file-name safe.
+    provenance: free-form facts (donor class, source image, crop box, atlas
+    cell, objective, steps...). curve: optimization curve rows, e.g.
+    {"step": 10, "loss": 1.2, "success": 0.4}. reads_as: what the model calls
+    the patch on its own ({"index", "name", "prob"}), filled by the generator
+    or the evaluator.
+    """
+
+    patch: torch.Tensor
+    kind: str
+    name: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    curve: list[dict[str, float]] = field(default_factory=list)
+    score: float | None = None
+    reads_as: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown candidate kind {self.kind!r}")
+        if self.patch.dim() != 3 or self.patch.shape[0] != 3:
+            raise ValueError(f"patch must be (3,h,w), got {tuple(self.patch.shape)}")
+        self.patch = self.patch.detach().clamp(0, 1)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "size_px": list(self.patch.shape[1:]), "score": self.score,
+            "reads_as": self.reads_as, "provenance": self.provenance,
+        }
+
+    def save(self, folder: str | Path) -> dict[str, str]:
+        """Write NAME.png, NAME.pt (float tensor), NAME.curve.csv and NAME.json; returns the paths."""
+        folder = Path(folder)
+        paths = {"png": str(save_png(folder / f"{self.name}.png", self.patch))}
+        buf = io.BytesIO()
+        torch.save(self.patch.cpu().float(), buf)
+        from ..runio import atomic_write_bytes
+
+        paths["tensor"] = str(atomic_write_bytes(folder / f"{self.name}.pt", buf.getvalue()))
+        if self.curve:
+            out = io.StringIO()
+            keys = sorted({k for row in self.curve for k in row}, key=lambda k: (k != "step", k))
+            writer = csv.DictWriter(out, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.curve)
+            paths["curve"] = str(atomic_write_text(folder / f"{self.name}.curve.csv", out.getvalue()))
+        paths["meta"] = str(atomic_write_json(folder / f"{self.name}.json", self.meta()))
+        return paths
+
+
+def load_patch(path: str | Path) -> torch.Tensor:
+    """A patch from a PNG/JPEG (any mode, via patchlab.data) or a .pt tensor (weights_only)."""
+    from ..data import BadImage, decode_image
+    from ..errors import UserError
+
+    path = Path(path)
+    if path.suffix == ".pt":
+        try:
+            t = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UserError(f"cannot read patch tensor {path}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[0] != 3:
+            raise UserError(f"{path} does not hold a (3,h,w) patch tensor")
+        return t.float().clamp(0, 1)
+    try:
+        img = decode_image(path)
+    except BadImage as exc:
+        raise UserError(f"cannot read patch: {exc}") from None
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
