@@ -6,10 +6,12 @@ as package data; a display name is the first lemma of each synset.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 from .errors import UserError
 
@@ -97,15 +99,29 @@ class ClassIndex:
         if len(found) > 1:
             opts = "; ".join(f"{m.index} {m.name}" + (f" ({m.wnid})" if m.wnid else "") for m in found)
             raise UserError(f"class {query!r} is ambiguous: {opts}. Give the index or WordNet id.")
+        if re.fullmatch(r"\s*\d+\s*", query):
+            raise UserError(f"class index {query.strip()} is out of range: this model has classes 0..{len(self.names) - 1}")
         sugg = self.suggest(query)
         hint = f"; did you mean {', '.join(repr(m.name) for m in sugg)}?" if sugg else ""
         raise UserError(f"unknown class {query!r}{hint} (see `patchlab classes QUERY`)")
 
 
+def _timm_info():
+    """timm's `data/_info` folder, found without importing timm (which pulls in torchvision)."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None:
+        raise UserError("ImageNet class names come from the timm package; install it with `pip install timm`")
+    for location in spec.submodule_search_locations or ():
+        info = Path(location) / "data" / "_info"
+        if (info / "imagenet_synsets.txt").is_file():
+            return info
+    return resources.files("timm.data") / "_info"  # zipped or unusual installs
+
+
 @lru_cache(maxsize=1)
 def imagenet_classes() -> ClassIndex:
     """The 1000 ImageNet-1k classes in the standard index order."""
-    info = resources.files("timm.data") / "_info"
+    info = _timm_info()
     wnids = (info / "imagenet_synsets.txt").read_text().split()
     lemmas: dict[str, list[str]] = {}
     for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines():

@@ -59,26 +59,33 @@ def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Im
     """Open, check and normalize one image to upright 8-bit RGB; raises BadImage."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    opened = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(fp)
-            w, h = img.size
+            opened = Image.open(fp)
+            w, h = opened.size
             if w * h > max_pixels:
                 raise BadImage(f"{name}: {w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb)")
-            img.load()
-            img = ImageOps.exif_transpose(img)
+            opened.load()
+            img = ImageOps.exif_transpose(opened)
+            if img.size[0] < 1 or img.size[1] < 1:
+                raise BadImage(f"{name}: empty image")
+            return _to_rgb(img)  # a new image; inside the try, as exotic modes may fail to convert
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImage(f"{name}: rejected as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise BadImage(f"{name}: not an image file") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise BadImage(f"{name}: cannot decode ({str(exc).splitlines()[0] or type(exc).__name__})") from None
-    if img.size[0] < 1 or img.size[1] < 1:
-        raise BadImage(f"{name}: empty image")
-    return _to_rgb(img)
+    except FileNotFoundError:
+        raise BadImage(f"{name}: file not found") from None
+    except Exception as exc:  # corrupt data surfaces as OSError, SyntaxError, struct.error, IndexError, ...
+        detail = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+        raise BadImage(f"{name}: cannot decode ({detail})") from None
+    finally:
+        if opened is not None:  # release the file handle (multi-frame files keep it open)
+            opened.close()
 
 
 def to_model_input(img: Image.Image, size: int, crop_pct: float = 0.875) -> torch.Tensor:
@@ -198,8 +205,11 @@ def _read_csv(csv_path: Path, classes: ClassIndex) -> list[ImageRecord]:
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise UserError(f"{csv_path} needs a header with columns path,label")
     records = []
-    for row in rows:
-        records.append(ImageRecord(csv_path.parent / row["path"], classes.resolve(row["label"])))
+    for line, row in enumerate(rows, start=2):
+        try:
+            records.append(ImageRecord(csv_path.parent / (row["path"] or ""), classes.resolve(row["label"] or "")))
+        except UserError as exc:
+            raise UserError(f"{csv_path} line {line}: {exc}") from None
     return records
 
 
@@ -233,10 +243,11 @@ def discover(root: str | Path, classes: ClassIndex) -> list[ImageRecord]:
         records += [ImageRecord(f, label) for f in sorted(d.rglob("*")) if _is_image_name(f)]
     if unknown and records:
         log.warning("ignored %d folder(s) that name no class: %s", len(unknown), ", ".join(unknown[:5]))
-    if not subdirs or (not records and not unknown):
+    if not records:  # (d): unlabeled files at the top (other folders, if any, name no class)
         records = [ImageRecord(f) for f in sorted(root.iterdir()) if _is_image_name(f)]
     if not records:
-        raise UserError(f"no images found in {root}")
+        hint = f" (its folders name no class: {', '.join(unknown[:5])})" if unknown else ""
+        raise UserError(f"no images found in {root}{hint}")
     return records
 
 

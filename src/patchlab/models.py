@@ -290,8 +290,13 @@ def _build_timm(spec: str, weights: str | None) -> Classifier:
     import timm
 
     name = spec.split(":", 1)[1]
-    if not timm.list_models(name, pretrained=False) and name.split(".")[0] not in timm.list_models():
-        raise UserError(f"timm has no model {name!r}")
+    known = timm.list_models()
+    if name.split(".")[0] not in known:  # exact architecture name (a pattern like 'resnet*' is not a model)
+        import difflib
+
+        close = difflib.get_close_matches(name.split(".")[0], known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"timm has no model {name!r}{hint} (list them with timm.list_models())")
     try:
         if weights is None and not _hub_reachable():
             raise ConnectionError("hub not reachable")

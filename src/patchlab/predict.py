@@ -8,18 +8,26 @@ import torch
 
 from .data import ImageRecord, iter_batches, list_image_files
 from .errors import UserError
-from .models import load_classifier
+from .models import Classifier, load_classifier
 
 
 def predict_files(
-    paths: Sequence[str | Path], top: int = 5, model: str = "efficientnet_lite0", weights: str | Path | None = None,
-    device: str = "auto", batch_size: int = 32,
+    paths: Sequence[str | Path], top: int = 5, model: str | Classifier = "efficientnet_lite0",
+    weights: str | Path | None = None, device: str = "auto", batch_size: int = 32,
 ) -> dict:
-    """Top-k predictions for every decodable image; bad files are listed under 'skipped'."""
+    """Top-k predictions for every decodable image; bad files are listed under 'skipped'.
+
+    `model` is a spec (loaded on `device` with `weights`) or an already loaded Classifier.
+    """
+    if isinstance(paths, (str, Path)):  # one file or folder
+        paths = [paths]
     files = list_image_files(paths)
     if not files:
         raise UserError("no image files found in " + ", ".join(map(str, paths)))
-    clf = load_classifier(model, device, weights=str(weights) if weights else None)
+    if isinstance(model, Classifier):
+        clf = model
+    else:
+        clf = load_classifier(model, device, weights=str(weights) if weights else None)
     k = min(top, clf.num_classes)
     predictions, skipped = [], []
     for batch in iter_batches([ImageRecord(f) for f in files], clf.input_size, clf.crop_pct, batch_size):

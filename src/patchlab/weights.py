@@ -6,6 +6,7 @@ code) is refused before anything in it executes.
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         try:
@@ -28,14 +29,18 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own error types
             raise UserError(f"cannot read safetensors file {path}: {exc}") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy pickle protocols; the refusal below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(
             f"refused to load {path}: it holds pickled objects beyond tensors (possibly code); "
             "save a plain state_dict or use .safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # garbage bytes surface as KeyError, struct.error, ...; weights_only ran no code
+        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:200]
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise UserError(f"cannot read weights file {path} (not a PyTorch state dict file?): {detail}") from None
     for key in _CONTAINER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -135,33 +135,67 @@ def layers_cmd(
         typer.echo(f"{name:<40} {'x'.join(map(str, shape))}{mark}")
 
 
+def _cli_error_types() -> tuple[type[BaseException], ...]:
+    """Usage-error base classes: typer >= 0.20 vendors click, older typer uses click itself."""
+    types: list[type[BaseException]] = []
+    try:
+        from typer.exceptions import TyperException
+
+        types.append(TyperException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        types.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _usage_line(exc: BaseException) -> str:
+    """One line for a command-line usage error, pointing at the command's --help."""
+    msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    msg = " ".join(msg.split())
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return f"error: {msg}{where}"
+
+
 def main() -> None:
+    """Console entry point: user errors -> one line + exit 2; internal -> exit 1.
+
+    Command bodies return None: the app runs with standalone_mode=False, where
+    click hands back an explicit `typer.Exit(code)` as the return value.
+    """
     from . import load_commands
 
-    load_commands()
-    """Console entry point: user errors -> one line + exit 2; internal -> exit 1."""
     verbose = "--verbose" in sys.argv or "-v" in sys.argv
     try:
-        app(standalone_mode=False)
+        load_commands()
+        rc = app(standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted; finished work was kept", err=True)
-        sys.exit(130)
+        rc = 130
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors are handled below
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            sys.exit(130)
+        rc = exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except _cli_error_types() as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `patchlab`: show help, not an error
+            typer.echo(exc.format_message())
+            sys.exit(0)
+        typer.echo(_usage_line(exc), err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except Exception as exc:
         if verbose:
             traceback.print_exc()
-        typer.echo(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", err=True)
+        detail = " ".join(str(exc).split())
+        typer.echo(f"internal error: {type(exc).__name__}: {detail} (run with --verbose for the traceback)", err=True)
         sys.exit(1)
-
+    if rc == 130:  # click turns Ctrl-C into Exit(130)
+        typer.echo("interrupted; finished work was kept", err=True)
+    sys.exit(rc if isinstance(rc, int) and not isinstance(rc, bool) else 0)
