@@ -1,0 +1,81 @@
+"""`patchlab evaluate`: success rates of patch files with controls, as a run folder and report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UserError
+from .app import DeviceOpt, JsonOpt, ModelOpt, SeedOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
+
+PROTOCOL_NAMES = ("static", "dynamic", "random")
+
+
+def _split_values(values: list[str]) -> list[str]:
+    return [v for item in values for v in item.replace(",", " ").split()]
+
+
+def _sort_extras(extras: list[str], sizes: list[str], protocols: list[str], patches: list[Path]) -> None:
+    """Let list options take several values after one flag (`--sizes 5 10 15`): a
+    bare value is a size when numeric, a protocol when it names one, else a patch file."""
+    for v in extras:
+        try:
+            float(v)
+            sizes.append(v)
+        except ValueError:
+            if v in PROTOCOL_NAMES:
+                protocols.append(v)
+            else:
+                patches.append(Path(v))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET (SOURCE may be 'any').")],
+    patch: Annotated[list[Path], typer.Option("--patch", help="Patch image (.png/.jpg) or .pt; repeatable.")],
+    extra: Annotated[Optional[list[str]], typer.Argument(hidden=True, help="More values for --sizes/--protocol/--patch.")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Image folder (else synthesized exemplars).")] = None,
+    sizes: Annotated[Optional[list[str]], typer.Option("--sizes", help="Patch areas in % of the image, e.g. --sizes 5 10 25.")] = None,
+    protocol: Annotated[Optional[list[str]], typer.Option("--protocol", help="static | dynamic | random (repeatable; default all).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default reports/<time>-<source>-to-<target>/).")] = None,
+    max_images: Annotated[int, typer.Option("--max-images", min=1, help="At most this many held-out images.")] = 500,
+    exemplars: Annotated[int, typer.Option("--exemplars", min=1, help="Synthesized images when there is no --data.")] = 32,
+    placements: Annotated[int, typer.Option("--placements", min=1, help="Random placements per image and size.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Measure how often patches flip SOURCE images to TARGET (static, dynamic, random), with controls."""
+    from ..evaluate.run import evaluate_patches
+
+    setup(verbose, seed)
+    size_vals, protos, patches = _split_values(sizes or []), _split_values(protocol or []), list(patch)
+    _sort_extras(list(extra or []), size_vals, protos, patches)
+    try:
+        size_nums = [float(s) for s in size_vals]
+    except ValueError:
+        raise UserError(f"--sizes takes numbers (percent of the image area), got {' '.join(size_vals)}") from None
+    result = evaluate_patches(
+        classes, patches, data=data, sizes=size_nums or None, protocols=protos or None, out=out, model=model,
+        weights=weights, device=device, seed=seed, max_images=max_images, n_exemplars=exemplars,
+        random_placements=placements, batch_size=batch_size, progress=verbose and not json_out,
+    )
+    if json_out:
+        emit_json(dict(result["summary"], run_dir=result["run_dir"], report=result["report"]))
+        return
+    s = result["summary"]
+    proto = s["primary_protocol"]
+    typer.echo(f"{s['source']['name']} -> {s['target']['name']}: {s['data']['counts']['denominator']} of "
+               f"{s['data']['counts']['held_out']} held-out images are the source when clean")
+    for e in s["candidates"] + s["controls"]:
+        r = e.get(proto) or {}
+        lift = e.get("lift_over_best_control")
+        lift_txt = f"  lift {100 * lift['value']:+.1f} pts" if lift else ""
+        typer.echo(f"  {e['name']:<28} {proto} {100 * r.get('rate', 0):5.1f} % "
+                   f"[{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}]  reads as {e['reads_as']['name']}{lift_txt}")
+    typer.echo(f"report: {result['report']}")

@@ -1,0 +1,176 @@
+"""Run directories of an evaluation: results.csv, summary.json, patches,
+examples, seaborn figures and a self-contained report.html, plus
+reports/index.html listing runs.
+
+Layout of a run directory:
+  manifest.json      config, seed, model, versions (runio)
+  results.csv        one row per candidate x size x placement x protocol
+  summary.json       the parseable summary (schema: `build_summary`)
+  patches/NAME.png   every candidate and control (+ .pt, .json)
+  examples/*.png     before/after images
+  figures/*.png      success_vs_area, placement_heatmap, patch_gallery, examples
+  report.html        everything above in one offline page
+  COMPLETE           written last (runio.mark_complete)
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import UserError
+from ..runio import (
+    COMPLETE_MARKER, atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir, is_complete,
+    mark_complete, new_manifest, save_png, versions,
+)
+from . import figures as figs
+from .html import index_page, run_page
+
+log = logging.getLogger("patchlab")
+SCHEMA = "patchlab.summary/1"
+FIGURES = ("success_vs_area", "placement_heatmap", "patch_gallery", "examples")
+
+
+def start_run(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    """Create (or reuse) a run folder, drop any old COMPLETE marker, write the manifest."""
+    run_dir = ensure_writable_dir(run_dir)
+    (run_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+    atomic_write_json(run_dir / "manifest.json", dict(manifest, complete=False))
+    return run_dir
+
+
+def _class(index: int | None, name: str) -> dict[str, Any]:
+    return {"index": index, "name": name}
+
+
+def build_summary(evaluation, context: dict[str, Any]) -> dict[str, Any]:
+    """summary.json: source, target, model, data {kind, how, counts {train,
+    held_out, denominator}, files, skipped}, donors, protocols, primary_protocol,
+    config, candidates and controls [{name, kind, reads_as, donor, static {rate,
+    ci, size, placement}, dynamic {rate, ci}, random {rate, ci, size},
+    lift_over_best_control {value, ci, control, protocol}, lift_by_protocol,
+    patch_file}], best_candidate, best_disguised_candidate, examples, timings,
+    versions, seed, complete."""
+    ev = evaluation
+    data = dict(context.get("data") or {})
+    data.setdefault("kind", "real")
+    data.setdefault("how", "")
+    counts = dict(data.get("counts") or {})
+    counts.update(held_out=ev.n_images, denominator=ev.denominator)
+    counts.setdefault("train", 0)
+    data["counts"] = counts
+    data.setdefault("files", ev.image_names[:2000])
+    data.setdefault("skipped", [])
+    entries = []
+    for s in ev.summary:
+        entries.append(dict(s, patch_file=f"patches/{s['name']}.png"))
+    primary = ev.primary_protocol
+
+    def headline(s: dict | None) -> dict | None:
+        if s is None:
+            return None
+        r = s[primary]
+        return {"name": s["name"], "kind": s["kind"], "protocol": primary, "rate": r["rate"], "ci": r["ci"],
+                "reads_as": (s.get("reads_as") or {}).get("name"), "donor": s.get("donor")}
+
+    return {
+        "schema": SCHEMA,
+        "source": _class(ev.source, ev.source_name), "target": _class(ev.target, ev.target_name),
+        "model": context.get("model"), "data": data, "donors": list(context.get("donors") or []),
+        "protocols": list(ev.config["protocols"]), "primary_protocol": primary, "config": ev.config,
+        "candidates": [e for e in entries if e["kind"] != "control"],
+        "controls": [e for e in entries if e["kind"] == "control"],
+        "best_candidate": headline(ev.best()), "best_disguised_candidate": headline(ev.best(disguised=True)),
+        "examples": [], "timings": dict(ev.timings, **(context.get("timings") or {})),
+        "versions": versions(), "seed": context.get("seed"), "complete": False,
+    }
+
+
+def write_run(run_dir: str | Path, evaluation, context: dict[str, Any] | None = None) -> Path:
+    """Write a whole run folder atomically, file by file; COMPLETE goes last.
+
+    context: model, data {kind, how, counts {train}, files, skipped}, donors,
+    seed, timings, manifest (from runio.new_manifest; made here when absent).
+    Returns the path of report.html."""
+    context = dict(context or {})
+    run_dir = Path(run_dir)
+    manifest = context.get("manifest") or new_manifest(
+        "evaluate", evaluation.config, context.get("seed") or 0, str(context.get("model")))
+    start_run(run_dir, manifest)
+    summary = build_summary(evaluation, context)
+    for cand in list(evaluation.candidates) + list(evaluation.controls):
+        cand.save(run_dir / "patches")
+    for i, ex in enumerate(evaluation.examples):
+        files = {}
+        for key in ("before", "after"):
+            files[f"{key}_file"] = f"examples/{i:02d}-{key}.png"
+            save_png(run_dir / files[f"{key}_file"], ex[key])
+        summary["examples"].append(dict({k: v for k, v in ex.items() if k not in ("before", "after")}, **files))
+    atomic_write_text(run_dir / "results.csv", evaluation.results.to_csv(index=False))
+    atomic_write_json(run_dir / "summary.json", summary)
+    summary["complete"] = True
+    atomic_write_json(run_dir / "summary.json", summary)
+    html_path = rebuild_report(run_dir)
+    mark_complete(run_dir, manifest)
+    return html_path
+
+
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        results = pd.read_csv(run_dir / "results.csv")
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not a patchlab run folder (no summary.json / results.csv)") from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"cannot read the run in {run_dir}: {str(exc).splitlines()[0]}") from None
+    return summary, results
+
+
+def rebuild_report(run_dir: str | Path) -> Path:
+    """Remake figures/*.png and report.html from results.csv, summary.json and
+    the saved patch and example PNGs. Returns the path of report.html."""
+    run_dir = Path(run_dir)
+    summary, results = load_run(run_dir)
+    entries = summary.get("candidates", []) + summary.get("controls", [])
+    primary = summary.get("primary_protocol")
+    def by_rate(rows: list[dict]) -> list[str]:
+        return [e["name"] for e in sorted(rows, key=lambda e: -((e.get(primary) or {}).get("rate") or 0))]
+
+    attacks, controls = by_rate(summary.get("candidates", [])), by_rate(summary.get("controls", []))
+    order = attacks[:5] + controls[:1]
+    made = {
+        "success_vs_area": figs.success_vs_area(results),
+        "placement_heatmap": figs.placement_heatmap(results, order),
+        "patch_gallery": figs.patch_gallery(entries, run_dir),
+        "examples": figs.before_after(summary.get("examples", []), run_dir),
+    }
+    for key, png in made.items():
+        if png:
+            atomic_write_bytes(run_dir / "figures" / f"{key}.png", png)
+    thumbs = {}
+    for e in entries:
+        p = run_dir / e.get("patch_file", "")
+        if e.get("patch_file") and p.is_file():
+            thumbs[e["name"]] = p.read_bytes()
+    return atomic_write_text(run_dir / "report.html", run_page(summary, made, thumbs))
+
+
+def update_index(reports_root: str | Path) -> Path:
+    """Write reports_root/index.html listing every run folder in it (newest first)."""
+    root = Path(reports_root)
+    rows = []
+    for d in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.is_dir() else []:
+        try:
+            s = json.loads((d / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        best = s.get("best_candidate") or {}
+        rows.append({
+            "dir": d.name, "source": (s.get("source") or {}).get("name"), "target": (s.get("target") or {}).get("name"),
+            "model": s.get("model"), "best": best.get("name"), "rate": best.get("rate"), "complete": is_complete(d),
+        })
+    return atomic_write_text(root / "index.html", index_page(rows))

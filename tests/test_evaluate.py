@@ -1,0 +1,238 @@
+"""Evaluator: hand-counted rates on a toy model whose truth is known, Wilson and
+Newcombe intervals against published values, controls, the CLI, interruption."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from patchlab.classes import generic_classes
+from patchlab.evaluate import CONTROL_NAMES, evaluate, make_controls
+from patchlab.models import Classifier
+from patchlab.patches.candidate import Candidate
+from patchlab.stats import difference_interval, wilson_interval
+
+SOURCE, TARGET, OTHER = 0, 1, 2
+BLUES = (0.05, 0.2, 0.35, 0.6, 0.9)
+
+
+class ColorToy(nn.Module):
+    """Logits: source = 10 * mean blue, target = 10 * mean redness relu(R-G-B),
+    class 2 = 10 * mean green, the rest -5. A pure-red patch covering area A of
+    a flat blue image (0,0,b) wins iff A > b (1 - A)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Identity()
+
+    def forward(self, x):
+        x = self.features(x)
+        r, g, b = x[:, 0], x[:, 1], x[:, 2]
+        out = torch.full((x.shape[0], 10), -5.0, device=x.device)
+        out[:, SOURCE] = 10 * b.mean((1, 2))
+        out[:, TARGET] = 10 * torch.relu(r - g - b).mean((1, 2))
+        out[:, OTHER] = 10 * g.mean((1, 2))
+        return out
+
+
+def flat(rgb, n=1, size=32):
+    return torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1).expand(n, 3, size, size).clone()
+
+
+@pytest.fixture(scope="module")
+def toy():
+    clf = Classifier(ColorToy(), spec="toy", classes=generic_classes(10), input_size=32, mean=(0, 0, 0), std=(1, 1, 1))
+    images = torch.cat([flat((0, 0, b)) for b in BLUES] + [flat((0, 0.8, 0))])  # the green one is not the source
+    red = Candidate(flat((1, 0, 0), size=8)[0], "synth", "red")
+    noise = Candidate(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)), "synth", "noise")
+    return clf, images, red, noise
+
+
+def wilson_by_hand(k, n, z=1.959963984540054):
+    p = k / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def test_wilson_matches_formula_and_published_values():
+    # Newcombe (1998), Table I: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605; 0/10 -> 0-0.2775
+    for (k, n), (lo, hi) in {(81, 263): (0.2553, 0.3662), (15, 148): (0.0624, 0.1605), (0, 10): (0.0, 0.2775)}.items():
+        got = wilson_interval(k, n)
+        assert got == pytest.approx((lo, hi), abs=1e-4)
+        assert got == pytest.approx(wilson_by_hand(k, n), abs=1e-12)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval([1, 5], [10, 10])
+    assert lo[1] == pytest.approx(wilson_by_hand(5, 10)[0])
+
+
+def test_difference_interval_matches_newcombe():
+    # Newcombe (1998), method 10 examples: 56/70 - 48/80 -> (0.0524, 0.3339); 9/10 - 3/10 -> (0.1705, 0.8090)
+    d, lo, hi = difference_interval(56, 70, 48, 80)
+    assert (d, lo, hi) == pytest.approx((0.2, 0.0524, 0.3339), abs=1e-4)
+    assert difference_interval(9, 10, 3, 10)[1:] == pytest.approx((0.1705, 0.8090), abs=1e-4)
+
+
+def test_rates_match_hand_count(toy):
+    clf, images, red, noise = toy
+    ev = evaluate(clf, [red, noise], images, SOURCE, TARGET, sizes=(0.10, 0.30), random_placements=3, rotation_deg=0.0,
+                  batch_size=7, n_examples=2)
+    assert ev.denominator == 5 and ev.n_images == 6
+    res = ev.results
+    # by hand: red wins iff A/(1-A) > b: at 10 % only b=0.05 (1 of 5); at 30 % b=0.05, 0.2, 0.35 (3 of 5)
+    expect = {0.10: 1, 0.30: 3}
+    for size, k in expect.items():
+        st = res[(res.candidate == "red") & (res.protocol == "static") & (res["size"] == size)]
+        assert len(st) == 5 and (st.successes == k).all() and (st.n == 5).all()
+        assert st.untargeted_rate.to_numpy() == pytest.approx([k / 5] * 5)  # every miss stays the source here
+        assert st.ci_low.iloc[0] == pytest.approx(wilson_by_hand(k, 5)[0])
+        assert st.ci_high.iloc[0] == pytest.approx(wilson_by_hand(k, 5)[1])
+        dyn = res[(res.candidate == "red") & (res.protocol == "dynamic") & (res["size"] == size)]
+        assert dyn.successes.item() == k
+        rnd = res[(res.candidate == "red") & (res.protocol == "random") & (res["size"] == size)]
+        assert rnd.trials.item() == 15 and rnd.successes.item() == 3 * k
+        assert (rnd.ci_low.item(), rnd.ci_high.item()) == pytest.approx(wilson_by_hand(k, 5))  # n = images
+    overall = res[(res.candidate == "red") & (res.protocol == "dynamic") & res["size"].isna()]
+    assert overall.successes.item() == 3
+    assert (res[res.candidate == "noise"].successes == 0).all()  # noise never flips
+    assert (res[res.candidate == "noise"].untargeted_rate.abs() < 1e-9).all()
+    assert len(res) == 2 * (2 * 5 + 2 + 1 + 2)
+    s = {e["name"]: e for e in ev.summary}
+    assert s["red"]["static"]["rate"] == pytest.approx(0.6) and s["red"]["static"]["size"] == 0.30
+    assert s["red"]["dynamic"]["rate"] == pytest.approx(0.6)
+    assert s["red"]["reads_as"]["index"] == TARGET and s["noise"]["reads_as"]["index"] != TARGET
+    assert ev.best()["name"] == "red" and ev.best(disguised=True)["name"] == "noise"
+    assert len(ev.examples) == 2 and ev.examples[0]["candidate"] == "red"
+    # p(target) before is the clean mean over the denominator images
+    p0 = clf.logits(images[:5]).softmax(-1)[:, TARGET].mean().item()
+    assert res.p_target_before.iloc[0] == pytest.approx(p0)
+
+
+def test_source_any_and_controls_lift(toy):
+    clf, images, red, noise = toy
+    g = torch.Generator().manual_seed(1)
+    controls = make_controls(clf, flat((0, 0, 0.5)), torch.cat([flat((0, 0, 0.3)), flat((1, 0, 0))]), g,
+                             source=SOURCE, target=TARGET)
+    assert [c.name for c in controls] == list(CONTROL_NAMES) and {c.kind for c in controls} == {"control"}
+    assert torch.allclose(controls[3].patch, flat((1, 0, 0))[0, :, :19, :19])  # the most target-like image
+    ev = evaluate(clf, [red], images, None, TARGET, sizes=(0.30,), protocols=("static",), controls=controls)
+    assert ev.denominator == 6  # source 'any': every image not already the target
+    s = {e["name"]: e for e in ev.summary}
+    # the real-target crop is red too, so it is the best control and red's lift is 0
+    lift = s["red"]["lift_over_best_control"]
+    assert lift["control"] == "control-target-crop" and lift["value"] == pytest.approx(0.0)
+    assert lift["ci"][0] < 0 < lift["ci"][1]
+    assert s["control-noise"]["static"]["rate"] == 0.0 and s["control-gray"]["static"]["rate"] == 0.0
+
+
+def test_bad_inputs_are_user_errors(toy):
+    from patchlab.errors import UserError
+
+    clf, images, red, _ = toy
+    with pytest.raises(UserError, match="protocol"):
+        evaluate(clf, [red], images, SOURCE, TARGET, protocols=("sideways",))
+    with pytest.raises(UserError, match="none of the"):
+        evaluate(clf, [red], images[5:], SOURCE, TARGET)
+    with pytest.raises(UserError, match="sizes"):
+        evaluate(clf, [red], images, SOURCE, TARGET, sizes=(0, 0.5))
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for sub, n in (("snorkel", 4), ("scuba_diver", 1)):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / sub / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    return tmp_path
+
+
+def test_cli_evaluate_json_and_interrupt(folder, monkeypatch):
+    """CLI parses `--sizes 10 25`; an exception mid-run leaves no COMPLETE; a re-run completes."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from patchlab.cli import app, load_commands
+    from patchlab.evaluate import core
+    from patchlab.runio import is_complete
+
+    load_commands()
+    out = folder / "reports" / "run"
+    args = ["evaluate", "--classes", "any", "scuba diver", "--patch", str(folder / "p.png"), "--data",
+            str(folder / "data"), "--model", "tiny", "--sizes", "10", "25", "--protocol", "static", "--out", str(out),
+            "--placements", "2", "--json"]
+    calls = {"n": 0}
+    real = core.apply_mod.apply_patch
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated crash mid-evaluation")
+        return real(*a, **k)
+
+    monkeypatch.setattr(core.apply_mod, "apply_patch", flaky)
+    res = CliRunner().invoke(app, args)
+    assert isinstance(res.exception, RuntimeError) and not is_complete(out)
+    assert not (out / "summary.json").exists()
+    monkeypatch.setattr(core.apply_mod, "apply_patch", real)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert is_complete(out) and summary["complete"] and summary["config"]["sizes"] == [0.10, 0.25]
+    assert summary["data"]["counts"] == {"train": 0, "control_pool": 1, "held_out": 3, "denominator": 3}
+    assert [c["name"] for c in summary["controls"]] == list(CONTROL_NAMES)
+    assert (folder / "reports" / "index.html").is_file()
+    # interrupting a re-run of a finished run un-marks it
+    calls["n"] = 0
+    monkeypatch.setattr(core.apply_mod, "apply_patch", flaky)
+    assert isinstance(CliRunner().invoke(app, args).exception, RuntimeError)
+    assert not is_complete(out)
+
+
+def test_cli_user_errors(folder, monkeypatch, capsys):
+    """Bad class names and missing patch files: one line on stderr, exit code 2."""
+    from patchlab.cli import main
+
+    base = ["patchlab", "evaluate", "--model", "tiny", "--data", str(folder / "data"), "--out", str(folder / "o")]
+    for extra, needle in (
+        (["--classes", "snorkle", "scuba diver", "--patch", str(folder / "p.png")], "snorkel"),
+        (["--classes", "any", "scuba diver", "--patch", str(folder / "missing.png")], "missing.png"),
+        (["--classes", "any", "scuba diver", "--patch", str(folder / "p.png"), "--sizes", "0", "120"], "sizes"),
+    ):
+        monkeypatch.setattr("sys.argv", base + extra)
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and needle in err and "Traceback" not in err
+
+
+@pytest.mark.integration
+def test_real_model_rows_match_direct_application():
+    """On the default model, a static row equals pasting the patch with apply_at and classifying directly."""
+    import numpy as np
+    from skimage import data as skdata
+
+    from patchlab.data import to_model_input
+    from patchlab.models import load_classifier
+    from patchlab.patches.apply import apply_at
+    from PIL import Image
+
+    clf = load_classifier("efficientnet_lite0", "cpu")
+    imgs = torch.stack([to_model_input(Image.fromarray(np.asarray(a)), 224) for a in (skdata.chelsea(), skdata.coffee())])
+    top = clf.logits(imgs).argmax(-1)
+    target = clf.classes.resolve("scuba diver")
+    patch = Candidate(imgs[1, :, 50:150, 50:150], "natural", "coffee-crop")
+    ev = evaluate(clf, [patch], imgs[:1], int(top[0]), target, sizes=(0.25,), positions=("top-left", "center"),
+                  protocols=("static",), n_examples=0)
+    for pos in ("top-left", "center"):
+        p = clf.logits(apply_at(imgs[:1], patch.patch, 0.25, pos)).softmax(-1)[0]
+        row = ev.results[ev.results.placement == pos].iloc[0]
+        assert row.p_target_after == pytest.approx(p[target].item(), rel=1e-4)
+        assert row.successes == int(p.argmax() == target)
