@@ -82,7 +82,8 @@ def apply_patch(
 
     images: (N,3,H,W) in [0,1]. patch: (3,h,w) shared, or (N,3,h,w) one per image.
     area: scalar or (N,) fraction of the image area covered by the (square) patch.
-    centers: (N,2) patch centers, x and y in [0,1]. angle: scalar or (N,) radians.
+    centers: (N,2) patch centers, x and y in [0,1]. angle: scalar or (N,) radians
+    (positive turns the patch clockwise on screen).
     shape: 'square' or 'circle' (a disc inscribed in the square).
     Returns (N,3,H,W); differentiable w.r.t. `patch` (and not w.r.t. images' masking).
     """
@@ -102,18 +103,21 @@ def apply_patch(
     theta[:, 1, 1] = cos * h / side_px
     theta[:, 0, 2] = -(theta[:, 0, 0] * cx + theta[:, 0, 1] * cy)
     theta[:, 1, 2] = -(theta[:, 1, 0] * cx + theta[:, 1, 1] * cy)
-    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
     if shape not in ("square", "circle"):
         raise ValueError(f"unknown patch shape {shape!r}; use square or circle")
-    ph, pw = patch.shape[-2:]
-    mask = torch.ones(1, ph, pw, device=dev, dtype=dtype) if shape == "square" else circle_mask(max(ph, pw), dev).to(dtype)
-    src = patch.to(dtype).expand(n, 3, ph, pw) if patch.dim() == 3 else patch.to(dtype)
-    if mask.shape[-2:] != (ph, pw):
-        mask = F.interpolate(mask[None], size=(ph, pw), mode="bilinear", align_corners=False)[0]
-    rgba = torch.cat([src, mask.expand(n, 1, ph, pw)], dim=1)
-    warped = F.grid_sample(rgba, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    alpha = warped[:, 3:4]
-    return images * (1 - alpha) + warped[:, :3]
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)  # (N,H,W,2) patch coords in [-1,1] inside
+    # Coverage (alpha) from the patch coordinates, with a one-output-pixel linear edge: exact 0/1
+    # away from the border, so nothing bleeds outside the patch and the circle's corners stay clear.
+    half_px = (side_px / 2).view(n, 1, 1)
+    if shape == "square":  # product of the two edge ramps: exact area for axis-aligned patches
+        alpha = ((1 - grid.abs()) * half_px[..., None] + 0.5).clamp(0, 1).prod(dim=-1)
+    else:
+        alpha = ((1 - grid.square().sum(dim=-1).sqrt()) * half_px + 0.5).clamp(0, 1)
+    alpha = alpha.unsqueeze(1)  # (N,1,H,W), no gradient
+    src = patch.to(dtype).expand(n, *patch.shape[-3:]) if patch.dim() == 3 else patch.to(dtype)
+    # Colors with border padding, so the outermost patch pixels keep their value up to the edge.
+    color = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return images * (1 - alpha) + color * alpha
 
 
 def apply_at(
