@@ -1,0 +1,238 @@
+"""Tests for patchlab.atlas (tiny models; one integration test on the default model)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from patchlab.atlas import (
+    attribute_batch, bin_points, collect, head_alignment, layout, make_grid, normalize_layout, pair_view,
+    rank_donors, shortlist, tensor_batches,
+)
+from patchlab.atlas.donors import activation_scores
+from patchlab.errors import UserError
+from patchlab.models import tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_classifier(num_classes=20, input_size=32, seed=1)
+
+
+def _smooth_images(n: int, seed: int, size: int = 32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+@pytest.mark.parametrize("layer", ["features", "act1"])
+def test_attribution_matches_finite_difference(tiny, layer):
+    """a = h . d(logit_t - logit_s)/dh equals the logit-difference change when h at one position is scaled by 1+eps."""
+    clf = tiny_classifier(num_classes=20, input_size=32, seed=1).double()
+    s, t = 3, 7
+    x = _smooth_images(3, 0).double()
+    h, pair, per, logits = attribute_batch(clf, x, layer, pair=(s, t))
+    assert per is None and pair.shape == (3, *h.shape[2:])
+    eps = 1e-4
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        i, y, xx = int(rng.integers(3)), int(rng.integers(h.shape[2])), int(rng.integers(h.shape[3]))
+
+        def hook(_m, _inp, out, i=i, y=y, xx=xx):
+            out = out.clone()
+            out[i, :, y, xx] *= 1 + eps
+            return out
+
+        handle = clf.layer(layer).register_forward_hook(hook)
+        with torch.no_grad():
+            bumped = clf(x)
+        handle.remove()
+        fd = ((bumped[i, t] - bumped[i, s]) - (logits[i, t] - logits[i, s])).item() / eps
+        assert fd == pytest.approx(pair[i, y, xx].item(), rel=1e-3, abs=1e-9)
+
+
+def test_per_class_attributions_and_pair_are_consistent(tiny):
+    x = _smooth_images(4, 1)
+    _, pair, per, _ = attribute_batch(tiny, x, "features", pair=(2, 5), classes=[2, 5, 9])
+    _, pair_only, _, _ = attribute_batch(tiny, x, "features", pair=(2, 5))
+    torch.testing.assert_close(pair, per[:, 1] - per[:, 0])
+    torch.testing.assert_close(pair_only, pair, rtol=1e-5, atol=1e-6)
+
+
+def test_collect_streams_to_memmap_with_provenance(tiny, tmp_path):
+    x = _smooth_images(10, 2)
+    acts = collect(tiny, tensor_batches(x, labels=[1] * 10, batch_size=4), pair=(1, 2), classes=[1, 2], store=tmp_path / "a.f16")
+    H, W = acts.grid_hw
+    assert isinstance(acts.vectors, np.memmap) and acts.vectors.dtype == np.float16
+    assert acts.vectors.shape == (10 * H * W, 16) and len(acts.image_ids) == 10 * H * W
+    # row for image 7 at (y=2, x=3) holds that activation
+    with torch.no_grad(), tiny.capture(["features"]) as cap:
+        tiny(x[7:8])
+    row = np.nonzero((acts.image_ids == 7) & (acts.positions[:, 0] == 2) & (acts.positions[:, 1] == 3))[0][0]
+    np.testing.assert_allclose(acts.vectors[row], cap["features"][0, :, 2, 3].numpy(), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(acts.pair, acts.attribution(2) - acts.attribution(1), rtol=1e-4, atol=1e-6)
+    sampled = collect(tiny, tensor_batches(x, batch_size=4), per_image=2, seed=0)
+    assert len(sampled) == 20 and sampled.pair is None
+    ys, xs = sampled.positions[:, 0], sampled.positions[:, 1]
+    assert ((ys > 0) & (ys < H - 1) & (xs > 0) & (xs < W - 1)).all()  # edges avoided
+
+
+def test_unknown_layer_is_a_user_error(tiny):
+    with pytest.raises(UserError, match="did you mean"):
+        collect(tiny, tensor_batches(_smooth_images(2, 0)), layer="featurez")
+
+
+def test_grid_binning_on_known_points():
+    coords = np.array([[0.0, 0.0], [0.1, 0.2], [0.99, 0.0], [1.0, 1.0], [0.6, 0.6], [0.55, 0.7], [0.74, 0.51]])
+    np.testing.assert_array_equal(bin_points(coords, 4), [0, 0, 3, 15, 10, 10, 10])
+    vectors = np.arange(14, dtype=np.float32).reshape(7, 2)
+    attr = np.array([1.0, 3.0, 5.0, 7.0, -1.0, -2.0, -3.0])
+    ids = np.array([0, 0, 1, 2, 3, 4, 4])
+    cells = make_grid(coords, vectors, 4, attribution=attr, image_ids=ids, min_count=2, top_k=2)
+    np.testing.assert_array_equal(cells.ids, [0, 10])
+    np.testing.assert_array_equal(cells.count, [2, 3])
+    np.testing.assert_array_equal(cells.ix, [0, 2])
+    np.testing.assert_array_equal(cells.iy, [0, 2])
+    np.testing.assert_allclose(cells.vectors, [[1, 2], [10, 11]])
+    np.testing.assert_allclose(cells.attribution, [2.0, -2.0])
+    assert cells.top_images == [[0], [4, 3]] and cells.dropped == 2
+
+
+def test_normalize_layout_clips_and_rescales():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(1000, 2))
+    pts[0] = [100, -100]  # outlier gets clipped
+    out = normalize_layout(pts)
+    assert out.min() == 0.0 and out.max() == 1.0
+    lo, hi = np.percentile(pts[:, 0], [1, 99])
+    span = (hi - lo) * 1.2  # 10 % margin on both sides
+    assert out[1, 0] == pytest.approx((pts[1, 0] - (lo - 0.1 * (hi - lo))) / span)
+
+
+def test_layout_falls_back_when_too_few_points():
+    x = np.random.default_rng(0).random((8, 5)).astype(np.float32)
+    lay = layout(x, dims=2)
+    assert lay.method == "pca" and "too few" in lay.note
+    assert lay.coords.shape == (8, 2) and lay.coords.min() >= 0 and lay.coords.max() <= 1
+    lay = layout(np.random.default_rng(1).random((14, 5)), dims=1, method="umap")
+    assert lay.method == "tsne" and "UMAP" in lay.note and lay.coords.shape == (14, 1)
+
+
+def test_umap_layout_small():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(2, 16)) * 5
+    x = np.concatenate([centers[0] + rng.normal(size=(60, 16)), centers[1] + rng.normal(size=(60, 16))])
+    lay = layout(x.astype(np.float32), dims=2, n_neighbors=10, seed=0)
+    assert lay.method == "umap" and lay.note == ""
+    a, b = lay.coords[:60].mean(0), lay.coords[60:].mean(0)
+    assert np.linalg.norm(a - b) > 0.3  # the two clusters are laid out apart
+
+
+def _planted(num_classes: int = 30, source: int = 3, target: int = 7, planted: int = 12):
+    """Tiny model whose class `planted` has head weight w_target - w_source (+ noise)."""
+    clf = tiny_classifier(num_classes=num_classes, input_size=32, seed=4)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        W = clf.head.weight
+        W[planted] = W[target] - W[source] + 0.05 * torch.randn(W.shape[1], generator=g) * W.std()
+    return clf
+
+
+def test_head_alignment_recovers_planted_donor():
+    s, t, p = 3, 7, 12
+    clf = _planted(source=s, target=t, planted=p)
+    align = head_alignment(clf.head.weight, s, t)
+    assert np.isnan(align[[s, t]]).all()
+    assert int(np.nanargmax(align)) == p
+    assert shortlist(align, 5, (s, t))[0] == p
+    big = torch.randn(1000, 1280)
+    assert head_alignment(big, 1, 2).shape == (1000,)
+
+
+def test_donor_ranking_recovers_planted_donor(tmp_path):
+    """Full pair pipeline from a class-folder dataset: the planted class ranks first on both signals."""
+    from PIL import Image
+
+    from patchlab.atlas import build_atlas
+
+    s, t, p, decoy = 3, 7, 12, 20
+    clf = _planted(source=s, target=t, planted=p)
+    pool = _smooth_images(240, 9)
+    with torch.no_grad():
+        logits = clf(pool)
+    order = torch.argsort(logits[:, t] - logits[:, s], descending=True)
+    folders = {s: order[-60:-50], t: order[50:60], p: order[:8], decoy: order[-8:], 15: order[100:108]}
+    names = clf.classes.names
+    for cls, idx in folders.items():
+        d = tmp_path / "data" / names[cls]
+        d.mkdir(parents=True)
+        for k, i in enumerate(idx.tolist()):
+            arr = (pool[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(arr).save(d / f"{k}.png")
+    res = build_atlas(clf, s, t, images=tmp_path / "data", grid=6, n_donors=5, out=tmp_path / "run",
+                      icons=False, shortlist_size=8, batch_size=16, pair_embed="pca", atlas_method="pca")
+    df = res.donors
+    assert s not in df["index"].tolist() and t not in df["index"].tolist()
+    assert df.iloc[0]["index"] == p
+    assert df.set_index("index").loc[p, "rank_activation"] == 1.0
+    assert df.set_index("index").loc[p, "rank_head_alignment"] == 1.0
+    out = tmp_path / "run"
+    for f in ("atlas-pair.png", "atlas.png", "cells.csv", "donors.csv", "donors.json", "manifest.json", "COMPLETE"):
+        assert (out / f).is_file(), f
+    donors = json.loads((out / "donors.json").read_text())["donors"]
+    assert donors[0]["index"] == p and donors[0]["evidence"]["images"]
+    assert json.loads((out / "manifest.json").read_text())["complete"] is True
+
+
+def test_activation_signal_prefers_target_like_images(tiny):
+    s, t = 1, 2
+    x = _smooth_images(64, 3)
+    with torch.no_grad():
+        lg = tiny(x)
+    order = torch.argsort(lg[:, t] - lg[:, s], descending=True)
+    base = collect(tiny, tensor_batches(x[order[16:48]], labels=[s] * 16 + [t] * 16), pair=(s, t), classes=[s, t])
+    view = pair_view(base, s, t, n=5, min_count=2, embed="pca")
+    assert view.x.min() >= -1 and view.x.max() <= 1
+    donor = collect(tiny, tensor_batches(torch.cat([x[order[:8]], x[order[-8:]]]), labels=[10] * 8 + [11] * 8), pair=(s, t))
+    ev = activation_scores(donor, view)
+    assert ev.act_score[10] > ev.act_score[11]
+    df = rank_donors([10, 11, s], None, ev, tiny.classes, s, t)
+    assert df["index"].tolist() == [10, 11]
+
+
+def test_icons_render_and_compose(tiny):
+    pytest.importorskip("patchlab.optvis.render")
+    from patchlab.atlas.icons import compose, render_icons
+
+    x = _smooth_images(6, 4)
+    acts = collect(tiny, tensor_batches(x), layer="features")
+    coords = np.random.default_rng(0).random((len(acts), 2))
+    cells = make_grid(coords, acts.vectors, 3, min_count=1)
+    icons = render_icons(tiny, "features", cells.vectors, size=24, steps=3, batch=4)
+    assert icons.shape == (len(cells), 3, 24, 24) and torch.isfinite(icons).all()
+    img = compose(icons, cells, cell_px=24, frame=np.linspace(-1, 1, len(cells)))
+    assert img.shape == (3, 72, 72) and img.min() >= 0 and img.max() <= 1
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from patchlab.models import load_classifier
+
+    return load_classifier("efficientnet_lite0", "cpu")
+
+
+@pytest.mark.integration
+def test_default_model_head_attribution_is_linear_projection(lite0):
+    """For pooled-linear heads the pair attribution is h . (w_t - w_s) / (H W) at every position."""
+    s, t = 801, 983
+    x = _smooth_images(2, 0, size=224)
+    h, pair, _, _ = attribute_batch(lite0, x, lite0.feature_layer, pair=(s, t))
+    assert h.shape[1:] == (1280, 7, 7)
+    d = lite0.head.weight[t] - lite0.head.weight[s]
+    expected = torch.einsum("nchw,c->nhw", h, d) / 49
+    torch.testing.assert_close(pair, expected, rtol=1e-4, atol=1e-6)
+    align = head_alignment(lite0.head.weight, s, t)
+    assert np.isnan(align[[s, t]]).all() and np.isfinite(np.delete(align, [s, t])).all()
