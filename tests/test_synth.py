@@ -92,7 +92,7 @@ def test_pgd_source_weight_and_restarts(task):
                             source_weight=0.5, restarts=2, generator=generator(1))
     prov = cand.provenance
     assert prov["optimizer"] == "pgd" and len(prov["restart_scores"]) == 2
-    assert cand.score == max(prov["restart_scores"]) or math.isclose(cand.score, max(prov["restart_scores"]), abs_tol=1e-4)
+    assert cand.score == pytest.approx(max(prov["restart_scores"]), abs=1e-4)
     assert 0 <= cand.patch.min() and cand.patch.max() <= 1 and len(cand.curve) == 6
     with pytest.raises(ValueError):
         synthesize_patch(clf, train, TARGET, None, steps=2, source_weight=1.0)

@@ -45,7 +45,7 @@ def _images_from_data(clf, data: Path, source: int | None, target: int) -> tuple
     return loaded.images, loaded.paths, loaded.skipped
 
 
-def _images_from_exemplars(clf, source: int | None, target: int, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+def _images_from_exemplars(clf, source: int | None, target: int, n: int, seed: int, progress: bool = False) -> tuple[torch.Tensor, list[str]]:
     try:
         from ..exemplars import exemplars
     except ImportError:
@@ -56,7 +56,7 @@ def _images_from_exemplars(clf, source: int | None, target: int, n: int, seed: i
         return x.images if hasattr(x, "images") else x
 
     if source is not None:
-        imgs = as_tensor(exemplars(clf, source, n, near=target))
+        imgs = as_tensor(exemplars(clf, source, n, near=target, seed=seed, progress=progress))
         return imgs, [f"exemplar:{clf.classes.slug(source)}:{i}" for i in range(len(imgs))]
     # Brown's universal setting: variety across many classes is what makes the patch transfer.
     g = torch.Generator().manual_seed(seed)
@@ -64,7 +64,7 @@ def _images_from_exemplars(clf, source: int | None, target: int, n: int, seed: i
     per = max(1, -(-n // len(pool)))
     parts, names = [], []
     for c in pool:
-        x = as_tensor(exemplars(clf, c, per))
+        x = as_tensor(exemplars(clf, c, per, seed=seed, progress=progress))
         parts.append(x)
         names += [f"exemplar:{clf.classes.slug(c)}:{i}" for i in range(len(x))]
     return torch.cat(parts), names
@@ -120,7 +120,7 @@ def run_synth(
         images, names, skipped = _images_from_data(clf, Path(data), src, tgt)
         origin = str(data)
     else:
-        images, names = _images_from_exemplars(clf, src, tgt, exemplars_n, seed)
+        images, names = _images_from_exemplars(clf, src, tgt, exemplars_n, seed, progress)
         origin = "exemplars"
     train_idx, held_idx = _split(len(images), seed)
     config = {
