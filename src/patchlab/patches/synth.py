@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,12 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def _init_param(optimizer: str, patch_px: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def _init_param(optimizer: str, patch_px: int, generator: torch.Generator | None, device: torch.device,
+                init: torch.Tensor | None = None) -> torch.Tensor:
+    if init is not None:  # start from a given patch (e.g. a rendered feature patch)
+        x = init.detach().to(device, torch.float32).clamp(0, 1)
+        w = torch.logit(x.clamp(1e-3, 1 - 1e-3)) if optimizer == "adam" else x.clone()
+        return w.requires_grad_(True)
     gen_dev = generator.device if generator is not None else device
     if optimizer == "adam":  # logits of a mid-gray-centered noise patch
         w = torch.randn(3, patch_px, patch_px, generator=generator, device=gen_dev) * 0.5
@@ -95,12 +100,13 @@ def _optimize(
     classifier: Classifier, images: torch.Tensor, target: int, source: int | None, eot: EOT, steps: int,
     patch_px: int, batch_size: int, lr: float, optimizer: str, source_weight: float,
     generator: torch.Generator | None, dtype: torch.dtype | None, progress: bool, desc: str,
+    init: torch.Tensor | None = None, patch_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One optimization run: returns the patch (3,p,p), a (steps,2) tensor of (loss, success), s/step."""
     dev = images.device
     n, hw = images.shape[0], tuple(images.shape[-2:])
     gen_dev = generator.device if generator is not None else dev
-    param = _init_param(optimizer, patch_px, generator, dev)
+    param = _init_param(optimizer, patch_px, generator, dev, init)
     opt = torch.optim.Adam([param], lr=lr) if optimizer == "adam" else SignGradient([param], lr=lr)
     to_patch = torch.sigmoid if optimizer == "adam" else (lambda w: w)
     tgt = torch.full((batch_size,), int(target), device=dev, dtype=torch.long)
@@ -121,6 +127,8 @@ def _optimize(
         loss = F.cross_entropy(logits, tgt)
         if source_weight:
             loss = loss - source_weight * F.cross_entropy(logits, src)
+        if patch_loss is not None:  # a term on the patch itself (e.g. keep it feature-like / disguised)
+            loss = loss + patch_loss(to_patch(param))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -152,6 +160,8 @@ def synthesize_patch(
     progress: bool = False,
     amp: bool | None = None,
     name: str | None = None,
+    init: torch.Tensor | None = None,
+    patch_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Candidate:
     """Train a universal targeted patch with EOT (Brown et al. 2017).
 
@@ -167,6 +177,9 @@ def synthesize_patch(
     batch success over the last fifth of the steps, then lowest loss) is kept.
     amp: autocast on CUDA (None = bfloat16 when supported); CPU stays float32.
     On CUDA the images are laid out channels_last.
+    init: optional (3,p,p) patch to start from instead of noise (every restart).
+    patch_loss: optional callable(patch (3,p,p)) -> scalar added to the loss
+    (used by feature tuning to keep a patch feature-like or disguised).
     Returns Candidate(kind="synth") with curve rows {step, loss, success}
     (success = fraction of the step's batch whose top-1 is the target) and
     reads_as (the model's top-1 for the patch alone).
@@ -183,7 +196,7 @@ def synthesize_patch(
     for r in range(restarts):
         patch, record, per_step = _optimize(
             classifier, images, target, source, eot, steps, patch_px, batch_size, lr, optimizer, source_weight,
-            generator, dtype, progress, f"synth {r + 1}/{restarts}",
+            generator, dtype, progress, f"synth {r + 1}/{restarts}", init, patch_loss,
         )
         tail = record[-window:]
         runs.append((float(tail[:, 1].mean()), -float(tail[:, 0].mean()), patch, record, per_step))
