@@ -1,6 +1,7 @@
 """`patchlab probe`: the whole mission for one class pair."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -64,7 +65,8 @@ def probe_cmd(
 
     setup(verbose, seed)
     summary = probe(classes[0], classes[1], model=model, weights=weights, data=data, donor_data=donor_data,
-                    budget=budget, out=out, device=device, seed=seed, resume=resume, progress=not json_out,
+                    budget=budget, out=out, device=device, seed=seed, resume=resume,
+                    progress=not json_out and sys.stderr.isatty(),
                     echo=lambda m: typer.echo(m, err=True))
     if json_out:
         emit_json(summary)
