@@ -71,7 +71,7 @@ def test_exemplars_save_pngs_read_back_identically(tiny, tmp_cache, tmp_path):
     manifest_path = ex.save(tmp_path / "out")
     manifest = json.loads(manifest_path.read_text())
     files = [tmp_path / "out" / r["file"] for r in manifest["images"]]
-    assert all(f.is_file() for f in files) and manifest["synthesized"] and manifest["settings"]["near"] == 5
+    assert all(f.is_file() for f in files) and manifest["synthesized"] and manifest["config"]["near"] == 5 and manifest["complete"]
     back = load_images([ImageRecord(f) for f in files], tiny.input_size, tiny.crop_pct).images
     assert torch.allclose(back, ex.images, atol=1e-6)
     assert all("p_near" in r for r in manifest["images"])
@@ -84,3 +84,30 @@ def test_exemplars_bad_input(tiny, tmp_cache):
         exemplars(tiny, 3, band=(0.9, 0.5))
     with pytest.raises(UserError):
         exemplars(tiny, 3, near=3)
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from patchlab.models import load_classifier
+
+    return load_classifier("efficientnet_lite0", "cpu")
+
+
+@pytest.mark.integration
+def test_dream_goldfish_files_read_back_in_band(default_model, tmp_cache, tmp_path):
+    """Acceptance in small: PNGs read back through patchlab.data give the manifest's numbers,
+    and every image that stopped is top-1 goldfish inside the band."""
+    from patchlab.data import ImageRecord, load_images
+
+    clf = default_model
+    goldfish = clf.classes.resolve("goldfish")
+    ex = exemplars(clf, goldfish, n=2, steps=60, seed=0)
+    manifest = json.loads(ex.save(tmp_path / "dream").read_text())
+    lo, hi = manifest["config"]["band"]
+    files = [ImageRecord(tmp_path / "dream" / r["file"]) for r in manifest["images"]]
+    back = load_images(files, clf.input_size, clf.crop_pct).images
+    p = clf.logits(back).softmax(1)
+    for i, rec in enumerate(manifest["images"]):
+        assert abs(float(p[i, goldfish]) - rec["p_class"]) < 1e-3
+        if rec["stopped"]:
+            assert int(p[i].argmax()) == goldfish and lo <= float(p[i, goldfish]) <= hi

@@ -53,21 +53,28 @@ class ExemplarSet:
     full: torch.Tensor | None = None
     cached: bool = False
     seconds: float = 0.0
+    interrupted: bool = False  # Ctrl-C: the images are what was done so far (not cached)
     labels: list[str] = field(default_factory=list)
 
+    def manifest(self) -> dict[str, Any]:
+        """The run manifest (patchlab.runio conventions) describing these images."""
+        from .runio import new_manifest
+
+        m = new_manifest("dream", self.settings, self.settings["seed"], self.settings["model"])
+        m.update(kind="exemplars", synthesized=True, method=describe(self.settings), cached=self.cached,
+                 seconds=round(self.seconds, 2), interrupted=self.interrupted, images=self.records)
+        return m
+
     def save(self, folder: str | Path) -> Path:
-        """Write one PNG per image and manifest.json (each file atomically); returns the manifest path."""
-        from .runio import atomic_write_json, ensure_writable_dir, save_png
+        """Write one PNG per image, then manifest.json and the COMPLETE marker (each atomically)."""
+        from .runio import ensure_writable_dir, mark_complete, save_png
 
         folder = ensure_writable_dir(folder)
         imgs = self.full if self.full is not None else self.images
-        files = []
         for rec, img in zip(self.records, imgs):
             save_png(folder / rec["file"], img)
-            files.append(rec["file"])
-        manifest = {"kind": "exemplars", "synthesized": True, "settings": self.settings, "images": self.records,
-                    "method": describe(self.settings)}
-        return atomic_write_json(folder / "manifest.json", manifest)
+        mark_complete(folder, self.manifest())
+        return folder / "manifest.json"
 
 
 def describe(settings: dict[str, Any]) -> str:
@@ -149,12 +156,30 @@ def robustness(classifier, images: torch.Tensor, cls: int, generator: torch.Gene
     return (top1 == cls).float().mean(0).cpu()
 
 
-def _stop_rule(cls: int, band, near: int | None, near_band, margin: float):
+def _train_view_top1(cls: int, n: int, device, lo: float) -> tuple[obj.Objective, torch.Tensor]:
+    """A zero objective that records, per image, whether its latest randomly transformed view was
+    top-1 `cls` with p >= lo (free: it reads the training forward's logits)."""
+    flags = torch.zeros(n, dtype=torch.bool, device=device)
+
+    def fn(ctx: obj.Context) -> torch.Tensor:
+        lg = ctx.logits.detach()
+        top1 = (lg.argmax(1) == cls) & (lg.softmax(1)[:, cls] >= lo)
+        flags[ctx.index if ctx.index is not None else slice(None)] = top1
+        return ctx.logits.new_zeros(ctx.logits.shape[0])
+
+    return obj.Objective(fn, name="record-top1"), flags
+
+
+def _stop_rule(cls: int, band, near: int | None, near_band, margin: float, robust_flags: torch.Tensor | None = None):
+    """Done when the saved view is top-1 with p in band (and p(near) in its band), and the last
+    randomly transformed training view was top-1 too (a cheap robustness check at the stop)."""
     lo, hi = band
 
     def rule(logits: torch.Tensor, step: int) -> torch.Tensor:
         p = logits.softmax(1)
         ok = (logits.argmax(1) == cls) & (p[:, cls] >= lo + margin) & (p[:, cls] <= hi - margin)
+        if robust_flags is not None:
+            ok &= robust_flags
         if near is not None:
             nlo, nhi = near_band
             ok &= (p[:, near] >= nlo * (1 + margin)) & (p[:, near] <= nhi * (1 - margin))
@@ -220,19 +245,19 @@ def exemplars(
         objective = objective + NEAR_WEIGHT * obj.logprob_band(int(near), *_inner(*near_band))
     if diversity > 0 and n > 1:
         objective = objective + obj.diversity(classifier.feature_layer, diversity, kind="pooled")
-    tf = compose(jitter(4), random_scale((0.95, 1.05)), random_rotate(5.0), crop(size, random=True))
+    recorder, flags = _train_view_top1(int(cls), n, device, band[0])
+    objective = objective + recorder
+    tf = compose(jitter(4), random_scale((0.95, 1.15)), random_rotate(5.0), crop(size, random=True))
     result = render(
         classifier, objective, n, size=full_size, steps=steps, param="fourier", transforms=tf, lr=0.05,
-        stop=_stop_rule(int(cls), band, near, near_band, margin=0.01), generator=g, progress=progress,
+        stop=_stop_rule(int(cls), band, near, near_band, margin=0.01, robust_flags=flags), generator=g, progress=progress,
         stop_view=lambda x: center_view(x, size),
     )
     full = quantize(result.images)
     images = center_view(full, size)
     records = _records(classifier, images, int(cls), near, result, robustness(classifier, images, int(cls), g), band, near_band)
-    out = ExemplarSet(images, records, settings, full, seconds=time.perf_counter() - t0)
-    if result.interrupted:
-        raise KeyboardInterrupt
-    if cache:
+    out = ExemplarSet(images, records, settings, full, seconds=time.perf_counter() - t0, interrupted=result.interrupted)
+    if cache and not result.interrupted:
         save_tensors(key, {"full": full.mul(255).round().byte()}, {"records": records})
     return out
 

@@ -1,6 +1,7 @@
 """`patchlab dream`: calibrated class exemplars (see patchlab.exemplars)."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -31,10 +32,11 @@ def dream(
         clf, index, n=n, band=band or DEFAULT_BAND, near=near_index, near_band=near_band or DEFAULT_NEAR_BAND,
         size=size, steps=steps or DEFAULT_STEPS, seed=seed, cache=cache, progress=progress,
     )
+    if result.interrupted:
+        logging.getLogger(__name__).warning("interrupted: saving the images as they were (not all finished)")
     path = result.save(out)
     manifest = json.loads(path.read_text())
     manifest["folder"] = str(Path(out))
-    manifest["cached"] = result.cached
     return manifest
 
 
