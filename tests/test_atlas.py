@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,10 @@ def test_layout_falls_back_when_too_few_points():
     assert lay.method == "tsne" and "UMAP" in lay.note and lay.coords.shape == (14, 1)
 
 
+@pytest.mark.skipif(
+    not os.environ.get("PATCHLAB_TEST_UMAP"),
+    reason="UMAP's numba JIT takes 15-70 s on 2 busy cores; set PATCHLAB_TEST_UMAP=1 to run",
+)
 def test_umap_layout_small():
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(2, 16)) * 5
@@ -236,3 +241,12 @@ def test_default_model_head_attribution_is_linear_projection(lite0):
     torch.testing.assert_close(pair, expected, rtol=1e-4, atol=1e-6)
     align = head_alignment(lite0.head.weight, s, t)
     assert np.isnan(align[[s, t]]).all() and np.isfinite(np.delete(align, [s, t])).all()
+
+
+def test_donor_images_render_in_one_batch(tiny):
+    pytest.importorskip("patchlab.optvis.render")
+    from patchlab.atlas.run import _rendered_pool
+
+    pool = _rendered_pool(tiny, [4, 9], per_class=2, steps=3, seed=0)
+    assert pool.images.shape == (4, 3, 32, 32) and pool.labels == [4, 4, 9, 9]
+    assert pool.names[2].startswith("render:donor:") and len(set(pool.names)) == 4

@@ -118,12 +118,33 @@ def _exemplar_pool(classifier, classes: list[int], n: int, seed: int, tag: str) 
         raise UserError("no --data given and patchlab.exemplars is not available to synthesize images; pass --data DIR") from None
     imgs, names, labels = [], [], []
     for c in classes:
-        ex = exemplars(classifier, c, n, seed=seed + c)
+        ex = exemplars(classifier, c, n, seed=seed)
         imgs.append(ex.images.detach().float().cpu())
         slug = classifier.classes.slug(c)
         names += [f"exemplar:{tag}:{slug}:{i}" for i in range(len(ex.images))]
         labels += [c] * len(ex.images)
     return ImagePool(classifier, torch.cat(imgs), names, labels)
+
+
+def _rendered_pool(classifier, classes: list[int], per_class: int, steps: int, seed: int, band=(0.5, 0.9)) -> ImagePool:
+    """Donor-class images rendered in ONE optvis batch (each image its own class), each frozen
+    once it is top-1 for its class with p >= band[0]; objective log p kept inside the band."""
+    from ..devices import generator
+    from ..optvis import objectives as obj
+    from ..optvis.render import render
+
+    dev = classifier.device
+    idx = torch.tensor(classes, device=dev).repeat_interleave(per_class)
+    rows = torch.arange(len(idx), device=dev)
+
+    def stop(logits: torch.Tensor, _step: int) -> torch.Tensor:
+        p = logits.softmax(1)[rows, idx]
+        return (logits.argmax(1) == idx) & (p >= band[0])
+
+    res = render(classifier, obj.logprob_band(idx, band[0] + 0.05, band[1] - 0.05), len(idx), steps=steps,
+                 param="fourier", lr=0.05, stop=stop, generator=generator(seed, dev))
+    names = [f"render:donor:{classifier.classes.slug(c)}:{i}" for c in classes for i in range(per_class)]
+    return ImagePool(classifier, res.images.detach().float().cpu(), names, idx.tolist())
 
 
 def _data_records(classifier, data, classes: list[int] | None, per_class: int, seed: int):
@@ -235,6 +256,7 @@ def build_atlas(
     icon_size: int = 96,
     n_exemplars: int = 8,
     donor_exemplars: int = 2,
+    donor_steps: int = 64,
     shortlist_size: int = 24,
     max_images: int = 200,
     atlas_grid: int | None = None,
@@ -264,7 +286,7 @@ def build_atlas(
     out = Path(out) if out else _default_out(classifier, s, t, layer)
     ensure_writable_dir(out)
     config = {k: v for k, v in locals().items() if k in (
-        "layer", "grid", "n_donors", "icons", "icon_steps", "icon_size", "n_exemplars", "donor_exemplars",
+        "layer", "grid", "n_donors", "icons", "icon_steps", "icon_size", "n_exemplars", "donor_exemplars", "donor_steps",
         "shortlist_size", "max_images", "atlas_grid", "pair_embed", "atlas_method", "batch_size")}
     config.update(source=None if s is None else classes.label(s), target=None if t is None else classes.label(t),
                   images=str(images) if isinstance(images, (str, Path)) else (None if images is None else "in-memory"))
@@ -320,7 +342,7 @@ def build_atlas(
             notes.append("pair view: " + view.layout.note)
         clock("pair_view", t0)
         donors_df, donor_acts, donor_pool = _donors(
-            classifier, s, t, view, pool, layer, folder, shortlist_size, donor_exemplars, max_images, seed, batch_size,
+            classifier, s, t, view, pool, layer, folder, shortlist_size, donor_exemplars, donor_steps, max_images, seed, batch_size,
             progress, out, notes, timings,
         )
         if donor_acts is not None:
@@ -385,7 +407,7 @@ def build_atlas(
     return result
 
 
-def _donors(classifier, s, t, view, pair_pool, layer, folder, shortlist_size, donor_exemplars, max_images, seed, batch_size,
+def _donors(classifier, s, t, view, pair_pool, layer, folder, shortlist_size, donor_exemplars, donor_steps, max_images, seed, batch_size,
             progress, out, notes, timings):
     """Rank donor classes: signal (ii) over all classes, signal (i) on a shortlist."""
     from .donors import activation_scores, head_alignment, rank_donors, shortlist
@@ -418,7 +440,8 @@ def _donors(classifier, s, t, view, pair_pool, layer, folder, shortlist_size, do
         if missing:
             notes.append(f"{len(missing)} shortlisted classes have no images in the data; signal (i) is missing for them")
     elif cands:
-        pool = _exemplar_pool(classifier, cands, donor_exemplars, seed, "donor")
+        pool = _rendered_pool(classifier, cands, donor_exemplars, donor_steps, seed)
+        notes.append(f"donor images: {donor_exemplars} per shortlisted class, rendered in one batch (<= {donor_steps} steps)")
     timings["donor_images"] = time.perf_counter() - t0
     if not cands:
         raise UserError("no candidate donor classes: the head is not linear and the data has no other classes")
