@@ -5,7 +5,8 @@ ranges (area -> ART's scale = sqrt(area) of the image side; rotation) and
 the same number of optimization steps. Prints seconds per step for the model's
 bare forward+backward, patchlab and ART, and the targeted success of both
 patches at equal steps on held-out images (corners + center, square patches),
-with a uniform-noise patch as control.
+with a uniform-noise patch as control. Under CPU contention, trust the
+"interleaved" line (bare and patchlab steps timed alternately) for the ratio.
 
 Images: random crops of scikit-image's bundled photos (train and held-out crops
 come from disjoint photos), or class exemplars via patchlab.exemplars
@@ -97,6 +98,19 @@ def bare_step_seconds(clf: Classifier, images: torch.Tensor, target: int, batch:
     return statistics.median(times)
 
 
+def interleaved_ratio(clf: Classifier, images: torch.Tensor, target: int, batch: int, rounds: int, args) -> tuple[float, float]:
+    """Median seconds of bare fwd+bwd and of one patchlab step, measured alternately (robust to CPU
+    contention drifting during a run). The patchlab step is the real one: synthesize_patch(steps=2)
+    times its second step (`sec_per_step` excludes the warm-up step)."""
+    bare, ours = [], []
+    for r in range(rounds):
+        bare.append(bare_step_seconds(clf, images, target, batch, 1))
+        cand = synthesize_patch(clf, images, target, steps=2, patch_px=args.patch_px, area=tuple(args.area),
+                                rotation_deg=args.rotation, batch_size=batch, generator=generator(r))
+        ours.append(cand.provenance["sec_per_step"])
+    return statistics.median(bare), statistics.median(ours)
+
+
 def success(clf: Classifier, images: torch.Tensor, patch: torch.Tensor, target: int, areas: list[float]) -> dict:
     """Targeted success (top-1 == target) per area over the 4 corners + center, no rotation."""
     out = {}
@@ -153,6 +167,7 @@ def main() -> None:
     ap.add_argument("--eval-areas", type=float, nargs="+", default=[0.1, 0.2])
     ap.add_argument("--bare-reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
+    ap.add_argument("--interleaved", type=int, default=5, help="rounds of alternating bare/patchlab step timing (0 = off)")
     ap.add_argument("--no-art", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -179,6 +194,9 @@ def main() -> None:
         print(f"\nbatch {batch}: bare fwd+bwd {bare:.3f} s | patchlab {ours:.3f} s/step "
               f"({ours / bare:.2f}x bare; in-loop {cand.provenance['sec_per_step']:.3f} s)")
         print(f"  patchlab success {fmt(success(clf, held, cand.patch, target, areas))}")
+        if args.interleaved:
+            b, o = interleaved_ratio(clf, train, target, batch, args.interleaved, args)
+            print(f"  interleaved ({args.interleaved} rounds): bare {b:.3f} s, patchlab step {o:.3f} s ({o / b:.2f}x bare)")
         if args.no_art:
             continue
         try:
