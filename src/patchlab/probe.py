@@ -74,7 +74,7 @@ def _unpack(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> list[Cand
     return [Candidate(tensors[f"patch{i}"].cpu(), **m) for i, m in enumerate(meta["candidates"])]
 
 
-def _source_images(clf, source: int, target: int, data: str | Path | None, budget: Budget, seed: int):
+def source_images(clf, source: int, target: int, data: str | Path | None, budget: Budget, seed: int):
     """(train, held_out, control_pool, target_images, info) tensors on CPU."""
     if data is None:
         from .exemplars import describe, exemplars
@@ -112,7 +112,7 @@ def _source_images(clf, source: int, target: int, data: str | Path | None, budge
     return train.images, held.images, pool.images, tgt, info, held.paths
 
 
-def _donor_images(clf, donors: list[int], per_class: int, seed: int, donor_data: str | Path | None):
+def donor_images(clf, donors: list[int], per_class: int, seed: int, donor_data: str | Path | None):
     """Images of the donor classes: real photos from donor_data, else exemplars (cached by the atlas run)."""
     if donor_data is not None:
         from .data import discover, load_images
@@ -198,7 +198,7 @@ def probe(
 
     # 1. images
     def images_stage():
-        train, held, pool, tgt, info, held_names = _source_images(clf, s, t, data, plan, seed)
+        train, held, pool, tgt, info, held_names = source_images(clf, s, t, data, plan, seed)
         return ({"train": train, "held_out": held, "control_pool": pool, "target": tgt},
                 {"info": info, "held_out_names": [str(n) for n in held_names]})
 
@@ -248,7 +248,7 @@ def probe(
         from .patches.natural import natural_patches
 
         ids = [int(d["index"]) for d in donors][: max(plan.n_donors_used, 3)]
-        d_imgs, d_labels, d_names = _donor_images(clf, ids, plan.donor_images, seed, donor_data)
+        d_imgs, d_labels, d_names = donor_images(clf, ids, plan.donor_images, seed, donor_data)
         cands, stats = natural_patches(clf, s, t, imgs["train"], d_imgs, d_labels, pair_direction(clf, s, t),
                                        donor_names=[str(n) for n in d_names], top_k=plan.natural_top, generator=g)
         tensors, meta = _pack(cands)
