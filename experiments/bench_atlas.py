@@ -8,9 +8,10 @@
    - forward + full backward to the input pixels  : what a naive gradient x activation costs
    - patchlab collect(): forward, pair attribution (backward from the logits
      to the layer only), float16 vectors streamed to a memmap
-2. UMAP 2-D layout time (cosine, n_neighbors=20, min_dist=0.01) on N vectors
-   collected from the default model on smooth random-noise images (real model
-   activations of synthetic inputs), numba JIT compile timed separately.
+2. UMAP 2-D layout time (cosine, n_neighbors=20, min_dist=0.01) on N vectors:
+   --umap-source random (default: 200 ReLU'd Gaussian clusters in 1280-d) or
+   model (default-model activations of smooth noise images; slow to collect on
+   CPU); numba JIT compile timed separately.
 3. Donor signal (ii) over all 1000 classes (median of 20 runs).
 """
 from __future__ import annotations
@@ -50,8 +51,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--umap-n", type=int, default=100_000)
+    ap.add_argument("--umap-source", choices=["random", "model"], default="random")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-umap", action="store_true")
+    ap.add_argument("--skip-collect", action="store_true")
     args = ap.parse_args()
 
     from patchlab.atlas import collect, head_alignment, layout, tensor_batches
@@ -87,8 +90,51 @@ def main() -> None:
         acts = collect(clf, ((b, [""] * len(b), [-1] * len(b)) for b in batches), layer, pair=(s, t), store=tmp / "a.f16")
         assert len(acts) == n_img * 49
 
-    forward()  # warm-up (allocator, cudnn)
-    collecting()
+    if not args.skip_collect:
+        forward()  # warm-up (allocator, cudnn)
+        collecting()
+        _throughput(args, dev, n_img, forward, forward_backward, collecting, clf, batches, layer, s, t, tmp)
+    W = clf.head.weight
+    head_alignment(W, s, t)
+    runs = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        head_alignment(W, s, t)
+        runs.append(time.perf_counter() - t0)
+    print(f"donor signal (ii) over {W.shape[0]} classes: median {np.median(runs) * 1000:.2f} ms")
+
+    if args.skip_umap:
+        return
+    n_need = args.umap_n
+    t0 = time.perf_counter()
+    if args.umap_source == "model":
+        per_batch = 32
+        imgs_needed = (n_need + 48) // 49
+        sizes = [min(per_batch, imgs_needed - i) for i in range(0, imgs_needed, per_batch)]
+        acts = collect(
+            clf, ((smooth_noise(k, clf.input_size, 1000 + j).to(dev), [""] * k, [-1] * k) for j, k in enumerate(sizes)),
+            layer, pair=(s, t), store=tmp / "u.f16",
+        )
+        vecs = np.asarray(acts.vectors[:n_need], dtype=np.float32)
+        what = "default-model activations of smooth random-noise images"
+    else:  # clustered, non-negative like post-ReLU activations
+        rng = np.random.default_rng(0)
+        centers = np.maximum(rng.normal(size=(200, 1280)), 0).astype(np.float32)
+        vecs = np.maximum(centers[rng.integers(0, 200, n_need)] + 0.5 * rng.normal(size=(n_need, 1280)).astype(np.float32), 0)
+        what = "synthetic vectors: 200 ReLU'd Gaussian clusters in 1280-d"
+    print(f"{len(vecs)} x {vecs.shape[1]} vectors for UMAP ({what}) prepared in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    layout(np.random.default_rng(0).random((300, 16), dtype=np.float32), dims=2, n_neighbors=20)
+    print(f"UMAP numba JIT + tiny fit (300 x 16): {time.perf_counter() - t0:.1f} s")
+    for seed, label in [(0, "seeded (single-threaded)"), (None, "unseeded (all cores)")]:
+        t0 = time.perf_counter()
+        lay = layout(vecs, dims=2, n_neighbors=20, min_dist=0.01, seed=seed)
+        print(f"UMAP 2-D of {len(vecs)} x {vecs.shape[1]} ({args.umap_source}), {label}: {time.perf_counter() - t0:.1f} s ({lay.method})")
+
+
+def _throughput(args, dev, n_img, forward, forward_backward, collecting, clf, batches, layer, s, t, tmp) -> None:
+    from patchlab.atlas import collect
+
     methods = [("forward", forward), ("forward+backward(pixels)", forward_backward), ("collect (pair attr, memmap)", collecting)]
     best = {name: float("inf") for name, _ in methods}
     for _ in range(args.rounds):  # interleaved rounds, best of each: robust to other load on the machine
@@ -102,36 +148,6 @@ def main() -> None:
     acts2 = collect(clf, ((b, [""] * len(b), [-1] * len(b)) for b in batches), layer, pair=(s, t), classes=[s, t], store=tmp / "b.f16")
     print(f"  per-class attributions (2 classes) also collected: {len(acts2)} vectors, {acts2.vectors.nbytes / 2**20:.1f} MiB float16 "
           f"-> 1M vectors = {1e6 * 1280 * 2 / 2**30:.2f} GiB")
-
-    W = clf.head.weight
-    head_alignment(W, s, t)
-    runs = []
-    for _ in range(20):
-        t0 = time.perf_counter()
-        head_alignment(W, s, t)
-        runs.append(time.perf_counter() - t0)
-    print(f"donor signal (ii) over {W.shape[0]} classes: median {np.median(runs) * 1000:.2f} ms")
-
-    if args.skip_umap:
-        return
-    n_need = args.umap_n
-    per_batch = 32
-    t0 = time.perf_counter()
-    imgs_needed = (n_need + 48) // 49
-    acts = collect(
-        clf, ((smooth_noise(min(per_batch, imgs_needed - i), clf.input_size, 1000 + i).to(dev), [""] * min(per_batch, imgs_needed - i), [-1] * min(per_batch, imgs_needed - i))
-              for i in range(0, imgs_needed, per_batch)),
-        layer, pair=(s, t), store=tmp / "u.f16",
-    )
-    vecs = np.asarray(acts.vectors[:n_need], dtype=np.float32)
-    print(f"collected {len(vecs)} vectors for UMAP from {imgs_needed} images in {time.perf_counter() - t0:.1f} s")
-    t0 = time.perf_counter()
-    layout(np.random.default_rng(0).random((300, 16), dtype=np.float32), dims=2, n_neighbors=20)
-    print(f"UMAP numba JIT + tiny fit (300 x 16): {time.perf_counter() - t0:.1f} s")
-    for seed, label in [(0, "seeded (single-threaded)"), (None, "unseeded (all cores)")]:
-        t0 = time.perf_counter()
-        lay = layout(vecs, dims=2, n_neighbors=20, min_dist=0.01, seed=seed)
-        print(f"UMAP 2-D of {len(vecs)} x {vecs.shape[1]} model activations, {label}: {time.perf_counter() - t0:.1f} s ({lay.method})")
 
 
 if __name__ == "__main__":
