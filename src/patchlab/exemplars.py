@@ -158,12 +158,13 @@ def robustness(classifier, images: torch.Tensor, cls: int, generator: torch.Gene
 
 def _train_view_top1(cls: int, n: int, device, lo: float) -> tuple[obj.Objective, torch.Tensor]:
     """A zero objective that records, per image, whether its latest randomly transformed view was
-    top-1 `cls` with p >= lo (free: it reads the training forward's logits)."""
+    top-1 `cls` (and p >= lo when lo > 0; free: it reads the training forward's logits). Requiring
+    p >= band low end there made most images run out of steps, so exemplars use lo = 0."""
     flags = torch.zeros(n, dtype=torch.bool, device=device)
 
     def fn(ctx: obj.Context) -> torch.Tensor:
         lg = ctx.logits.detach()
-        top1 = (lg.argmax(1) == cls) & (lg.softmax(1)[:, cls] >= lo)
+        top1 = (lg.argmax(1) == cls) & (lg.softmax(1)[:, cls] >= lo) if lo > 0 else lg.argmax(1) == cls
         flags[ctx.index if ctx.index is not None else slice(None)] = top1
         return ctx.logits.new_zeros(ctx.logits.shape[0])
 
@@ -245,7 +246,7 @@ def exemplars(
         objective = objective + NEAR_WEIGHT * obj.logprob_band(int(near), *_inner(*near_band))
     if diversity > 0 and n > 1:
         objective = objective + obj.diversity(classifier.feature_layer, diversity, kind="pooled")
-    recorder, flags = _train_view_top1(int(cls), n, device, band[0])
+    recorder, flags = _train_view_top1(int(cls), n, device, 0.0)
     objective = objective + recorder
     tf = compose(jitter(4), random_scale((0.95, 1.15)), random_rotate(5.0), crop(size, random=True))
     result = render(
