@@ -101,7 +101,7 @@ def test_dream_goldfish_files_read_back_in_band(default_model, tmp_cache, tmp_pa
 
     clf = default_model
     goldfish = clf.classes.resolve("goldfish")
-    ex = exemplars(clf, goldfish, n=2, steps=60, seed=0)
+    ex = exemplars(clf, goldfish, n=2, steps=30, seed=0)
     manifest = json.loads(ex.save(tmp_path / "dream").read_text())
     lo, hi = manifest["config"]["band"]
     files = [ImageRecord(tmp_path / "dream" / r["file"]) for r in manifest["images"]]
