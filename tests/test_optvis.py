@@ -118,7 +118,7 @@ def test_render_batch_and_frozen_stop_per_image(clf):
         return logits.softmax(1)[:, target] >= thresholds
 
     g = torch.Generator().manual_seed(0)
-    res = render(clf, O.class_logprob(target), 3, steps=25, lr=0.2, stop=stop, generator=g, transforms=False)
+    res = render(clf, O.class_logprob(target), 3, steps=25, lr=1.0, stop=stop, generator=g, transforms=False)
     assert res.images.shape == (3, 3, 32, 32) and res.images.min() >= 0 and res.images.max() <= 1
     assert res.steps_used[0] == 0 and res.steps_used[2] == 25
     assert 0 < res.steps_used[1] < 25

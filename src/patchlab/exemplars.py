@@ -40,7 +40,8 @@ DEFAULT_NEAR_BAND = (0.02, 0.15)
 DEFAULT_STEPS = 160
 DIVERSITY = 0.5
 NEAR_WEIGHT = 0.5
-VERSION = 1  # bump when the rendering recipe changes (invalidates cached sets)
+ROBUST_STREAK = 6  # consecutive transformed training views that must be top-1 in band before a stop
+VERSION = 2  # bump when the rendering recipe changes (invalidates cached sets)
 
 
 @dataclass
@@ -156,16 +157,20 @@ def robustness(classifier, images: torch.Tensor, cls: int, generator: torch.Gene
     return (top1 == cls).float().mean(0).cpu()
 
 
-def _train_view_top1(cls: int, n: int, device, lo: float) -> tuple[obj.Objective, torch.Tensor]:
-    """A zero objective that records, per image, whether its latest randomly transformed view was
-    top-1 `cls` (and p >= lo when lo > 0; free: it reads the training forward's logits). Requiring
-    p >= band low end there made most images run out of steps, so exemplars use lo = 0."""
+def _train_view_top1(cls: int, n: int, device, lo: float, streak: int = ROBUST_STREAK) -> tuple[obj.Objective, torch.Tensor]:
+    """A zero objective that records, per image, whether its last `streak` randomly transformed
+    training views were all top-1 `cls` with p >= lo (free: it reads the training forward's
+    logits). The stop rule requires it, so an image stops only once it survives jitter, scale,
+    rotation and crop a few times in a row (robust exemplars, not a lucky view)."""
+    count = torch.zeros(n, dtype=torch.long, device=device)
     flags = torch.zeros(n, dtype=torch.bool, device=device)
 
     def fn(ctx: obj.Context) -> torch.Tensor:
         lg = ctx.logits.detach()
-        top1 = (lg.argmax(1) == cls) & (lg.softmax(1)[:, cls] >= lo) if lo > 0 else lg.argmax(1) == cls
-        flags[ctx.index if ctx.index is not None else slice(None)] = top1
+        top1 = (lg.argmax(1) == cls) & (lg.softmax(1)[:, cls] >= lo)
+        rows = ctx.index if ctx.index is not None else torch.arange(n, device=lg.device)
+        count[rows] = torch.where(top1, count[rows] + 1, torch.zeros_like(count[rows]))
+        flags[rows] = count[rows] >= streak
         return ctx.logits.new_zeros(ctx.logits.shape[0])
 
     return obj.Objective(fn, name="record-top1"), flags
@@ -246,7 +251,7 @@ def exemplars(
         objective = objective + NEAR_WEIGHT * obj.logprob_band(int(near), *_inner(*near_band))
     if diversity > 0 and n > 1:
         objective = objective + obj.diversity(classifier.feature_layer, diversity, kind="pooled")
-    recorder, flags = _train_view_top1(int(cls), n, device, 0.0)
+    recorder, flags = _train_view_top1(int(cls), n, device, band[0])
     objective = objective + recorder
     tf = compose(jitter(4), random_scale((0.95, 1.15)), random_rotate(5.0), crop(size, random=True))
     result = render(

@@ -67,11 +67,16 @@ class Evaluation:
     primary_protocol: str = "random"
 
     def best(self, disguised: bool = False) -> dict[str, Any] | None:
-        """Summary of the best non-control candidate by the primary protocol
-        (disguised: only those whose patch alone does not read as the target)."""
+        """Summary of the best non-control candidate by the primary protocol.
+
+        disguised: only natural or donor-disguised patches (those with a donor
+        class) whose patch alone does not read as the target: the automated form
+        of the Activation Atlas article's train / noodles / baseball patches. A
+        synthesized patch that happens to read as something else does not count."""
         rows = [s for s in self.summary if s["kind"] != "control"]
         if disguised:
-            rows = [s for s in rows if s["reads_as"]["index"] != self.target]
+            rows = [s for s in rows if s["kind"] in ("natural", "feature") and s.get("donor") is not None
+                    and s["reads_as"]["index"] != self.target]
         rows = [s for s in rows if s.get(self.primary_protocol)]
         return max(rows, key=lambda s: s[self.primary_protocol]["rate"], default=None)
 

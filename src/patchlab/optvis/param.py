@@ -53,7 +53,7 @@ class FourierImage(ImageParam):
         fx = torch.fft.rfftfreq(size, device=device)[None, :]
         freqs = torch.sqrt(fx * fx + fy * fy)
         scale = 1.0 / torch.clamp(freqs, min=1.0 / size) ** decay
-        self.scale = (scale * math.sqrt(size * size))[None, None]  # (1,1,H,W//2+1)
+        self.scale = scale[None, None]  # (1,1,H,W//2+1); with an orthonormal irfft2, as in lucent
         shape = (self.n, 3, size, size // 2 + 1, 2)
         init = torch.randn(shape, generator=generator, device=device) * sd
         self.spectrum = init.requires_grad_(True)
