@@ -45,15 +45,19 @@ class Budget:
     natural_top: int
     sizes: tuple[float, ...]
     protocols: tuple[str, ...] = ("static", "dynamic", "random")
+    positions: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
     random_placements: int = 4
     icons: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    evaluate_untuned_disguised: bool = True  # also measure disguised feature patches before EOT tuning
+    natural: dict[str, Any] = field(default_factory=dict)  # extra arguments for natural_patches
 
 
 BUDGETS: dict[str, Budget] = {
-    "quick": Budget(n_train=8, n_held_out=24, n_target=2, shortlist=6, donor_images=2, n_donors_used=2,
-                    synth_steps=100, feature_plain=1, feature_steps=96, tune_steps=40, natural_top=4,
-                    sizes=(0.10, 0.20, 0.30), random_placements=2),
+    "quick": Budget(n_train=8, n_held_out=16, n_target=2, shortlist=6, donor_images=2, n_donors_used=2,
+                    synth_steps=100, feature_plain=1, feature_steps=96, tune_steps=40, natural_top=3,
+                    sizes=(0.10, 0.25), positions=("top-left", "top-right", "bottom-left", "bottom-right"),
+                    random_placements=1, evaluate_untuned_disguised=False,
+                    natural={"coarse_images": 3, "fine_keep": 12, "fine_areas": (0.2,)}),
     "standard": Budget(n_train=16, n_held_out=64, n_target=4, shortlist=12, donor_images=3, n_donors_used=3,
                        synth_steps=200, feature_plain=2, feature_steps=160, tune_steps=80, natural_top=6,
                        sizes=(0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40), random_placements=4),
@@ -247,10 +251,11 @@ def probe(
         from .patches.feature import pair_direction
         from .patches.natural import natural_patches
 
-        ids = [int(d["index"]) for d in donors][: max(plan.n_donors_used, 3)]
+        ids = [int(d["index"]) for d in donors][: plan.n_donors_used]
         d_imgs, d_labels, d_names = donor_images(clf, ids, plan.donor_images, seed, donor_data)
         cands, stats = natural_patches(clf, s, t, imgs["train"], d_imgs, d_labels, pair_direction(clf, s, t),
-                                       donor_names=[str(n) for n in d_names], top_k=plan.natural_top, generator=g)
+                                       donor_names=[str(n) for n in d_names], top_k=plan.natural_top, generator=g,
+                                       **plan.natural)
         tensors, meta = _pack(cands)
         meta["search"] = stats
         return tensors, meta
@@ -263,10 +268,13 @@ def probe(
     from .evaluate.core import evaluate
     from .report import update_index, write_run
 
+    if not plan.evaluate_untuned_disguised:  # their tuned versions are evaluated instead
+        feature = [c for c in feature if "donor_class" not in c.provenance or "tune_steps" in c.provenance]
     candidates = synth + feature + natural
     controls = make_controls(clf, imgs["control_pool"], imgs["target"], make_generator(seed, "cpu"), source=s, target=t)
     t0 = time.perf_counter()
-    ev = evaluate(clf, candidates, imgs["held_out"], s, t, sizes=plan.sizes, protocols=plan.protocols,
+    ev = evaluate(clf, candidates, imgs["held_out"], s, t, sizes=plan.sizes, positions=plan.positions,
+                  protocols=plan.protocols,
                   random_placements=plan.random_placements, controls=controls, generator=make_generator(seed + 7, dev),
                   progress=progress, image_names=img_meta["held_out_names"])
     store.timings["evaluate"] = round(time.perf_counter() - t0, 3)
