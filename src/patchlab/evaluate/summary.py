@@ -11,7 +11,7 @@ import pandas as pd
 from ..patches.candidate import Candidate
 from ..stats import difference_interval
 
-DONOR_KEYS = ("donor", "donor_class", "donor_name")
+DONOR_KEYS = ("donor_name", "donor", "donor_class")
 
 
 def _rate(row: pd.Series, with_setting: bool) -> dict[str, Any]:
