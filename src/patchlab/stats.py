@@ -34,8 +34,9 @@ def wilson_interval(successes, n, z: float = Z95):
     denom = 1 + z2 / safe
     center = (p + z2 / (2 * safe)) / denom
     half = z * np.sqrt(np.clip(p * (1 - p) / safe + z2 / (4 * safe * safe), 0, None)) / denom
-    low = np.where(m > 0, np.clip(center - half, 0.0, 1.0), 0.0)
-    high = np.where(m > 0, np.clip(center + half, 0.0, 1.0), 1.0)
+    # the interval always contains p (rounding can put the bound a hair past it at p = 0 or 1)
+    low = np.where(m > 0, np.clip(np.minimum(center - half, p), 0.0, 1.0), 0.0)
+    high = np.where(m > 0, np.clip(np.maximum(center + half, p), 0.0, 1.0), 1.0)
     if low.ndim == 0:
         return float(low), float(high)
     return low, high

@@ -1,0 +1,93 @@
+"""probe end to end on the tiny model with a data folder: report, schema, resume, bad input."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from patchlab.errors import UserError
+from patchlab.probe import probe
+from patchlab.runio import is_complete
+
+SOURCE, TARGET = "combination lock", "scuba diver"  # the random tiny net calls noise images class 507
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder, n in (("combination_lock", 12), ("scuba_diver", 2)):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / folder / f"{i}.png")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
+
+
+def test_probe_writes_a_complete_report_with_the_documented_schema(data_dir, tmp_path, cache):
+    s = probe(SOURCE, TARGET, model="tiny", data=data_dir, out=tmp_path / "out", device="cpu")
+    run = tmp_path / "out" / os.path.basename(s["run_dir"])
+    assert is_complete(run) and (run / "report.html").is_file() and (run / "results.csv").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["schema"] == "patchlab.summary/1" and summary["complete"]
+    assert summary["source"]["index"] == 507 and summary["target"]["index"] == 983
+    assert summary["data"]["kind"] == "real" and summary["data"]["counts"]["train"] == 4
+    kinds = {c["kind"] for c in summary["candidates"]}
+    assert kinds == {"synth", "feature", "natural"}
+    assert {c["name"] for c in summary["controls"]} >= {"control-noise", "control-gray"}
+    for c in summary["candidates"]:
+        assert 0.0 <= c["static"]["rate"] <= 1.0 and c["static"]["ci"][0] <= c["static"]["rate"] <= c["static"]["ci"][1]
+    assert set(summary["timings"]) >= {"images", "donors", "synth", "feature", "natural", "evaluate"}
+    held = set(summary["data"]["files"])
+    assert held and not held & {str(p) for p in summary["data"].get("train_files", [])}
+
+
+def test_interrupted_probe_resumes_from_the_first_unfinished_stage(data_dir, tmp_path, cache, monkeypatch):
+    import patchlab.patches.natural as natural
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(natural, "natural_patches", boom)
+    with pytest.raises(KeyboardInterrupt):
+        probe(SOURCE, TARGET, model="tiny", data=data_dir, out=tmp_path / "out", device="cpu")
+    (run,) = list((tmp_path / "out").iterdir())
+    assert not is_complete(run)
+    assert {p.stem for p in (run / "stages").glob("*.json")} == {"images", "donors", "synth", "feature"}
+    monkeypatch.undo()
+    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
+    said = []
+    probe(SOURCE, TARGET, model="tiny", out=tmp_path / "out", device="cpu", resume=run, echo=said.append)
+    assert is_complete(run)
+    assert sum("reused" in m for m in said) == 4 and any(m.startswith("[natural] done") for m in said)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("snorkel", "snorkel"), "same class"),
+    (("snorkle", "scuba_diver"), "did you mean"),
+])
+def test_bad_classes_are_user_errors(args, message, tmp_path):
+    with pytest.raises(UserError, match=message):
+        probe(*args, model="tiny", out=tmp_path, device="cpu")
+
+
+def test_bad_data_and_output_are_user_errors(data_dir, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        probe(SOURCE, TARGET, model="tiny", data=tmp_path / "missing", out=tmp_path, device="cpu")
+    with pytest.raises(UserError, match="no images of class"):
+        probe("ostrich", TARGET, model="tiny", data=data_dir, out=tmp_path, device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        probe(SOURCE, TARGET, model="tiny", data=tmp_path / "empty", out=tmp_path, device="cpu")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="not writable"):
+        probe(SOURCE, TARGET, model="tiny", data=data_dir, out=blocker / "sub", device="cpu")
+    with pytest.raises(UserError, match="unknown model"):
+        probe(SOURCE, TARGET, model="nosuchmodel", out=tmp_path, device="cpu")
