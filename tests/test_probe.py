@@ -91,3 +91,17 @@ def test_bad_data_and_output_are_user_errors(data_dir, tmp_path):
         probe(SOURCE, TARGET, model="tiny", data=data_dir, out=blocker / "sub", device="cpu")
     with pytest.raises(UserError, match="unknown model"):
         probe(SOURCE, TARGET, model="nosuchmodel", out=tmp_path, device="cpu")
+
+
+def test_paste_returns_ranked_natural_candidates_with_provenance(data_dir, tmp_path, cache):
+    from patchlab.cli.paste import run_paste
+
+    res = run_paste(SOURCE, TARGET, donors=["tiger shark"], data=data_dir, out=tmp_path / "paste", top_k=3,
+                    model="tiny", device="cpu")
+    assert is_complete(tmp_path / "paste") and 1 <= len(res["candidates"]) <= 3
+    gains = [c["provenance"]["score_gain_logodds"] for c in res["candidates"]]
+    assert gains == sorted(gains, reverse=True)
+    for c in res["candidates"]:
+        assert c["kind"] == "natural" and c["provenance"]["donor_name"] == "tiger shark"
+        assert (tmp_path / "paste" / f"{c['name']}.png").is_file()
+    assert res["search"]["crops_scored"] > 0

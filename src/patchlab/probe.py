@@ -102,7 +102,8 @@ def source_images(clf, source: int, target: int, data: str | Path | None, budget
     n_train = min(budget.n_train, max(1, len(src) // 3))
     train = load_images(src[:n_train], clf.input_size, clf.crop_pct)
     pool = load_images(src[n_train : n_train + 1], clf.input_size, clf.crop_pct)
-    held = load_images(src[n_train + 1 : n_train + 1 + budget.n_held_out * 4], clf.input_size, clf.crop_pct)
+    held_recs = src[n_train + 1 : n_train + 1 + budget.n_held_out * 4]  # real photos: up to 4x the exemplar count
+    held = load_images(held_recs, clf.input_size, clf.crop_pct) if held_recs else None
     tgt_recs = [r for r in records if r.label == target][: budget.n_target]
     if tgt_recs:
         tgt = load_images(tgt_recs, clf.input_size, clf.crop_pct).images
@@ -111,8 +112,10 @@ def source_images(clf, source: int, target: int, data: str | Path | None, budget
 
         log.warning("no %s images in %s: the target control uses synthesized exemplars", clf.classes.label(target), data)
         tgt = exemplars(clf, target, budget.n_target, seed=seed + 1).images.cpu()
-    info = {"kind": "real", "how": f"photos from {data}", "skipped": train.skipped + held.skipped,
+    info = {"kind": "real", "how": f"photos from {data}", "skipped": train.skipped + (held.skipped if held else []),
             "train_files": train.paths}
+    if held is None:
+        return train.images, train.images[:0], pool.images, tgt, info, []
     return train.images, held.images, pool.images, tgt, info, held.paths
 
 
