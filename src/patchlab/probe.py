@@ -12,6 +12,7 @@ unfinished one. Exemplars are cached across runs (see `patchlab.cache`).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -180,8 +181,6 @@ def probe(
         run_dir = Path(resume)
         if not (run_dir / "manifest.json").is_file():
             raise UserError(f"--resume {run_dir}: not a probe run directory (no manifest.json)")
-        import json
-
         old = json.loads((run_dir / "manifest.json").read_text())
         if old.get("command") != "probe" or old.get("config", {}).get("source") != config["source"] \
                 or old.get("config", {}).get("target") != config["target"]:
@@ -289,8 +288,6 @@ def probe(
                "natural_search": nat_meta.get("search")}
     report = write_run(run_dir, ev, context)
     update_index(run_dir.parent)
-    import json
-
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["run_dir"] = str(run_dir)
     summary["report"] = str(report)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .candidate import Candidate
+from .candidate import Candidate, top1
 
 
 def pair_direction(classifier, source: int, target: int) -> torch.Tensor:
@@ -84,12 +84,12 @@ def feature_patches(
     result = render(classifier, objective, n, size=patch_px, steps=steps, lr=lr, generator=generator, progress=progress)
     with torch.no_grad():
         probs = classifier.logits(result.images).softmax(-1).cpu()
+        looks = top1(probs, classifier.classes)
         feats = pooled_features(classifier, result.images)
         cos = F.cosine_similarity(feats, d.to(feats.device)[None], dim=1).cpu()
     names = classifier.classes
     out = []
     for i in range(n):
-        top = int(probs[i].argmax())
         prov = {
             "method": "optvis render of the pair direction (Carter et al. 2019 atlas objective)",
             "direction": "w_target - w_source at the head" if direction is None else "given direction",
@@ -103,7 +103,7 @@ def feature_patches(
                          "p_donor_alone": round(float(probs[i, donor]), 4)})
             name = f"feature-disguised-{names.slug(donor)}"
         out.append(Candidate(result.images[i].cpu(), "feature", name, provenance=prov, curve=[],
-                             reads_as={"index": top, "name": names.label(top), "prob": round(float(probs[i, top]), 4)}))
+                             reads_as=looks[i]))
     return out
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou, roi_align
 
 from .apply import CORNERS, apply_patch, named_centers
-from .candidate import Candidate
+from .candidate import Candidate, reads_as
 
 
 @dataclass
@@ -125,14 +125,6 @@ def distinct_top(scores: torch.Tensor, crops: CropSet, k: int, iou: float = 0.3)
         if len(kept) == k:
             break
     return kept
-
-
-@torch.no_grad()
-def reads_as(classifier, patches: torch.Tensor) -> list[dict]:
-    """What the model calls each patch on its own (resized to its input): top-1 index, name, prob."""
-    probs = classifier.logits(patches.to(classifier.device)).softmax(-1)
-    p, i = probs.max(-1)
-    return [{"index": int(a), "name": classifier.classes.label(int(a)), "prob": round(float(b), 4)} for a, b in zip(i, p)]
 
 
 def natural_patches(
