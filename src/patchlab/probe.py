@@ -158,8 +158,14 @@ def probe(
     resume: str | Path | None = None,
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
+    run_dir: str | Path | None = None,
+    classifier: Any = None,
 ) -> dict[str, Any]:
-    """Run the probe pipeline and write a report; returns summary.json's content (plus run_dir)."""
+    """Run the probe pipeline and write a report; returns summary.json's content (plus run_dir).
+
+    run_dir: write into this folder instead of a new time-stamped one under `out`
+    (an audit's per-pair folder). classifier: an already loaded Classifier for
+    `model` (an audit loads it once for all pairs)."""
     from .models import load_classifier
     from .runio import atomic_write_json, ensure_writable_dir, is_complete, new_manifest
 
@@ -170,7 +176,7 @@ def probe(
     for path, what in ((data, "--data"), (donor_data, "--donor-data")):
         if path is not None and not Path(path).exists():
             raise UserError(f"{what} path does not exist: {path}")
-    clf = load_classifier(model, device, weights=str(weights) if weights else None)
+    clf = classifier if classifier is not None else load_classifier(model, device, weights=str(weights) if weights else None)
     s, t = clf.classes.resolve(source), clf.classes.resolve(target)
     if s == t:
         raise UserError(f"source and target are the same class ({clf.classes.label(s)!r})")
@@ -190,6 +196,8 @@ def probe(
         config = old["config"]
         plan = Budget(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["plan"].items()})
         seed = old.get("seed", seed)
+    elif run_dir is not None:
+        run_dir = Path(run_dir)
     else:
         ensure_writable_dir(out)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -227,13 +235,16 @@ def probe(
     _, donor_meta = store.run("donors", donors_stage, "cpu", say)
     donors = donor_meta["donors"]
     donor_ids = [int(d["index"]) for d in donors][: plan.n_donors_used]
-    g = make_generator(seed, dev)
+    def stage_generator(offset: int) -> torch.Generator:
+        """Each stage its own seeded generator, so a resumed run equals an uninterrupted one."""
+        return make_generator(seed + offset, dev)
 
     # 3. candidates
     def synth_stage():
         from .patches.synth import synthesize_patch
 
-        c = synthesize_patch(clf, imgs["train"], t, s, steps=plan.synth_steps, generator=g, progress=progress)
+        c = synthesize_patch(clf, imgs["train"], t, s, steps=plan.synth_steps, generator=stage_generator(101),
+                             progress=progress)
         return _pack([c])
 
     synth = _unpack(*store.run("synth", synth_stage, "cpu", say))
@@ -241,6 +252,7 @@ def probe(
     def feature_stage():
         from .patches.feature import feature_patches, tune_feature_patches
 
+        g = stage_generator(102)
         rendered = feature_patches(clf, s, t, n_plain=plan.feature_plain, donors=donor_ids,
                                    steps=plan.feature_steps, generator=g, progress=progress)
         tuned = tune_feature_patches(clf, rendered, imgs["train"], s, t, steps=plan.tune_steps, generator=g,
@@ -256,7 +268,8 @@ def probe(
         ids = [int(d["index"]) for d in donors][: plan.n_donors_used]
         d_imgs, d_labels, d_names = donor_images(clf, ids, plan.donor_images, seed, donor_data)
         cands, stats = natural_patches(clf, s, t, imgs["train"], d_imgs, d_labels, pair_direction(clf, s, t),
-                                       donor_names=[str(n) for n in d_names], top_k=plan.natural_top, generator=g,
+                                       donor_names=[str(n) for n in d_names], top_k=plan.natural_top,
+                                       generator=stage_generator(103),
                                        **plan.natural)
         tensors, meta = _pack(cands)
         meta["search"] = stats

@@ -1,0 +1,53 @@
+"""The audit's two figures, drawn from the leaderboard table (seaborn, Agg)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..report.figures import _png, _t, plt, sns
+
+KIND_LABELS = {"synth": "optimized (synth)", "feature": "feature / disguised", "natural": "natural crop",
+               "control": "best control"}
+
+
+def success_distribution(df: pd.DataFrame) -> bytes | None:
+    """Per pair, the best success of each candidate kind and of the best control (strip + box)."""
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        return None
+    long = ok.melt(id_vars=["source", "target"], value_vars=list(KIND_LABELS), var_name="kind",
+                   value_name="rate").dropna(subset=["rate"])
+    if long.empty:
+        return None
+    long["kind"] = long["kind"].map(KIND_LABELS)
+    order = [k for k in KIND_LABELS.values() if k in set(long["kind"])]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    sns.boxplot(data=long, x="kind", y="rate", order=order, color="#dddddd", fliersize=0, ax=ax)
+    sns.stripplot(data=long, x="kind", y="rate", order=order, hue="kind", hue_order=order, palette="tab10",
+                  legend=False, size=6, jitter=0.15, ax=ax)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("")
+    ax.set_ylabel(f"targeted success ({_t(ok['protocol'].iloc[0])})")
+    ax.set_title(f"best success per pair, {len(ok)} pairs", parse_math=False)
+    return _png(fig)
+
+
+def vulnerability_vs_similarity(df: pd.DataFrame) -> bytes | None:
+    """Best attack success (with its 95 % interval) against the pair's head-direction similarity."""
+    ok = df[(df["status"] == "ok") & df["similarity"].notna() & df["success"].notna()]
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    yerr = [(ok["success"] - ok["ci_low"]).clip(lower=0), (ok["ci_high"] - ok["success"]).clip(lower=0)]
+    ax.errorbar(ok["similarity"], ok["success"], yerr=yerr, fmt="none", ecolor="#999999", elinewidth=1, capsize=2)
+    sns.scatterplot(data=ok, x="similarity", y="success", hue="best_kind", s=50, ax=ax)
+    if len(ok) <= 20:
+        for _, r in ok.iterrows():
+            ax.annotate(_t(f"{r['source']} → {r['target']}"), (r["similarity"], r["success"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("class similarity (cosine of centred head directions)")
+    ax.set_ylabel("best targeted success")
+    ax.set_title("vulnerability vs class similarity", parse_math=False)
+    if ax.get_legend():
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title="best kind")
+    return _png(fig)

@@ -1,0 +1,64 @@
+"""index.html of an audit: settings, figures, the leaderboard with links to each
+pair's report.html, and failed pairs with their errors (offline, no script)."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from ..report.html import esc, img, kv_table, page, pct
+
+
+def _interval(lo: float | None, hi: float | None) -> str:
+    return "" if lo is None or hi is None else f" <span class=note>[{pct(lo)}, {pct(hi)}]</span>"
+
+
+def _lift(r: dict[str, Any]) -> str:
+    if r.get("lift") is None:
+        return "<td>–</td>"
+    cls = "ok" if (r.get("lift_ci_low") or 0) > 0 else ""
+    return (f'<td class="num {cls}">{100 * r["lift"]:+.1f} pts <span class=note>[{100 * r["lift_ci_low"]:+.1f}, '
+            f'{100 * r["lift_ci_high"]:+.1f}]<br>vs {esc(r.get("best_control"))}</span></td>')
+
+
+def leaderboard_table(rows: list[dict[str, Any]]) -> str:
+    head = ("<tr><th>#</th><th>source &rarr; target</th><th>similarity</th><th>best candidate</th>"
+            "<th>success</th><th>lift over best control</th><th>best disguised</th><th>report</th></tr>")
+    body = []
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        link = f'<a href="{esc(quote(r["report"]))}">report</a>' if r.get("report") else ""
+        sim = "–" if r.get("similarity") is None else f"{r['similarity']:.3f}"
+        dis = (f"{esc(r['best_disguised'])}<br>{pct(r['disguised_success'])}"
+               f"{_interval(r['disguised_ci_low'], r['disguised_ci_high'])}") if r.get("best_disguised") else "–"
+        body.append(
+            f"<tr><td class=num>{r['rank']}</td><td>{esc(r['source'])} &rarr; {esc(r['target'])}</td>"
+            f"<td class=num>{sim}</td><td>{esc(r['best_candidate'])} <span class=note>({esc(r['best_kind'])})</span></td>"
+            f"<td class=num>{pct(r['success'])}{_interval(r['ci_low'], r['ci_high'])}</td>{_lift(r)}"
+            f"<td>{dis}</td><td>{link}</td></tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def audit_page(doc: dict[str, Any], figures: dict[str, bytes | None]) -> str:
+    cfg, counts = doc["config"], doc["counts"]
+    rows = doc["leaderboard"]
+    protocol = next((r["protocol"] for r in rows if r.get("protocol")), "static")
+    parts = [
+        f"<h1>patchlab audit: {esc(cfg.get('model'))}</h1>",
+        f"<p>{counts['ok']} of {counts['pairs']} pairs probed, {counts['failed']} failed, "
+        f"{counts['pending']} pending. Success is targeted top-1 on held-out source images under the "
+        f"<b>{esc(protocol)}</b> protocol, with 95 % Wilson intervals; lift is over the pair's best control "
+        "(Newcombe interval).</p>",
+        "<h2>Leaderboard</h2>", leaderboard_table(rows),
+    ]
+    for key, title in (("success_distribution", "Success distribution"),
+                       ("vulnerability_vs_similarity", "Vulnerability vs class similarity")):
+        if figures.get(key):
+            parts += [f"<h2>{title}</h2>", img(figures[key], title)]
+    bad = [r for r in rows if r["status"] != "ok"]
+    if bad:
+        items = "".join(f"<li>{esc(r['source'])} &rarr; {esc(r['target'])}: <b>{esc(r['status'])}</b>"
+                        f"{' — ' + esc(r['error']) if r.get('error') else ''}</li>" for r in bad)
+        parts += ["<h2>Not finished</h2>", f"<ul>{items}</ul>"]
+    parts += ["<h2>Settings</h2>", kv_table({k: v for k, v in cfg.items() if k != "pairs"})]
+    return page(f"patchlab audit: {cfg.get('model')}", "\n".join(parts))

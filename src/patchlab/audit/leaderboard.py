@@ -1,0 +1,110 @@
+"""The audit report: a leaderboard of pairs by best attack success, audit.csv,
+audit.json, two figures and index.html linking each pair's probe report.
+
+Rows are rebuilt from the pair folders every time, so the report is always
+what the folders hold (a resumed or a Ray audit writes the same table)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, versions
+from .pair_run import is_finished, read_failure
+from .pairs import Pair
+
+SCHEMA = "patchlab.audit/1"
+COLUMNS = [
+    "rank", "source", "target", "source_index", "target_index", "similarity", "confusion", "chosen_by", "status",
+    "best_candidate", "best_kind", "protocol", "success", "ci_low", "ci_high", "lift", "lift_ci_low",
+    "lift_ci_high", "best_control", "best_disguised", "disguised_success", "disguised_ci_low", "disguised_ci_high",
+    "synth", "feature", "natural", "control", "held_out", "seconds", "report", "error",
+]
+KINDS = ("synth", "feature", "natural", "control")
+
+
+def _rate(entry: dict | None, protocol: str) -> float | None:
+    r = (entry or {}).get(protocol) or {}
+    return r.get("rate")
+
+
+def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
+    """One leaderboard row for a pair: its probe summary, or its failure, or 'pending'."""
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update(source=pair.source_name, target=pair.target_name, source_index=pair.source,
+               target_index=pair.target, similarity=pair.similarity, confusion=pair.confusion,
+               chosen_by=pair.chosen_by)
+    run = audit_dir / "pairs" / pair.key()
+    if not is_finished(audit_dir, pair):
+        failure = read_failure(audit_dir, pair)
+        row["status"] = "failed" if failure else "pending"
+        row["error"] = (failure or {}).get("error")
+        return row
+    s = json.loads((run / "summary.json").read_text())
+    protocol = s.get("primary_protocol", "static")
+    best = s.get("best_candidate") or {}
+    by_name = {c["name"]: c for c in s.get("candidates", [])}
+    lift = (by_name.get(best.get("name")) or {}).get("lift_over_best_control") or {}
+    dis = s.get("best_disguised_candidate") or {}
+    controls = sorted(s.get("controls", []), key=lambda c: -(_rate(c, protocol) or 0))
+    row.update(status="ok", best_candidate=best.get("name"), best_kind=best.get("kind"), protocol=protocol,
+               success=best.get("rate"), ci_low=(best.get("ci") or [None, None])[0],
+               ci_high=(best.get("ci") or [None, None])[1], lift=lift.get("value"),
+               lift_ci_low=(lift.get("ci") or [None, None])[0], lift_ci_high=(lift.get("ci") or [None, None])[1],
+               best_control=controls[0]["name"] if controls else None, best_disguised=dis.get("name"),
+               disguised_success=dis.get("rate"), disguised_ci_low=(dis.get("ci") or [None, None])[0],
+               disguised_ci_high=(dis.get("ci") or [None, None])[1],
+               held_out=(s.get("data") or {}).get("counts", {}).get("denominator"),
+               seconds=(s.get("timings") or {}).get("total"), report=f"pairs/{pair.key()}/report.html")
+    for kind in KINDS:
+        pool = s.get("controls", []) if kind == "control" else [c for c in s.get("candidates", []) if c["kind"] == kind]
+        rates = [r for r in (_rate(c, protocol) for c in pool) if r is not None]
+        row[kind] = max(rates) if rates else None
+    return row
+
+
+def leaderboard(audit_dir: Path, pairs: list[Pair]) -> pd.DataFrame:
+    """Finished pairs by best success (then interval low end, then similarity); failed and pending last."""
+    df = pd.DataFrame([pair_row(audit_dir, p) for p in pairs], columns=COLUMNS)
+    df["_ok"] = df["status"].eq("ok")
+    df = df.sort_values(["_ok", "success", "ci_low", "similarity"], ascending=False, na_position="last",
+                        kind="stable").drop(columns="_ok").reset_index(drop=True)
+    df["rank"] = range(1, len(df) + 1)
+    return df
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def write_report(audit_dir: Path, pairs: list[Pair], config: dict[str, Any]) -> dict[str, Any]:
+    """Write audit.csv, audit.json, figures/*.png and index.html; returns audit.json's content."""
+    from . import figures
+    from .html import audit_page
+
+    df = leaderboard(audit_dir, pairs)
+    rows = [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+    counts = df["status"].value_counts().to_dict()
+    made = {"success_distribution": figures.success_distribution(df),
+            "vulnerability_vs_similarity": figures.vulnerability_vs_similarity(df)}
+    files = {}
+    for key, png in made.items():
+        if png:
+            files[key] = f"figures/{key}.png"
+            atomic_write_bytes(audit_dir / files[key], png)
+    doc = {
+        "schema": SCHEMA, "config": config,
+        "counts": {"pairs": len(df), "ok": int(counts.get("ok", 0)), "failed": int(counts.get("failed", 0)),
+                   "pending": int(counts.get("pending", 0))},
+        "complete": int(counts.get("pending", 0)) == 0,
+        "leaderboard": rows, "figures": files, "versions": versions(),
+    }
+    atomic_write_text(audit_dir / "audit.csv", df.to_csv(index=False))
+    atomic_write_json(audit_dir / "audit.json", doc)
+    atomic_write_text(audit_dir / "index.html", audit_page(doc, made))
+    return doc

@@ -1,0 +1,100 @@
+"""Run `probe` for one pair of an audit and record how it ended.
+
+Used the same way in-process and inside a Ray task, so both give the same
+results. A pair's folder is an ordinary probe run directory; a pair that
+failed leaves `failures/<key>.json` beside it with its error, and is retried
+by the next run of the audit.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError
+from ..runio import atomic_write_json, is_complete
+from .pairs import Pair
+
+log = logging.getLogger("patchlab")
+
+
+def run_pair(pair: Pair, settings: dict[str, Any], pair_dir: Path, classifier: Any = None,
+             echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Probe one pair into pair_dir (resuming its finished stages). Never raises for a
+    failed pair (except KeyboardInterrupt): returns {status, error, traceback, seconds}."""
+    from ..probe import probe
+
+    start = time.perf_counter()
+    resume = pair_dir if (pair_dir / "manifest.json").is_file() else None
+    try:
+        probe(str(pair.source), str(pair.target), model=settings["model"], weights=settings.get("weights"),
+              data=settings.get("data"), donor_data=settings.get("donor_data"), budget=settings["budget"],
+              device=settings.get("device", "auto"), seed=settings["seed"], resume=resume,
+              run_dir=None if resume else pair_dir, classifier=classifier, echo=echo)
+        return {"status": "ok", "seconds": round(time.perf_counter() - start, 3)}
+    except UserError as exc:
+        return {"status": "failed", "error": str(exc), "traceback": None,
+                "seconds": round(time.perf_counter() - start, 3)}
+    except Exception as exc:  # one broken pair must not stop the audit
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+                "seconds": round(time.perf_counter() - start, 3)}
+
+
+def failure_path(audit_dir: Path, pair: Pair) -> Path:
+    return audit_dir / "failures" / f"{pair.key()}.json"
+
+
+def record_outcome(audit_dir: Path, pair: Pair, outcome: dict[str, Any]) -> None:
+    """Write or clear the pair's failure record."""
+    path = failure_path(audit_dir, pair)
+    if outcome["status"] == "ok":
+        path.unlink(missing_ok=True)
+    else:
+        atomic_write_json(path, dict(outcome, pair=pair.as_row()))
+
+
+def is_finished(audit_dir: Path, pair: Pair) -> bool:
+    return is_complete(audit_dir / "pairs" / pair.key())
+
+
+def read_failure(audit_dir: Path, pair: Pair) -> dict[str, Any] | None:
+    path = failure_path(audit_dir, pair)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- moving a pair folder between machines (Ray workers need no shared disk) ------
+def pack_dir(folder: Path) -> bytes | None:
+    """A gzip'd tar of folder's contents, or None when it does not exist."""
+    if not folder.is_dir():
+        return None
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    return buf.getvalue()
+
+
+def unpack_dir(blob: bytes, folder: Path) -> None:
+    """Replace folder's contents with a pack_dir archive (plain files only, no paths outside it)."""
+    import shutil
+
+    tmp = folder.with_name(folder.name + ".incoming")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        tar.extractall(tmp, filter="data")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,92 @@
+"""Run an audit's pairs as Ray tasks (Moritz et al. 2018, "Ray: a distributed
+framework for emerging AI applications"); ray is the optional `patchlab[ray]` extra.
+
+Each pair is one task. The task probes into a temporary folder on its worker
+and sends the finished run directory back as an archive, so workers need no
+disk shared with the driver; a half-finished pair folder is sent along so its
+finished stages are reused. A task asks for one GPU when the cluster has GPUs.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import UserError
+from .pair_run import pack_dir, run_pair
+from .pairs import Pair
+
+log = logging.getLogger("patchlab")
+
+
+def connect(address: str) -> dict[str, float]:
+    """Join the Ray cluster at `address` ('auto': the running cluster, else a new
+    local one). Returns the cluster's resources."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray needs the ray package: pip install 'patchlab[ray]'") from None
+    if not ray.is_initialized():
+        quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+        if address == "auto":
+            try:
+                ray.init(address="auto", **quiet)
+            except ConnectionError:
+                log.info("no running Ray cluster found; starting a local one")
+                ray.init(include_dashboard=False, **quiet)
+        else:
+            try:
+                ray.init(address=address, **quiet)
+            except Exception as exc:  # ray raises several types for a bad address
+                raise UserError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+    return dict(ray.cluster_resources())
+
+
+def _task(pair_row: dict[str, Any], settings: dict[str, Any], partial: bytes | None, threads: int) -> dict[str, Any]:
+    """Body of a Ray task: probe one pair in a scratch folder, return its outcome and archive."""
+    import tempfile
+
+    import torch
+
+    from .pair_run import unpack_dir
+
+    torch.set_num_threads(threads)
+    pair = Pair(**pair_row)
+    with tempfile.TemporaryDirectory(prefix="patchlab-audit-") as tmp:
+        pair_dir = Path(tmp) / pair.key()
+        if partial:
+            unpack_dir(partial, pair_dir)
+        outcome = run_pair(pair, settings, pair_dir)
+        outcome["files"] = pack_dir(pair_dir)
+    return outcome
+
+
+def run_pairs(pairs: list[Pair], settings: dict[str, Any], audit_dir: Path, address: str,
+              cpus_per_pair: int, echo: Callable[[str], None]) -> Iterator[tuple[Pair, dict[str, Any]]]:
+    """Submit every pair as a task; yield (pair, outcome) as tasks finish."""
+    import ray
+
+    resources = connect(address)
+    gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+    cpus = max(1, min(cpus_per_pair, int(resources.get("CPU", 1))))
+    echo(f"Ray cluster: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
+         f"each pair asks for {cpus} CPU(s) and {gpus} GPU(s)")
+    remote = ray.remote(_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=1)
+    refs = {}
+    for p in pairs:
+        ref = remote.remote(p.as_row(), settings, pack_dir(audit_dir / "pairs" / p.key()), cpus)
+        refs[ref] = p
+    pending = list(refs)
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            pair = refs[done[0]]
+            try:
+                outcome = ray.get(done[0])
+            except Exception as exc:  # the worker died or the task could not run
+                outcome = {"status": "failed", "error": f"Ray task failed: {str(exc).splitlines()[0]}",
+                           "traceback": str(exc), "seconds": None}
+            yield pair, outcome
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)

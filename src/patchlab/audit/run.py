@@ -1,0 +1,133 @@
+"""`audit`: probe many class pairs and rank them by how easily they flip.
+
+pairs (head similarity, confusion on --data, or a file) -> one probe run per
+pair in OUT/pairs/<key>/ (in-process, or one Ray task each) -> leaderboard.
+
+Resumable: re-running the same command on the same OUT skips finished pairs,
+resumes a half-finished pair from its saved stages, and retries failed ones.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError
+import pandas as pd
+
+from ..runio import COMPLETE_MARKER, atomic_write_json, atomic_write_text, ensure_writable_dir, mark_complete, new_manifest
+from .leaderboard import write_report
+from .pair_run import is_finished, record_outcome, run_pair
+from .pairs import Pair, confusion_pairs, head_pairs, read_pairs_file
+
+log = logging.getLogger("patchlab")
+SETTINGS = ("model", "weights", "data", "donor_data", "budget", "seed")  # what must match to resume an audit
+
+
+def select_pairs(clf, n: int | None, pairs_file: str | Path | None, data: str | Path | None) -> list[Pair]:
+    if pairs_file is not None:
+        if n is not None:
+            raise UserError("give --pairs N or --pairs-file, not both")
+        return read_pairs_file(clf, pairs_file)
+    n = 10 if n is None else n
+    return confusion_pairs(clf, data, n) if data is not None else head_pairs(clf, n)
+
+
+def _check_same_audit(audit_dir: Path, settings: dict[str, Any]) -> None:
+    import json
+
+    path = audit_dir / "manifest.json"
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        raise UserError(f"{path} is not readable JSON; use another --out") from None
+    if old.get("command") != "audit":
+        raise UserError(f"{audit_dir} holds a patchlab {old.get('command')} run, not an audit; use another --out")
+    before = old.get("config", {}).get("settings", {})
+    diff = [k for k in SETTINGS if before.get(k) != settings.get(k)]
+    if diff:
+        what = ", ".join(f"{k} {before.get(k)!r} (now {settings.get(k)!r})" for k in diff)
+        raise UserError(f"{audit_dir} holds an audit with other settings: {what}; use another --out")
+
+
+def audit(
+    n_pairs: int | None = None,
+    pairs_file: str | Path | None = None,
+    model: str = "efficientnet_lite0",
+    weights: str | Path | None = None,
+    data: str | Path | None = None,
+    donor_data: str | Path | None = None,
+    budget: str = "quick",
+    out: str | Path = "reports/audit",
+    device: str = "auto",
+    seed: int = 0,
+    ray: str | None = None,
+    cpus_per_pair: int = 2,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Probe the chosen pairs (skipping finished ones) and write the audit report; returns audit.json's content."""
+    from ..models import load_classifier
+    from ..probe import BUDGETS
+
+    say = echo or (lambda msg: log.info(msg))
+    if budget not in BUDGETS:
+        raise UserError(f"unknown budget {budget!r}; use {', '.join(BUDGETS)}")
+    for path, what in ((data, "--data"), (donor_data, "--donor-data")):
+        if path is not None and not Path(path).exists():
+            raise UserError(f"{what} path does not exist: {path}")
+    if cpus_per_pair < 1:
+        raise UserError("--cpus-per-pair must be at least 1")
+    audit_dir = ensure_writable_dir(out)
+    settings = {"model": model, "weights": str(weights) if weights else None, "data": str(data) if data else None,
+                "donor_data": str(donor_data) if donor_data else None, "budget": budget, "seed": seed}
+    _check_same_audit(audit_dir, settings)
+    # Ray workers load their own model; the driver only needs the head to choose pairs
+    clf = load_classifier(model, "cpu" if ray else device, weights=settings["weights"])
+    pairs = select_pairs(clf, n_pairs, pairs_file, data)
+    config = {"settings": settings, "model": clf.spec, "budget": budget, "selection":
+              "file" if pairs_file else ("confusion" if data else "head"),
+              "pairs": [p.as_row() for p in pairs], "execution": f"ray {ray}" if ray else "in-process"}
+    manifest = new_manifest("audit", config, seed, clf.spec)
+    atomic_write_json(audit_dir / "manifest.json", manifest)
+    (audit_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+    atomic_write_text(audit_dir / "pairs.csv", pd.DataFrame([p.as_row() for p in pairs]).to_csv(index=False))
+    todo = [p for p in pairs if not is_finished(audit_dir, p)]
+    say(f"audit of {len(pairs)} pairs in {audit_dir}: {len(pairs) - len(todo)} finished earlier, {len(todo)} to run")
+    write_report(audit_dir, pairs, config)
+    run_settings = dict(settings, device=device)
+    start = time.perf_counter()
+
+    def finished(i: int, pair: Pair, outcome: dict[str, Any]) -> None:
+        record_outcome(audit_dir, pair, outcome)
+        doc = write_report(audit_dir, pairs, config)
+        row = next(r for r in doc["leaderboard"] if r["source_index"] == pair.source and r["target_index"] == pair.target)
+        if outcome["status"] == "ok":
+            say(f"[{i}/{len(todo)}] {pair.source_name} -> {pair.target_name}: best {row['best_candidate']} "
+                f"{100 * (row['success'] or 0):.1f}% ({outcome['seconds']:.0f} s)")
+        else:
+            say(f"[{i}/{len(todo)}] {pair.source_name} -> {pair.target_name}: FAILED: {outcome['error']}")
+
+    if ray:
+        from .pair_run import unpack_dir
+        from .ray_backend import run_pairs
+
+        for i, (pair, outcome) in enumerate(run_pairs(todo, run_settings, audit_dir, ray, cpus_per_pair, say), 1):
+            if outcome.get("files"):
+                unpack_dir(outcome.pop("files"), audit_dir / "pairs" / pair.key())
+            finished(i, pair, outcome)
+    else:
+        clf = clf.to(clf.device)
+        for i, pair in enumerate(todo, 1):
+            say(f"[{i}/{len(todo)}] probing {pair.source_name} -> {pair.target_name} ...")
+            finished(i, pair, run_pair(pair, run_settings, audit_dir / "pairs" / pair.key(), classifier=clf,
+                                       echo=lambda m: say("  " + m)))
+    doc = write_report(audit_dir, pairs, config)
+    doc["seconds"] = round(time.perf_counter() - start, 3)
+    doc["report"] = str(audit_dir / "index.html")
+    doc["audit_dir"] = str(audit_dir)
+    if doc["complete"]:
+        mark_complete(audit_dir, manifest)
+    return doc

@@ -1,0 +1,55 @@
+"""`patchlab audit`: probe many class pairs, rank them by attack success."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import DeviceOpt, JsonOpt, ModelOpt, SeedOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
+
+
+def print_leaderboard(doc: dict) -> None:
+    rows = doc["leaderboard"]
+    typer.echo(f"\n{'#':>3} {'source -> target':<48} {'sim':>6} {'best candidate':<36} {'success':>18}")
+    for r in rows:
+        pair = f"{r['source']} -> {r['target']}"[:48]
+        sim = "" if r.get("similarity") is None else f"{r['similarity']:.3f}"
+        if r["status"] == "ok":
+            ci = f" [{100 * r['ci_low']:.0f}-{100 * r['ci_high']:.0f}]" if r.get("ci_low") is not None else ""
+            typer.echo(f"{r['rank']:>3} {pair:<48} {sim:>6} {str(r['best_candidate'])[:36]:<36} "
+                       f"{100 * r['success']:6.1f}%{ci:>11}")
+        else:
+            typer.echo(f"{r['rank']:>3} {pair:<48} {sim:>6} {r['status'].upper()}: {r.get('error') or ''}")
+    c = doc["counts"]
+    typer.echo(f"{c['ok']} ok, {c['failed']} failed, {c['pending']} pending; report: {doc['report']}")
+
+
+@app.command("audit")
+def audit_cmd(
+    pairs: Annotated[Optional[int], typer.Option("--pairs", help="Audit the N most confusable pairs (default 10).")] = None,
+    pairs_file: Annotated[Optional[Path], typer.Option("--pairs-file", help="CSV of pairs: source,target per line.")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Real photos: pairs from their confusion matrix, probes use them.")] = None,
+    donor_data: Annotated[Optional[Path], typer.Option("--donor-data", help="Photos to cut natural patches from.")] = None,
+    budget: Annotated[str, typer.Option("--budget", help="Probe budget per pair: quick | standard | thorough.")] = "quick",
+    out: Annotated[Path, typer.Option("--out", help="Audit folder; re-run with the same folder to resume.")] = Path("reports/audit"),
+    ray: Annotated[Optional[str], typer.Option("--ray", help="Run pairs as Ray tasks: auto (running cluster, else local) or ADDRESS.")] = None,
+    cpus_per_pair: Annotated[int, typer.Option("--cpus-per-pair", help="CPUs (torch threads) each Ray task asks for.")] = 2,
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Probe many class pairs (chosen from the model, from --data, or a file) and rank them by best attack success."""
+    from ..audit import audit
+
+    setup(verbose, seed)
+    doc = audit(pairs, pairs_file, model=model, weights=weights, data=data, donor_data=donor_data, budget=budget,
+                out=out, device=device, seed=seed, ray=ray, cpus_per_pair=cpus_per_pair,
+                echo=lambda m: typer.echo(m, err=True))
+    if json_out:
+        emit_json(doc)
+    else:
+        print_leaderboard(doc)
