@@ -22,7 +22,7 @@ from patchlab.runio import is_complete
 LOCK, GOLDFISH, DIVER = 507, 1, 983  # the random tiny net calls every noise image class 507
 PAIRS = "source,target\ncombination lock,goldfish\ncombination lock,scuba diver\ngoldfish,scuba diver\n"
 COMPARED = ["rank", "source", "target", "status", "best_candidate", "best_kind", "success", "ci_low", "ci_high",
-            "lift", "best_control", "synth", "feature", "natural", "control", "held_out", "error"]
+            "min_area_success", "lift", "best_control", "synth", "feature", "natural", "control", "held_out", "error"]
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,16 @@ def test_pairs_file_resolves_names_and_reports_bad_rows(tmp_path, tiny):
         read_pairs_file(tiny, f)
 
 
+def test_smallest_patch_breaks_ties_at_the_smallest_area():
+    from patchlab.audit.leaderboard import smallest_patch
+
+    rows = [("a", "synth", "random", 0.10, 0.5), ("a", "synth", "random", 0.25, 1.0), ("b", "feature", "random", 0.10, 0.75),
+            ("c", "control", "random", 0.05, 0.9), ("b", "feature", "static", 0.10, 1.0)]
+    df = pd.DataFrame(rows, columns=["candidate", "kind", "protocol", "size", "success_rate"])
+    assert smallest_patch(df, "random") == {"min_area": 0.10, "min_area_success": 0.75, "min_area_candidate": "b"}
+    assert smallest_patch(df[df["kind"] == "control"], "random") == {}
+
+
 def test_killed_audit_reruns_only_the_missing_pairs(resumed):
     first, second = resumed["calls"]
     assert first == ["0507-combination_lock-to-0001-goldfish", "0507-combination_lock-to-0983-scuba_diver"]
@@ -148,6 +158,7 @@ def test_audit_writes_a_leaderboard_with_failures_recorded(resumed):
     top = ok.iloc[0]
     assert (top["source"], top["target"]) == ("combination lock", "goldfish") and top["success"] > 0
     assert top["ci_low"] <= top["success"] <= top["ci_high"]
+    assert top["min_area"] == 0.10 and 0 <= top["min_area_success"] <= top["success"]
     summary = json.loads((out / top["report"]).with_name("summary.json").read_text())
     assert summary["best_candidate"]["rate"] == pytest.approx(top["success"])
     failed = board[board["status"] == "failed"].iloc[0]
@@ -190,6 +201,8 @@ def test_audit_cli_bad_input_is_one_line_and_exit_2(workdir, resumed, tmp_path):
     assert r.returncode == 2 and "unknown class 'snorkle'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = _cli("--pairs", "2", "--pairs-file", str(bad), "--out", str(tmp_path / "a"))
     assert r.returncode == 2 and "not both" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("--pairs", "1", "--ray", "127.0.0.1:1", "--out", str(tmp_path / "b"))  # nothing listens on port 1
+    assert r.returncode == 2 and "no Ray cluster answers" in r.stderr and not (tmp_path / "b").exists()
     # the in-process audit's folder was made with other settings: refused, nothing touched
     before = {p: p.read_bytes() for p in resumed["out"].iterdir() if p.is_file()}
     r = _cli("--pairs-file", str(workdir / "pairs.csv"), "--weights", str(workdir / "tiny.safetensors"),

@@ -144,6 +144,16 @@ def donor_images(clf, donors: list[int], per_class: int, seed: int, donor_data: 
     return torch.cat(imgs), torch.tensor(labels), names
 
 
+def check_inputs(budget: str, data: str | Path | None, donor_data: str | Path | None) -> Budget:
+    """The Budget named `budget`; UserError for an unknown budget or a missing photo folder."""
+    if budget not in BUDGETS:
+        raise UserError(f"unknown budget {budget!r}; use {', '.join(BUDGETS)}")
+    for path, what in ((data, "--data"), (donor_data, "--donor-data")):
+        if path is not None and not Path(path).exists():
+            raise UserError(f"{what} path does not exist: {path}")
+    return BUDGETS[budget]
+
+
 def probe(
     source: str,
     target: str,
@@ -170,12 +180,7 @@ def probe(
     from .runio import atomic_write_json, ensure_writable_dir, is_complete, new_manifest
 
     say = echo or (lambda msg: log.info(msg))
-    if budget not in BUDGETS:
-        raise UserError(f"unknown budget {budget!r}; use {', '.join(BUDGETS)}")
-    plan = BUDGETS[budget]
-    for path, what in ((data, "--data"), (donor_data, "--donor-data")):
-        if path is not None and not Path(path).exists():
-            raise UserError(f"{what} path does not exist: {path}")
+    plan = check_inputs(budget, data, donor_data)
     clf = classifier if classifier is not None else load_classifier(model, device, weights=str(weights) if weights else None)
     s, t = clf.classes.resolve(source), clf.classes.resolve(target)
     if s == t:

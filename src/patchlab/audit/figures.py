@@ -32,7 +32,8 @@ def success_distribution(df: pd.DataFrame) -> bytes | None:
 
 
 def vulnerability_vs_similarity(df: pd.DataFrame) -> bytes | None:
-    """Best attack success (with its 95 % interval) against the pair's head-direction similarity."""
+    """Best attack success (with its 95 % interval) against the pair's head-direction similarity;
+    points are labelled with their leaderboard rank."""
     ok = df[(df["status"] == "ok") & df["similarity"].notna() & df["success"].notna()]
     if ok.empty:
         return None
@@ -40,10 +41,10 @@ def vulnerability_vs_similarity(df: pd.DataFrame) -> bytes | None:
     yerr = [(ok["success"] - ok["ci_low"]).clip(lower=0), (ok["ci_high"] - ok["success"]).clip(lower=0)]
     ax.errorbar(ok["similarity"], ok["success"], yerr=yerr, fmt="none", ecolor="#999999", elinewidth=1, capsize=2)
     sns.scatterplot(data=ok, x="similarity", y="success", hue="best_kind", s=50, ax=ax)
-    if len(ok) <= 20:
+    if len(ok) <= 30:  # leaderboard ranks (names would overlap)
         for _, r in ok.iterrows():
-            ax.annotate(_t(f"{r['source']} → {r['target']}"), (r["similarity"], r["success"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+            ax.annotate(f"#{r['rank']}", (r["similarity"], r["success"]), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("class similarity (cosine of centred head directions)")
     ax.set_ylabel("best targeted success")

@@ -20,9 +20,16 @@ def _lift(r: dict[str, Any]) -> str:
             f'{100 * r["lift_ci_high"]:+.1f}]<br>vs {esc(r.get("best_control"))}</span></td>')
 
 
+def _smallest(r: dict[str, Any]) -> str:
+    if r.get("min_area") is None:
+        return "<td>–</td>"
+    return (f"<td class=num>{pct(r['min_area_success'])} <span class=note>at {100 * r['min_area']:g} % area"
+            f"<br>{esc(r['min_area_candidate'])}</span></td>")
+
+
 def leaderboard_table(rows: list[dict[str, Any]]) -> str:
     head = ("<tr><th>#</th><th>source &rarr; target</th><th>similarity</th><th>best candidate</th>"
-            "<th>success</th><th>lift over best control</th><th>best disguised</th><th>report</th></tr>")
+            "<th>success</th><th>smallest patch</th><th>lift over best control</th><th>best disguised</th><th>report</th></tr>")
     body = []
     for r in rows:
         if r["status"] != "ok":
@@ -34,7 +41,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> str:
         body.append(
             f"<tr><td class=num>{r['rank']}</td><td>{esc(r['source'])} &rarr; {esc(r['target'])}</td>"
             f"<td class=num>{sim}</td><td>{esc(r['best_candidate'])} <span class=note>({esc(r['best_kind'])})</span></td>"
-            f"<td class=num>{pct(r['success'])}{_interval(r['ci_low'], r['ci_high'])}</td>{_lift(r)}"
+            f"<td class=num>{pct(r['success'])}{_interval(r['ci_low'], r['ci_high'])}</td>{_smallest(r)}{_lift(r)}"
             f"<td>{dis}</td><td>{link}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -47,7 +54,8 @@ def audit_page(doc: dict[str, Any], figures: dict[str, bytes | None]) -> str:
         f"<h1>patchlab audit: {esc(cfg.get('model'))}</h1>",
         f"<p>{counts['ok']} of {counts['pairs']} pairs probed, {counts['failed']} failed, "
         f"{counts['pending']} pending. Success is targeted top-1 on held-out source images under the "
-        f"<b>{esc(protocol)}</b> protocol, with 95 % Wilson intervals; lift is over the pair's best control "
+        f"<b>{esc(protocol)}</b> protocol, with 95 % Wilson intervals; pairs tied there are ranked by the "
+        "best success with the smallest patch evaluated; lift is over the pair's best control "
         "(Newcombe interval).</p>",
         "<h2>Leaderboard</h2>", leaderboard_table(rows),
     ]

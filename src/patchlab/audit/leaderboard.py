@@ -19,7 +19,8 @@ from .pairs import Pair
 SCHEMA = "patchlab.audit/1"
 COLUMNS = [
     "rank", "source", "target", "source_index", "target_index", "similarity", "confusion", "chosen_by", "status",
-    "best_candidate", "best_kind", "protocol", "success", "ci_low", "ci_high", "lift", "lift_ci_low",
+    "best_candidate", "best_kind", "protocol", "success", "ci_low", "ci_high", "min_area", "min_area_success",
+    "min_area_candidate", "lift", "lift_ci_low",
     "lift_ci_high", "best_control", "best_disguised", "disguised_success", "disguised_ci_low", "disguised_ci_high",
     "synth", "feature", "natural", "control", "held_out", "seconds", "report", "error",
 ]
@@ -29,6 +30,18 @@ KINDS = ("synth", "feature", "natural", "control")
 def _rate(entry: dict | None, protocol: str) -> float | None:
     r = (entry or {}).get(protocol) or {}
     return r.get("rate")
+
+
+def smallest_patch(results: pd.DataFrame, protocol: str) -> dict[str, Any]:
+    """Best candidate success at the smallest patch area evaluated: it separates pairs
+    whose best success saturates at the larger areas."""
+    r = results[(results["protocol"] == protocol) & (results["kind"] != "control")]
+    if r.empty:
+        return {}
+    r = r[r["size"] == r["size"].min()].sort_values("success_rate", ascending=False, kind="stable")
+    top = r.iloc[0]
+    return {"min_area": float(top["size"]), "min_area_success": float(top["success_rate"]),
+            "min_area_candidate": top["candidate"]}
 
 
 def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
@@ -59,6 +72,7 @@ def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
                disguised_ci_high=(dis.get("ci") or [None, None])[1],
                held_out=(s.get("data") or {}).get("counts", {}).get("denominator"),
                seconds=(s.get("timings") or {}).get("total"), report=f"pairs/{pair.key()}/report.html")
+    row.update(smallest_patch(pd.read_csv(run / "results.csv"), protocol))
     for kind in KINDS:
         pool = s.get("controls", []) if kind == "control" else [c for c in s.get("candidates", []) if c["kind"] == kind]
         rates = [r for r in (_rate(c, protocol) for c in pool) if r is not None]
@@ -67,10 +81,12 @@ def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
 
 
 def leaderboard(audit_dir: Path, pairs: list[Pair]) -> pd.DataFrame:
-    """Finished pairs by best success (then interval low end, then similarity); failed and pending last."""
+    """Finished pairs by best success, then success with the smallest patch, then interval low end,
+    then similarity; failed and pending pairs last."""
     df = pd.DataFrame([pair_row(audit_dir, p) for p in pairs], columns=COLUMNS)
     df["_ok"] = df["status"].eq("ok")
-    df = df.sort_values(["_ok", "success", "ci_low", "similarity"], ascending=False, na_position="last",
+    df = df.sort_values(["_ok", "success", "min_area_success", "ci_low", "similarity"], ascending=False,
+                        na_position="last",
                         kind="stable").drop(columns="_ok").reset_index(drop=True)
     df["rank"] = range(1, len(df) + 1)
     return df

@@ -19,6 +19,23 @@ from .pairs import Pair
 log = logging.getLogger("patchlab")
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """UserError unless something answers on ADDRESS's host:port ('auto' is not checked).
+    Ray itself retries an unreachable address for minutes."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray {address}: expected auto or HOST:PORT (e.g. 10.0.0.5:6379 or ray://10.0.0.5:10001)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+
+
 def connect(address: str) -> dict[str, float]:
     """Join the Ray cluster at `address` ('auto': the running cluster, else a new
     local one). Returns the cluster's resources."""
@@ -35,6 +52,7 @@ def connect(address: str) -> dict[str, float]:
                 log.info("no running Ray cluster found; starting a local one")
                 ray.init(include_dashboard=False, **quiet)
         else:
+            check_reachable(address)
             try:
                 ray.init(address=address, **quiet)
             except Exception as exc:  # ray raises several types for a bad address

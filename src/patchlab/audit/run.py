@@ -70,14 +70,14 @@ def audit(
 ) -> dict[str, Any]:
     """Probe the chosen pairs (skipping finished ones) and write the audit report; returns audit.json's content."""
     from ..models import load_classifier
-    from ..probe import BUDGETS
+    from ..probe import check_inputs
 
     say = echo or (lambda msg: log.info(msg))
-    if budget not in BUDGETS:
-        raise UserError(f"unknown budget {budget!r}; use {', '.join(BUDGETS)}")
-    for path, what in ((data, "--data"), (donor_data, "--donor-data")):
-        if path is not None and not Path(path).exists():
-            raise UserError(f"{what} path does not exist: {path}")
+    check_inputs(budget, data, donor_data)
+    if ray:
+        from .ray_backend import check_reachable
+
+        check_reachable(ray)
     if cpus_per_pair < 1:
         raise UserError("--cpus-per-pair must be at least 1")
     audit_dir = ensure_writable_dir(out)

@@ -10,17 +10,22 @@ from .app import DeviceOpt, JsonOpt, ModelOpt, SeedOpt, VerboseOpt, WeightsOpt, 
 
 
 def print_leaderboard(doc: dict) -> None:
+    """Ranked pairs: similarity, best candidate and its success, success with the smallest patch, best disguised."""
     rows = doc["leaderboard"]
-    typer.echo(f"\n{'#':>3} {'source -> target':<48} {'sim':>6} {'best candidate':<36} {'success':>18}")
+    typer.echo(f"\n{'#':>3} {'source -> target':<40} {'sim':>6} {'best candidate':<34} {'success':>17} "
+               f"{'smallest patch':>15} {'disguised':>9}")
     for r in rows:
-        pair = f"{r['source']} -> {r['target']}"[:48]
+        pair = f"{r['source']} -> {r['target']}"[:40]
         sim = "" if r.get("similarity") is None else f"{r['similarity']:.3f}"
-        if r["status"] == "ok":
-            ci = f" [{100 * r['ci_low']:.0f}-{100 * r['ci_high']:.0f}]" if r.get("ci_low") is not None else ""
-            typer.echo(f"{r['rank']:>3} {pair:<48} {sim:>6} {str(r['best_candidate'])[:36]:<36} "
-                       f"{100 * r['success']:6.1f}%{ci:>11}")
-        else:
-            typer.echo(f"{r['rank']:>3} {pair:<48} {sim:>6} {r['status'].upper()}: {r.get('error') or ''}")
+        if r["status"] != "ok":
+            typer.echo(f"{r['rank']:>3} {pair:<40} {sim:>6} {r['status'].upper()}: {r.get('error') or ''}")
+            continue
+        ci = f" [{100 * r['ci_low']:.0f}-{100 * r['ci_high']:.0f}]" if r.get("ci_low") is not None else ""
+        small = (f"{100 * r['min_area_success']:.0f}% @{100 * r['min_area']:g}%"
+                 if r.get("min_area") is not None else "-")
+        dis = f"{100 * r['disguised_success']:.0f}%" if r.get("disguised_success") is not None else "-"
+        typer.echo(f"{r['rank']:>3} {pair:<40} {sim:>6} {str(r['best_candidate'])[:34]:<34} "
+                   f"{100 * r['success']:5.1f}%{ci:>11} {small:>15} {dis:>9}")
     c = doc["counts"]
     typer.echo(f"{c['ok']} ok, {c['failed']} failed, {c['pending']} pending; report: {doc['report']}")
 
