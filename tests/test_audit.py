@@ -54,15 +54,15 @@ def _run(workdir, out, **kw):
 
 
 @pytest.fixture(scope="module")
-def resumed(workdir, tmp_path_factory):
-    """An audit killed while probing its second pair, then re-run; records which pairs each run probed."""
-    import os
-
-    os.environ["PATCHLAB_CACHE"] = str(workdir / "cache")
+def resumed(workdir):
+    """An audit killed while probing its second pair, then re-run; records which pairs each
+    run probed and the killed pair's finished stages before and after the re-run."""
+    mp = pytest.MonkeyPatch()
+    env = pytest.MonkeyPatch()
+    env.setenv("PATCHLAB_CACHE", str(workdir / "cache"))
     out = workdir / "in-process"
     calls: list[list[str]] = [[], []]
     real = pair_run.run_pair
-    mp = pytest.MonkeyPatch()
 
     def killed_on_second(pair, *a, **k):
         calls[0].append(pair.key())
@@ -80,6 +80,8 @@ def resumed(workdir, tmp_path_factory):
         _run(workdir, out)
     mp.undo()
     first_pairs = sorted(p.name for p in (out / "pairs").iterdir() if p.is_dir())
+    stages = out / "pairs" / "0507-combination_lock-to-0983-scuba_diver" / "stages"
+    stages_before = {p.name: p.stat().st_mtime_ns for p in stages.glob("*.json")}
 
     def counted(pair, *a, **k):
         calls[1].append(pair.key())
@@ -88,7 +90,10 @@ def resumed(workdir, tmp_path_factory):
     mp.setattr("patchlab.audit.run.run_pair", counted)
     doc = _run(workdir, out)
     mp.undo()
-    return {"out": out, "doc": doc, "calls": calls, "first_pairs": first_pairs}
+    stages_after = {p.name: p.stat().st_mtime_ns for p in stages.glob("*.json")}
+    yield {"out": out, "doc": doc, "calls": calls, "first_pairs": first_pairs, "stages_before": stages_before,
+           "stages_after": stages_after}
+    env.undo()
 
 
 def test_head_pairs_are_the_most_similar_head_directions_one_direction_each(tiny):
@@ -117,8 +122,8 @@ def test_pairs_file_resolves_names_and_reports_bad_rows(tmp_path, tiny):
     f.write_text("# audit these\nsnorkel, scuba diver\nsnorkel,scuba_diver\n1,2\n")
     pairs = read_pairs_file(tiny, f)
     assert [(p.source, p.target) for p in pairs] == [(801, 983), (1, 2)]
-    f.write_text("snorkel,scuba diver\nsnorkle,goldfish\n")
-    with pytest.raises(UserError, match="row 2.*unknown class 'snorkle'"):
+    f.write_text("# a comment\n\nsnorkle,goldfish\n")
+    with pytest.raises(UserError, match="line 3.*unknown class 'snorkle'"):
         read_pairs_file(tiny, f)
     f.write_text("snorkel,snorkel\n")
     with pytest.raises(UserError, match="same class"):
@@ -145,6 +150,10 @@ def test_killed_audit_reruns_only_the_missing_pairs(resumed):
     # the finished pair is not redone; the killed one is finished, then the one never started
     assert second == ["0507-combination_lock-to-0983-scuba_diver", "0001-goldfish-to-0983-scuba_diver"]
     assert is_complete(resumed["out"])
+    # the killed pair's finished stages were reused, not recomputed; the rest were added
+    before, after = resumed["stages_before"], resumed["stages_after"]
+    assert set(before) == {"images.json", "donors.json", "synth.json", "feature.json"}
+    assert {k: after[k] for k in before} == before and "natural.json" in after
 
 
 def test_audit_writes_a_leaderboard_with_failures_recorded(resumed):
@@ -203,9 +212,53 @@ def test_audit_cli_bad_input_is_one_line_and_exit_2(workdir, resumed, tmp_path):
     assert r.returncode == 2 and "not both" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = _cli("--pairs", "1", "--ray", "127.0.0.1:1", "--out", str(tmp_path / "b"))  # nothing listens on port 1
     assert r.returncode == 2 and "no Ray cluster answers" in r.stderr and not (tmp_path / "b").exists()
+    one = tmp_path / "one.csv"
+    one.write_text("goldfish,scuba diver\n")  # no held-out goldfish photo is called goldfish: the pair fails
+    r = _cli("--pairs-file", str(one), "--weights", str(workdir / "tiny.safetensors"), "--data", str(workdir / "data"),
+             "--device", "cpu", "--out", str(tmp_path / "c"))
+    assert r.returncode == 3 and "FAILED: none of the" in r.stdout and "0 ok, 1 failed" in r.stdout
+    assert (tmp_path / "c" / "audit.csv").is_file() and (tmp_path / "c" / "COMPLETE").is_file()
     # the in-process audit's folder was made with other settings: refused, nothing touched
     before = {p: p.read_bytes() for p in resumed["out"].iterdir() if p.is_file()}
     r = _cli("--pairs-file", str(workdir / "pairs.csv"), "--weights", str(workdir / "tiny.safetensors"),
              "--data", str(workdir / "data"), "--budget", "standard", "--out", str(resumed["out"]))
     assert r.returncode == 2 and "other settings: budget 'quick' (now 'standard')" in r.stderr
     assert {p: p.read_bytes() for p in resumed["out"].iterdir() if p.is_file()} == before
+
+
+def test_pairs_without_a_linear_head_have_no_similarity_and_still_serialize(tmp_path, tiny):
+    from patchlab.runio import to_json
+
+    tiny.head = None
+    f = tmp_path / "p.csv"
+    f.write_text("snorkel,scuba diver\n")
+    (pair,) = read_pairs_file(tiny, f)
+    assert pair.similarity is None and json.loads(to_json(pair.as_row()))["similarity"] is None
+    with pytest.raises(UserError, match="no linear head"):
+        head_pairs(tiny, 3)
+
+
+def test_bad_audit_settings_are_refused_before_anything_is_written(workdir, tmp_path):
+    with pytest.raises(UserError, match="at least 1"):
+        audit(0, model="tiny", out=tmp_path / "zero", device="cpu")
+    assert not (tmp_path / "zero").exists()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty and holds no audit"):
+        audit(2, model="tiny", out=tmp_path / "busy", device="cpu")
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+
+
+def test_rerun_retries_only_the_failed_pair(workdir, resumed, monkeypatch):
+    calls = []
+    real = pair_run.run_pair
+
+    def counted(pair, *a, **k):
+        calls.append(pair.key())
+        return real(pair, *a, **k)
+
+    monkeypatch.setenv("PATCHLAB_CACHE", str(workdir / "cache"))
+    monkeypatch.setattr("patchlab.audit.run.run_pair", counted)
+    doc = _run(workdir, resumed["out"])
+    assert calls == ["0001-goldfish-to-0983-scuba_diver"]
+    assert doc["counts"] == {"pairs": 3, "ok": 2, "failed": 1, "pending": 0}

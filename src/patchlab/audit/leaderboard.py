@@ -45,7 +45,7 @@ def smallest_patch(results: pd.DataFrame, protocol: str) -> dict[str, Any]:
 
 
 def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
-    """One leaderboard row for a pair: its probe summary, or its failure, or 'pending'."""
+    """One leaderboard row for a pair: its probe summary, or its failure, or 'pending' / 'broken'."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update(source=pair.source_name, target=pair.target_name, source_index=pair.source,
                target_index=pair.target, similarity=pair.similarity, confusion=pair.confusion,
@@ -56,7 +56,13 @@ def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
         row["status"] = "failed" if failure else "pending"
         row["error"] = (failure or {}).get("error")
         return row
-    s = json.loads((run / "summary.json").read_text())
+    try:
+        s = json.loads((run / "summary.json").read_text())
+        results = pd.read_csv(run / "results.csv")
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        row["status"] = "broken"
+        row["error"] = f"{run} is marked complete but unreadable ({type(exc).__name__}); delete it to probe again"
+        return row
     protocol = s.get("primary_protocol", "static")
     best = s.get("best_candidate") or {}
     by_name = {c["name"]: c for c in s.get("candidates", [])}
@@ -72,7 +78,7 @@ def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
                disguised_ci_high=(dis.get("ci") or [None, None])[1],
                held_out=(s.get("data") or {}).get("counts", {}).get("denominator"),
                seconds=(s.get("timings") or {}).get("total"), report=f"pairs/{pair.key()}/report.html")
-    row.update(smallest_patch(pd.read_csv(run / "results.csv"), protocol))
+    row.update(smallest_patch(results, protocol))
     for kind in KINDS:
         pool = s.get("controls", []) if kind == "control" else [c for c in s.get("candidates", []) if c["kind"] == kind]
         rates = [r for r in (_rate(c, protocol) for c in pool) if r is not None]
@@ -115,7 +121,8 @@ def write_report(audit_dir: Path, pairs: list[Pair], config: dict[str, Any]) -> 
             atomic_write_bytes(audit_dir / files[key], png)
     doc = {
         "schema": SCHEMA, "config": config,
-        "counts": {"pairs": len(df), "ok": int(counts.get("ok", 0)), "failed": int(counts.get("failed", 0)),
+        "counts": {"pairs": len(df), "ok": int(counts.get("ok", 0)),
+                   "failed": int(counts.get("failed", 0)) + int(counts.get("broken", 0)),
                    "pending": int(counts.get("pending", 0))},
         "complete": int(counts.get("pending", 0)) == 0,
         "leaderboard": rows, "figures": files, "versions": versions(),

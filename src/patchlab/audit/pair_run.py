@@ -83,15 +83,37 @@ def pack_dir(folder: Path) -> bytes | None:
     return buf.getvalue()
 
 
+def recover(folder: Path) -> None:
+    """Put back a pair folder that unpack_dir had moved aside when the process died."""
+    old = folder.with_name(folder.name + ".old")
+    if not folder.exists() and old.is_dir():
+        old.rename(folder)
+
+
+def _safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Plain files with relative paths inside the folder (for Pythons without tarfile's data filter)."""
+    members = tar.getmembers()
+    for m in members:
+        p = Path(m.name)
+        if not m.isfile() or p.is_absolute() or ".." in p.parts:
+            raise ValueError(f"refusing archive member {m.name!r}")
+    return members
+
+
 def unpack_dir(blob: bytes, folder: Path) -> None:
     """Replace folder's contents with a pack_dir archive (plain files only, no paths outside it)."""
     import shutil
 
+    recover(folder)
     tmp = folder.with_name(folder.name + ".incoming")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        tar.extractall(tmp, filter="data")
+        members = _safe_members(tar)
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(tmp, members=members, filter="data")
+        else:  # Python < 3.10.12 / 3.11.4: members were checked above
+            tar.extractall(tmp, members=members)
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():

@@ -31,7 +31,7 @@ class Pair:
     target: int
     source_name: str
     target_name: str
-    similarity: float  # cosine of the two centred head directions (NaN without a head)
+    similarity: float | None  # cosine of the two centred head directions (None without a linear head)
     confusion: float | None = None  # fraction of source photos predicted as target (--data only)
     chosen_by: str = "head"
 
@@ -112,8 +112,8 @@ def confusion_pairs(clf, data: str | Path, n: int, batch_size: int = 64, min_ima
         if flat[k] <= 0 or len(pairs) >= n:
             break
         s, t = divmod(k, C)
-        sim = float(S[s, t]) if S is not None else float("nan")
-        pairs.append(Pair(s, t, clf.classes.label(s), clf.classes.label(t), round(sim, 6),
+        sim = round(float(S[s, t]), 6) if S is not None else None
+        pairs.append(Pair(s, t, clf.classes.label(s), clf.classes.label(t), sim,
                           confusion=round(float(flat[k]), 6), chosen_by="confusion"))
     return pairs
 
@@ -127,25 +127,26 @@ def read_pairs_file(clf, path: str | Path) -> list[Pair]:
         raise UserError(f"--pairs-file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read --pairs-file {path}: {exc}") from None
-    rows = [[c.strip() for c in r] for r in rows if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
-    if rows and [c.lower() for c in rows[0][:2]] == ["source", "target"]:
-        rows = rows[1:]
-    if not rows:
+    numbered = [(line, [c.strip() for c in r]) for line, r in enumerate(rows, 1)
+                if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    if numbered and [c.lower() for c in numbered[0][1][:2]] == ["source", "target"]:
+        numbered = numbered[1:]
+    if not numbered:
         raise UserError(f"--pairs-file {path} lists no pairs (expected lines 'source,target')")
     S = head_similarity(clf) if clf.head is not None else None
     pairs, seen = [], set()
-    for line, r in enumerate(rows, 1):
+    for line, r in numbered:
         if len(r) < 2 or not r[0] or not r[1]:
-            raise UserError(f"--pairs-file {path}: row {line} needs two classes 'source,target', got {','.join(r)!r}")
+            raise UserError(f"--pairs-file {path}: line {line} needs two classes 'source,target', got {','.join(r)!r}")
         try:
             s, t = clf.classes.resolve(r[0]), clf.classes.resolve(r[1])
         except UserError as exc:
-            raise UserError(f"--pairs-file {path}, row {line}: {exc}") from None
+            raise UserError(f"--pairs-file {path}, line {line}: {exc}") from None
         if s == t:
-            raise UserError(f"--pairs-file {path}, row {line}: source and target are the same class")
+            raise UserError(f"--pairs-file {path}, line {line}: source and target are the same class")
         if (s, t) in seen:
             continue
         seen.add((s, t))
-        sim = float(S[s, t]) if S is not None else float("nan")
-        pairs.append(Pair(s, t, clf.classes.label(s), clf.classes.label(t), round(sim, 6), chosen_by="file"))
+        sim = round(float(S[s, t]), 6) if S is not None else None
+        pairs.append(Pair(s, t, clf.classes.label(s), clf.classes.label(t), sim, chosen_by="file"))
     return pairs

@@ -3,8 +3,10 @@ framework for emerging AI applications"); ray is the optional `patchlab[ray]` ex
 
 Each pair is one task. The task probes into a temporary folder on its worker
 and sends the finished run directory back as an archive, so workers need no
-disk shared with the driver; a half-finished pair folder is sent along so its
-finished stages are reused. A task asks for one GPU when the cluster has GPUs.
+disk shared with the driver; a half-finished pair folder (from an interrupted
+in-process run) is sent along so its finished stages are reused. A task that is
+cancelled or dies sends nothing back: that pair starts again next time. A task
+asks for one GPU when the cluster has GPUs.
 """
 from __future__ import annotations
 
@@ -13,17 +15,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import UserError
-from .pair_run import pack_dir, run_pair
+from .pair_run import pack_dir, recover, run_pair
 from .pairs import Pair
 
 log = logging.getLogger("patchlab")
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """UserError unless something answers on ADDRESS's host:port ('auto' is not checked).
-    Ray itself retries an unreachable address for minutes."""
+    """UserError unless ray is installed and something answers on ADDRESS's host:port
+    ('auto' is not dialled). Ray itself retries an unreachable address for minutes."""
+    import importlib.util
     import socket
 
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("--ray needs the ray package: pip install 'patchlab[ray]'")
     if address == "auto":
         return
     hostport = address.split("://", 1)[-1]
@@ -92,6 +97,7 @@ def run_pairs(pairs: list[Pair], settings: dict[str, Any], audit_dir: Path, addr
     remote = ray.remote(_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=1)
     refs = {}
     for p in pairs:
+        recover(audit_dir / "pairs" / p.key())
         ref = remote.remote(p.as_row(), settings, pack_dir(audit_dir / "pairs" / p.key()), cpus)
         refs[ref] = p
     pending = list(refs)
@@ -102,7 +108,8 @@ def run_pairs(pairs: list[Pair], settings: dict[str, Any], audit_dir: Path, addr
             try:
                 outcome = ray.get(done[0])
             except Exception as exc:  # the worker died or the task could not run
-                outcome = {"status": "failed", "error": f"Ray task failed: {str(exc).splitlines()[0]}",
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                outcome = {"status": "failed", "error": f"Ray task failed: {first}",
                            "traceback": str(exc), "seconds": None}
             yield pair, outcome
     finally:

@@ -9,6 +9,7 @@ resumes a half-finished pair from its saved stages, and retries failed ones.
 from __future__ import annotations
 
 import logging
+import tarfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +40,8 @@ def _check_same_audit(audit_dir: Path, settings: dict[str, Any]) -> None:
 
     path = audit_dir / "manifest.json"
     if not path.is_file():
+        if audit_dir.is_dir() and any(audit_dir.iterdir()):
+            raise UserError(f"{audit_dir} is not empty and holds no audit; give a new or empty folder as --out")
         return
     try:
         old = json.loads(path.read_text())
@@ -74,16 +77,22 @@ def audit(
 
     say = echo or (lambda msg: log.info(msg))
     check_inputs(budget, data, donor_data)
+    if n_pairs is not None and n_pairs < 1:
+        raise UserError("--pairs must be at least 1")
+    if cpus_per_pair < 1:
+        raise UserError("--cpus-per-pair must be at least 1")
     if ray:
         from .ray_backend import check_reachable
 
         check_reachable(ray)
-    if cpus_per_pair < 1:
-        raise UserError("--cpus-per-pair must be at least 1")
+
+    def absolute(path: str | Path | None) -> str | None:  # Ray workers do not share the driver's cwd
+        return str(Path(path).resolve()) if path else None
+
+    settings = {"model": model, "weights": absolute(weights), "data": absolute(data),
+                "donor_data": absolute(donor_data), "budget": budget, "seed": seed}
+    _check_same_audit(Path(out), settings)
     audit_dir = ensure_writable_dir(out)
-    settings = {"model": model, "weights": str(weights) if weights else None, "data": str(data) if data else None,
-                "donor_data": str(donor_data) if donor_data else None, "budget": budget, "seed": seed}
-    _check_same_audit(audit_dir, settings)
     # Ray workers load their own model; the driver only needs the head to choose pairs
     clf = load_classifier(model, "cpu" if ray else device, weights=settings["weights"])
     pairs = select_pairs(clf, n_pairs, pairs_file, data)
@@ -115,8 +124,13 @@ def audit(
         from .ray_backend import run_pairs
 
         for i, (pair, outcome) in enumerate(run_pairs(todo, run_settings, audit_dir, ray, cpus_per_pair, say), 1):
-            if outcome.get("files"):
-                unpack_dir(outcome.pop("files"), audit_dir / "pairs" / pair.key())
+            files = outcome.pop("files", None)
+            if files:
+                try:
+                    unpack_dir(files, audit_dir / "pairs" / pair.key())
+                except (OSError, ValueError, tarfile.TarError) as exc:
+                    outcome = {"status": "failed", "error": f"could not unpack the pair's results: {exc}",
+                               "traceback": None, "seconds": outcome.get("seconds")}
             finished(i, pair, outcome)
     else:
         clf = clf.to(clf.device)

@@ -17,8 +17,8 @@ def print_leaderboard(doc: dict) -> None:
     for r in rows:
         pair = f"{r['source']} -> {r['target']}"[:40]
         sim = "" if r.get("similarity") is None else f"{r['similarity']:.3f}"
-        if r["status"] != "ok":
-            typer.echo(f"{r['rank']:>3} {pair:<40} {sim:>6} {r['status'].upper()}: {r.get('error') or ''}")
+        if r["status"] != "ok" or r.get("success") is None:
+            typer.echo(f"{r['rank']:>3} {pair:<40} {sim:>6} {r['status'].upper()}: {r.get('error') or 'no candidate measured'}")
             continue
         ci = f" [{100 * r['ci_low']:.0f}-{100 * r['ci_high']:.0f}]" if r.get("ci_low") is not None else ""
         small = (f"{100 * r['min_area_success']:.0f}% @{100 * r['min_area']:g}%"
@@ -47,7 +47,9 @@ def audit_cmd(
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Probe many class pairs (chosen from the model, from --data, or a file) and rank them by best attack success."""
+    """Probe many class pairs (chosen from the model, from --data, or a file) and rank them by best attack success.
+
+    Exit code 0 when every pair was probed, 3 when the audit finished but some pairs failed (see audit.csv)."""
     from ..audit import audit
 
     setup(verbose, seed)
@@ -58,3 +60,5 @@ def audit_cmd(
         emit_json(doc)
     else:
         print_leaderboard(doc)
+    if doc["counts"]["failed"]:
+        raise typer.Exit(3)
