@@ -5,8 +5,8 @@ import pandas as pd
 
 from ..report.figures import _png, _t, plt, sns
 
-KIND_LABELS = {"synth": "optimized (synth)", "feature": "feature / disguised", "natural": "natural crop",
-               "control": "best control"}
+KIND_LABELS = {"synth": "optimized\n(synth)", "feature": "feature /\ndisguised", "natural": "natural\ncrop",
+               "control": "best\ncontrol"}
 
 
 def success_distribution(df: pd.DataFrame) -> bytes | None:
@@ -23,7 +23,7 @@ def success_distribution(df: pd.DataFrame) -> bytes | None:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     sns.boxplot(data=long, x="kind", y="rate", order=order, color="#dddddd", fliersize=0, ax=ax)
     sns.stripplot(data=long, x="kind", y="rate", order=order, hue="kind", hue_order=order, palette="tab10",
-                  legend=False, size=6, jitter=0.15, ax=ax)
+                  legend=False, size=6, jitter=0.3, alpha=0.8, ax=ax)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("")
     ax.set_ylabel(f"targeted success ({_t(ok['protocol'].iloc[0])})")
