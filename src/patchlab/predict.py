@@ -4,8 +4,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from .data import ImageRecord, iter_batches, list_image_files
 from .errors import UserError
 from .models import Classifier, load_classifier

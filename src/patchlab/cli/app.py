@@ -3,12 +3,15 @@
 one module each, and register themselves on `app`."""
 from __future__ import annotations
 
-import json
+import functools
+import inspect
 import logging
 import sys
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -25,6 +28,50 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cu
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More logging; tracebacks on internal errors.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """The options every model command shares (see `model_command`)."""
+
+    model: str
+    weights: Path | None
+    device: str
+    seed: int
+    json_out: bool
+    verbose: bool
+
+
+_SHARED = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, annotation, default in (
+        ("model", ModelOpt, "efficientnet_lite0"), ("weights", WeightsOpt, None), ("device", DeviceOpt, "auto"),
+        ("seed", SeedOpt, 0), ("json_out", JsonOpt, False), ("verbose", VerboseOpt, False),
+    )
+]
+
+
+def model_command(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a command that takes --model, --weights, --device, --seed, --json and
+    --verbose. The command's own options come first; the shared ones reach it as one
+    `opts: ModelArgs` argument, after `setup(verbose, seed)` has run."""
+
+    def register(fn: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "opts"]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> None:
+            opts = ModelArgs(**{p.name: kwargs.pop(p.name) for p in _SHARED})
+            setup(opts.verbose, opts.seed)
+            fn(opts=opts, **kwargs)
+
+        params = own + _SHARED
+        command.__signature__ = inspect.Signature(params)  # what typer reads the options from
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        app.command(name)(command)
+        return command
+
+    return register
 
 
 def setup(verbose: bool = False, seed: int | None = None) -> None:
@@ -87,24 +134,19 @@ def classes_cmd(
         typer.echo(f"{m.index:>5}  {m.name}" + (f"  {m.wnid}" if m.wnid else ""))
 
 
-@app.command("predict")
+@model_command("predict")
 def predict_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     top: Annotated[int, typer.Option("--top", min=1, help="How many classes to show.")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    opts: ModelArgs,
 ) -> None:
     """Classify images: top-k classes and probabilities for each file."""
     from ..predict import predict_files
 
-    setup(verbose, seed)
-    result = predict_files(paths, top=top, model=model, weights=weights, device=device, batch_size=batch_size)
-    if json_out:
+    result = predict_files(paths, top=top, model=opts.model, weights=opts.weights, device=opts.device, batch_size=batch_size)
+    if opts.json_out:
         emit_json(result)
         return
     for p in result["predictions"]:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import DeviceOpt, JsonOpt, ModelOpt, SeedOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
+from .app import ModelArgs, emit_json, model_command
 
 
 def print_leaderboard(doc: dict) -> None:
@@ -30,7 +30,7 @@ def print_leaderboard(doc: dict) -> None:
     typer.echo(f"{c['ok']} ok, {c['failed']} failed, {c['pending']} pending; report: {doc['report']}")
 
 
-@app.command("audit")
+@model_command("audit")
 def audit_cmd(
     pairs: Annotated[Optional[int], typer.Option("--pairs", help="Audit the N most confusable pairs (default 10).")] = None,
     pairs_file: Annotated[Optional[Path], typer.Option("--pairs-file", help="CSV of pairs: source,target per line.")] = None,
@@ -40,23 +40,18 @@ def audit_cmd(
     out: Annotated[Path, typer.Option("--out", help="Audit folder; re-run with the same folder to resume.")] = Path("reports/audit"),
     ray: Annotated[Optional[str], typer.Option("--ray", help="Run pairs as Ray tasks: auto (running cluster, else local) or ADDRESS.")] = None,
     cpus_per_pair: Annotated[int, typer.Option("--cpus-per-pair", help="CPUs (torch threads) each Ray task asks for.")] = 2,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    opts: ModelArgs,
 ) -> None:
     """Probe many class pairs (chosen from the model, from --data, or a file) and rank them by best attack success.
 
     Exit code 0 when every pair was probed, 3 when the audit finished but some pairs failed (see audit.csv)."""
     from ..audit import audit
 
-    setup(verbose, seed)
-    doc = audit(pairs, pairs_file, model=model, weights=weights, data=data, donor_data=donor_data, budget=budget,
-                out=out, device=device, seed=seed, ray=ray, cpus_per_pair=cpus_per_pair,
+    doc = audit(pairs, pairs_file, model=opts.model, weights=opts.weights, data=data, donor_data=donor_data, budget=budget,
+                out=out, device=opts.device, seed=opts.seed, ray=ray, cpus_per_pair=cpus_per_pair,
                 echo=lambda m: typer.echo(m, err=True))
-    if json_out:
+    if opts.json_out:
         emit_json(doc)
     else:
         print_leaderboard(doc)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import DeviceOpt, JsonOpt, ModelOpt, SeedOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
+from .app import ModelArgs, emit_json, model_command
 
 
 def dream(
@@ -40,7 +40,7 @@ def dream(
     return manifest
 
 
-@app.command("dream")
+@model_command("dream")
 def dream_cmd(
     cls: Annotated[str, typer.Option("--class", "-c", help="Class name, WordNet id or index.")],
     n: Annotated[int, typer.Option("-n", "--n", min=1, help="How many images.")] = 16,
@@ -51,21 +51,16 @@ def dream_cmd(
     size: Annotated[Optional[int], typer.Option("--size", min=16, help="Image size (default: the model's input size).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder [reports/dream-CLASS-TIME].")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore and do not write the exemplar cache.")] = False,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    opts: ModelArgs,
 ) -> None:
     """Synthesize calibrated class exemplars: top-1 for the class at a confidence inside a band."""
-    setup(verbose, seed)
     manifest = dream(
-        cls, n=n, near=near, band=band, near_band=near_band, steps=steps, size=size, out=out, seed=seed,
-        model=model, weights=str(weights) if weights else None, device=device, cache=not no_cache,
-        progress=not json_out,
+        cls, n=n, near=near, band=band, near_band=near_band, steps=steps, size=size, out=out, seed=opts.seed,
+        model=opts.model, weights=str(opts.weights) if opts.weights else None, device=opts.device, cache=not no_cache,
+        progress=not opts.json_out,
     )
-    if json_out:
+    if opts.json_out:
         emit_json(manifest)
         return
     recs = manifest["images"]

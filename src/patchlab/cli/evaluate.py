@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UserError
-from .app import DeviceOpt, JsonOpt, ModelOpt, SeedOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
+from .app import ModelArgs, emit_json, model_command
 
 PROTOCOL_NAMES = ("static", "dynamic", "random")
 
@@ -30,7 +30,7 @@ def _sort_extras(extras: list[str], sizes: list[str], protocols: list[str], patc
                 patches.append(Path(v))
 
 
-@app.command("evaluate")
+@model_command("evaluate")
 def evaluate_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET (SOURCE may be 'any').")],
     patch: Annotated[list[Path], typer.Option("--patch", help="Patch image (.png/.jpg) or .pt; repeatable.")],
@@ -43,17 +43,12 @@ def evaluate_cmd(
     exemplars: Annotated[int, typer.Option("--exemplars", min=1, help="Synthesized images when there is no --data.")] = 32,
     placements: Annotated[int, typer.Option("--placements", min=1, help="Random placements per image and size.")] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    opts: ModelArgs,
 ) -> None:
     """Measure how often patches flip SOURCE images to TARGET (static, dynamic, random), with controls."""
     from ..evaluate.run import evaluate_patches
 
-    setup(verbose, seed)
     size_vals, protos, patches = _split_values(sizes or []), _split_values(protocol or []), list(patch)
     _sort_extras(list(extra or []), size_vals, protos, patches)
     try:
@@ -61,11 +56,11 @@ def evaluate_cmd(
     except ValueError:
         raise UserError(f"--sizes takes numbers (percent of the image area), got {' '.join(size_vals)}") from None
     result = evaluate_patches(
-        classes, patches, data=data, sizes=size_nums or None, protocols=protos or None, out=out, model=model,
-        weights=weights, device=device, seed=seed, max_images=max_images, n_exemplars=exemplars,
-        random_placements=placements, batch_size=batch_size, progress=verbose and not json_out,
+        classes, patches, data=data, sizes=size_nums or None, protocols=protos or None, out=out, model=opts.model,
+        weights=opts.weights, device=opts.device, seed=opts.seed, max_images=max_images, n_exemplars=exemplars,
+        random_placements=placements, batch_size=batch_size, progress=opts.verbose and not opts.json_out,
     )
-    if json_out:
+    if opts.json_out:
         emit_json(dict(result["summary"], run_dir=result["run_dir"], report=result["report"]))
         return
     s = result["summary"]

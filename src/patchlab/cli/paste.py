@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UserError
-from .app import DeviceOpt, JsonOpt, ModelOpt, SeedOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
+from .app import ModelArgs, emit_json, model_command
 
 
 def run_paste(
@@ -60,7 +60,7 @@ def run_paste(
     return {"out": str(out), "candidates": rows, "search": stats}
 
 
-@app.command("paste")
+@model_command("paste")
 def paste_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET.")],
     donor: Annotated[Optional[list[str]], typer.Option("--donor", help="Donor class (repeatable); default: atlas ranking.")] = None,
@@ -68,18 +68,13 @@ def paste_cmd(
     data: Annotated[Optional[Path], typer.Option("--data", help="Photos of the source class to score crops on.")] = None,
     top_k: Annotated[int, typer.Option("--top", min=1, help="How many distinct crops to keep.")] = 6,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder.")] = None,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    opts: ModelArgs,
 ) -> None:
     """Copy/paste search: natural patches cut from donor images, ranked by measured gain."""
-    setup(verbose, seed)
-    result = run_paste(classes[0], classes[1], donor, donor_data, data, out, top_k, model=model, weights=weights,
-                       device=device, seed=seed)
-    if json_out:
+    result = run_paste(classes[0], classes[1], donor, donor_data, data, out, top_k, model=opts.model, weights=opts.weights,
+                       device=opts.device, seed=opts.seed)
+    if opts.json_out:
         emit_json(result)
         return
     for c in result["candidates"]:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import DeviceOpt, JsonOpt, ModelOpt, SeedOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
+from .app import ModelArgs, emit_json, model_command
 
 
 def _pct(r: dict | None) -> str:
@@ -45,7 +45,7 @@ def print_table(summary: dict) -> None:
     typer.echo(f"report: {summary['report']}")
 
 
-@app.command("probe")
+@model_command("probe")
 def probe_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET, e.g. snorkel scuba_diver.")],
     data: Annotated[Optional[Path], typer.Option("--data", help="Real photos (ImageNet tree, class folders or CSV).")] = None,
@@ -53,22 +53,17 @@ def probe_cmd(
     budget: Annotated[str, typer.Option("--budget", help="quick | standard | thorough.")] = "quick",
     out: Annotated[Path, typer.Option("--out", help="Folder for run directories.")] = Path("reports"),
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    opts: ModelArgs,
 ) -> None:
     """Find and measure patches that flip SOURCE into TARGET; write a report (the main job)."""
     from ..probe import probe
 
-    setup(verbose, seed)
-    summary = probe(classes[0], classes[1], model=model, weights=weights, data=data, donor_data=donor_data,
-                    budget=budget, out=out, device=device, seed=seed, resume=resume,
-                    progress=not json_out and sys.stderr.isatty(),
+    summary = probe(classes[0], classes[1], model=opts.model, weights=opts.weights, data=data, donor_data=donor_data,
+                    budget=budget, out=out, device=opts.device, seed=opts.seed, resume=resume,
+                    progress=not opts.json_out and sys.stderr.isatty(),
                     echo=lambda m: typer.echo(m, err=True))
-    if json_out:
+    if opts.json_out:
         emit_json(summary)
     else:
         print_table(summary)

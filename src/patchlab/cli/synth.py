@@ -13,7 +13,7 @@ import torch
 import typer
 
 from ..errors import UserError
-from .app import DeviceOpt, JsonOpt, ModelOpt, SeedOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
+from .app import ModelArgs, emit_json, model_command
 
 log = logging.getLogger("patchlab")
 
@@ -155,7 +155,7 @@ def run_synth(
     return result
 
 
-@app.command("synth")
+@model_command("synth")
 def synth_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET (SOURCE may be `any`).")],
     area: Annotated[tuple[float, float], typer.Option("--area", help="EOT area range, fraction of image area.")] = (0.05, 0.25),
@@ -164,20 +164,15 @@ def synth_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     data: Annotated[Optional[Path], typer.Option("--data", help="Source images (folder/CSV); else exemplars.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default reports/synth-...).")] = None,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    opts: ModelArgs,
 ) -> None:
     """Synthesize a universal targeted patch with EOT (Brown et al. 2017) and test it on held-out images."""
-    setup(verbose, seed)
     res = run_synth(
-        classes[0], classes[1], area, steps, patch_px, batch_size, data, out, model,
-        str(weights) if weights else None, device, seed, progress=verbose,
+        classes[0], classes[1], area, steps, patch_px, batch_size, data, out, opts.model,
+        str(opts.weights) if opts.weights else None, opts.device, opts.seed, progress=opts.verbose,
     )
-    if json_out:
+    if opts.json_out:
         emit_json(res)
         return
     h = res["heldout"]

@@ -11,8 +11,6 @@ and `__call__() -> (n,3,size,size)` in [0,1].
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 # Square root of the ImageNet RGB color correlation matrix (lucid's
