@@ -133,7 +133,6 @@ def audit(
                                "traceback": None, "seconds": outcome.get("seconds")}
             finished(i, pair, outcome)
     else:
-        clf = clf.to(clf.device)
         for i, pair in enumerate(todo, 1):
             say(f"[{i}/{len(todo)}] probing {pair.source_name} -> {pair.target_name} ...")
             finished(i, pair, run_pair(pair, run_settings, audit_dir / "pairs" / pair.key(), classifier=clf,
