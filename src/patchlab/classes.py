@@ -23,6 +23,11 @@ def normalize(text: str) -> str:
     return " ".join(re.split(r"[\s_\-]+", text.strip().lower())).strip()
 
 
+def slugify(label: str) -> str:
+    """File-name-safe form of a class label: 'scuba diver' -> 'scuba_diver'."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
 @dataclass(frozen=True)
 class ClassMatch:
     index: int
@@ -64,7 +69,7 @@ class ClassIndex:
 
     def slug(self, index: int) -> str:
         """File-name-safe form of the label: 'scuba_diver'."""
-        return re.sub(r"[^a-z0-9]+", "_", self.label(index).lower()).strip("_")
+        return slugify(self.label(index))
 
     def search(self, query: str) -> list[ClassMatch]:
         """Every class the query names exactly (index, WordNet id, name or lemma)."""

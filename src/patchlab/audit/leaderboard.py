@@ -32,6 +32,12 @@ def _rate(entry: dict | None, protocol: str) -> float | None:
     return r.get("rate")
 
 
+def _ci(entry: dict) -> tuple[float | None, float | None]:
+    """An entry's (low, high) interval, (None, None) when it has none."""
+    lo, hi = entry.get("ci") or (None, None)
+    return lo, hi
+
+
 def smallest_patch(results: pd.DataFrame, protocol: str) -> dict[str, Any]:
     """Best candidate success at the smallest patch area evaluated: it separates pairs
     whose best success saturates at the larger areas."""
@@ -69,13 +75,12 @@ def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
     lift = (by_name.get(best.get("name")) or {}).get("lift_over_best_control") or {}
     dis = s.get("best_disguised_candidate") or {}
     controls = sorted(s.get("controls", []), key=lambda c: -(_rate(c, protocol) or 0))
+    (ci_low, ci_high), (lift_low, lift_high), (dis_low, dis_high) = (_ci(best), _ci(lift), _ci(dis))
     row.update(status="ok", best_candidate=best.get("name"), best_kind=best.get("kind"), protocol=protocol,
-               success=best.get("rate"), ci_low=(best.get("ci") or [None, None])[0],
-               ci_high=(best.get("ci") or [None, None])[1], lift=lift.get("value"),
-               lift_ci_low=(lift.get("ci") or [None, None])[0], lift_ci_high=(lift.get("ci") or [None, None])[1],
+               success=best.get("rate"), ci_low=ci_low, ci_high=ci_high, lift=lift.get("value"),
+               lift_ci_low=lift_low, lift_ci_high=lift_high,
                best_control=controls[0]["name"] if controls else None, best_disguised=dis.get("name"),
-               disguised_success=dis.get("rate"), disguised_ci_low=(dis.get("ci") or [None, None])[0],
-               disguised_ci_high=(dis.get("ci") or [None, None])[1],
+               disguised_success=dis.get("rate"), disguised_ci_low=dis_low, disguised_ci_high=dis_high,
                held_out=(s.get("data") or {}).get("counts", {}).get("denominator"),
                seconds=(s.get("timings") or {}).get("total"), report=f"pairs/{pair.key()}/report.html")
     row.update(smallest_patch(results, protocol))

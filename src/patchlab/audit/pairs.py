@@ -14,12 +14,12 @@ Three sources, each giving ordered (source, target) pairs with a score:
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from ..classes import slugify
 from ..errors import UserError
 
 
@@ -37,10 +37,8 @@ class Pair:
 
     def key(self) -> str:
         """Folder name for this pair inside the audit: '0801-snorkel-to-0983-scuba_diver'."""
-        def slug(name: str) -> str:
-            return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:40]
-
-        return f"{self.source:04d}-{slug(self.source_name)}-to-{self.target:04d}-{slug(self.target_name)}"
+        src, tgt = slugify(self.source_name)[:40], slugify(self.target_name)[:40]
+        return f"{self.source:04d}-{src}-to-{self.target:04d}-{tgt}"
 
     def as_row(self) -> dict:
         return asdict(self)
