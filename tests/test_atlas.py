@@ -245,8 +245,47 @@ def test_default_model_head_attribution_is_linear_projection(lite0):
 
 def test_donor_images_render_in_one_batch(tiny):
     pytest.importorskip("patchlab.optvis.render")
-    from patchlab.atlas.run import _rendered_pool
+    from patchlab.atlas.pools import rendered_pool
 
-    pool = _rendered_pool(tiny, [4, 9], per_class=2, steps=3, seed=0)
+    pool = rendered_pool(tiny, [4, 9], per_class=2, steps=3, generator=torch.Generator().manual_seed(0))
     assert pool.images.shape == (4, 3, 32, 32) and pool.labels == [4, 4, 9, 9]
     assert pool.names[2].startswith("render:donor:") and len(set(pool.names)) == 4
+
+
+def test_atlas_config_validates_and_records_settings(tiny, tmp_path):
+    from patchlab.atlas import AtlasConfig, build_atlas
+
+    with pytest.raises(UserError, match="--grid"):
+        AtlasConfig(grid=1)
+    cfg = AtlasConfig(grid=5, seed=3)
+    record = cfg.manifest("a", "b", None)
+    assert record["grid"] == 5 and "seed" not in record and (record["source"], record["target"]) == ("a", "b")
+    draw = lambda purpose: torch.rand(4, generator=cfg.generator(purpose))  # noqa: E731
+    assert cfg.generator("donor_render").device.type == "cpu"
+    assert torch.equal(draw("donor_render"), draw("donor_render")) and not torch.equal(draw("donor_render"), draw("pair_images"))
+    with pytest.raises(TypeError, match="gird"):
+        build_atlas(tiny, images=_smooth_images(4, 0), gird=5, out=tmp_path / "x")
+
+
+def test_atlas_pipeline_loads_the_model_and_returns_the_summary(tmp_path):
+    """patchlab.pipelines.atlas: model spec in, run folder and summary out; icons default to member crops on CPU."""
+    from PIL import Image
+
+    from patchlab.pipelines import atlas
+
+    g = torch.Generator().manual_seed(0)
+    for name in ("tench", "goldfish", "snorkel"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for k in range(4):
+            img = (torch.rand(40, 48, 3, generator=g) * 255).to(torch.uint8).numpy()
+            Image.fromarray(img).save(tmp_path / "data" / name / f"{k}.png")
+    summary = atlas("tench", "goldfish", model="tiny", device="cpu", data=tmp_path / "data", grid=3, donors=3,
+                    out=tmp_path / "run")
+    assert summary["out"] == str(tmp_path / "run") and (tmp_path / "run" / "COMPLETE").is_file()
+    assert len(summary["donors"]) == 3 and summary["files"]["donors_json"] == "donors.json"
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["config"]["icons"] is False and manifest["config"]["source"] == "tench"
+    with pytest.raises(UserError, match="--classes"):
+        atlas(model="tiny", device="cpu")
+    with pytest.raises(TypeError):
+        atlas("tench", "goldfish", "tiny")  # everything but the classes is keyword-only

@@ -10,6 +10,7 @@ from torch import nn
 
 from patchlab.classes import generic_classes
 from patchlab.evaluate import CONTROL_NAMES, evaluate, make_controls
+from patchlab.evaluate.controls import REFERENCE_NAME
 from patchlab.models import Classifier
 from patchlab.patches.candidate import Candidate
 from patchlab.stats import difference_interval, wilson_interval
@@ -80,7 +81,9 @@ def test_rates_match_hand_count(toy):
     ev = evaluate(clf, [red, noise], images, SOURCE, TARGET, sizes=(0.10, 0.30), random_placements=3, rotation_deg=0.0,
                   batch_size=7, n_examples=2)
     assert ev.denominator == 5 and ev.n_images == 6
-    res = ev.results
+    assert ev.config["split"].startswith("none")  # one tensor: selection = confirmation, and the run says so
+    res = ev.results[ev.results.split == "confirmation"]
+    assert len(ev.results) == 2 * len(res)
     # by hand: red wins iff A/(1-A) > b: at 10 % only b=0.05 (1 of 5); at 30 % b=0.05, 0.2, 0.35 (3 of 5)
     expect = {0.10: 1, 0.30: 3}
     for size, k in expect.items():
@@ -111,21 +114,50 @@ def test_rates_match_hand_count(toy):
     assert res.p_target_before.iloc[0] == pytest.approx(p0)
 
 
-def test_source_any_and_controls_lift(toy):
+def test_source_any_null_controls_and_target_reference(toy):
     clf, images, red, noise = toy
     g = torch.Generator().manual_seed(1)
     controls = make_controls(clf, flat((0, 0, 0.5)), torch.cat([flat((0, 0, 0.3)), flat((1, 0, 0))]), g,
                              source=SOURCE, target=TARGET)
-    assert [c.name for c in controls] == list(CONTROL_NAMES) and {c.kind for c in controls} == {"control"}
+    assert [c.name for c in controls] == list(CONTROL_NAMES) + [REFERENCE_NAME]
+    assert [c.kind for c in controls] == ["control"] * 3 + ["reference"]
     assert torch.allclose(controls[3].patch, flat((1, 0, 0))[0, :, :19, :19])  # the most target-like image
     ev = evaluate(clf, [red], images, None, TARGET, sizes=(0.30,), protocols=("static",), controls=controls)
     assert ev.denominator == 6  # source 'any': every image not already the target
     s = {e["name"]: e for e in ev.summary}
-    # the real-target crop is red too, so it is the best control and red's lift is 0
+    # the real-target photo is red too and flips as often as red, but it is a reference: lift is
+    # measured against the best NULL control (all at 0 here), so red's real effect shows
     lift = s["red"]["lift_over_best_control"]
-    assert lift["control"] == "control-target-crop" and lift["value"] == pytest.approx(0.0)
-    assert lift["ci"][0] < 0 < lift["ci"][1]
+    assert lift["control"] in CONTROL_NAMES and s["red"]["static"]["rate"] > 0
+    assert lift["value"] == pytest.approx(s["red"]["static"]["rate"])
+    assert s[REFERENCE_NAME]["static"]["rate"] == pytest.approx(s["red"]["static"]["rate"])
     assert s["control-noise"]["static"]["rate"] == 0.0 and s["control-gray"]["static"]["rate"] == 0.0
+
+
+def test_setting_is_chosen_on_selection_and_counted_on_confirmation(toy):
+    clf, images, red, _ = toy
+    selection = flat((0, 0, 0.05), n=4)  # red flips all of these at 10 % and at 30 %: the tie goes to 10 %
+    ev = evaluate(clf, [red], {"selection": selection, "confirmation": images}, SOURCE, TARGET, sizes=(0.10, 0.30),
+                  protocols=("static", "random"), random_placements=2, rotation_deg=0.0,
+                  image_names={"selection": [f"s{i}" for i in range(4)], "confirmation": [f"c{i}" for i in range(6)]})
+    s = {e["name"]: e for e in ev.summary}["red"]
+    assert s["selection"]["static"]["rate"] == 1.0 and s["selection"]["static"]["size"] == 0.10
+    # counted on confirmation at the setting chosen on selection: 1 of 5 (at 30 % it would be 3 of 5)
+    assert s["static"]["size"] == 0.10 and s["static"]["successes"] == 1 and s["static"]["n"] == 5
+    assert s["random"]["size"] == 0.10 and s["random"]["rate"] == pytest.approx(0.2)
+    assert ev.splits["selection"]["denominator"] == 4 and ev.splits["confirmation"]["denominator"] == 5
+    assert ev.best()["name"] == "red" and ev.config["split"] == "selection / confirmation"
+
+
+def test_pooled_control_reports_the_median_patch(toy):
+    clf, images, red, noise = toy
+    mostly_red = Candidate(red.patch, "control", "pool-red", members=torch.stack([red.patch, red.patch, noise.patch[:, :8, :8]]))
+    mostly_noise = Candidate(red.patch, "control", "pool-noise",
+                             members=torch.stack([red.patch, noise.patch[:, :8, :8], noise.patch[:, 8:, 8:]]))
+    ev = evaluate(clf, [red], images, SOURCE, TARGET, sizes=(0.30,), protocols=("static",), controls=[mostly_red, mostly_noise])
+    res = ev.results[ev.results.split == "confirmation"]
+    rate = {n: res[res.candidate == n].success_rate.max() for n in ("red", "pool-red", "pool-noise")}
+    assert rate["pool-red"] == rate["red"] == pytest.approx(0.6) and rate["pool-noise"] == 0.0
 
 
 def test_bad_inputs_are_user_errors(toy):
@@ -187,8 +219,13 @@ def test_cli_evaluate_json_and_interrupt(folder, monkeypatch):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert is_complete(out) and summary["complete"] and summary["config"]["sizes"] == [0.10, 0.25]
-    assert summary["data"]["counts"] == {"train": 0, "control_pool": 1, "held_out": 3, "denominator": 3}
+    c = summary["data"]["counts"]
+    assert c["train"] + c["selection"] + c["confirmation"] == 4 and c["target"] == 1  # the 4 snorkels, split
+    assert c["confirmation_denominator"] == c["confirmation"] > 0 and summary["confirmation"]["denominator"] == c["confirmation"]
+    files = summary["data"]["files"]
+    assert not set(files["train"]) & set(files["confirmation"]) and not set(files["selection"]) & set(files["confirmation"])
     assert [c["name"] for c in summary["controls"]] == list(CONTROL_NAMES)
+    assert [c["name"] for c in summary["references"]] == [REFERENCE_NAME]
     assert (folder / "reports" / "index.html").is_file()
     # interrupting a re-run of a finished run un-marks it
     calls["n"] = 0

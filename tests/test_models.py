@@ -202,3 +202,15 @@ def test_lite0_strict_load_and_preprocessing(default_model):
         load_strict(EfficientNetLite0(), broken, "lite0.pth")
     with pytest.raises(UserError, match="size mismatch"):
         load_strict(EfficientNetLite0(), dict(packaged, **{"_fc.bias": torch.zeros(999)}), "lite0.pth")
+
+
+def test_a_build_failure_that_is_not_a_download_is_not_called_offline(monkeypatch):
+    import torchvision
+
+    def broken_get_model(name, weights=None, **kw):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    monkeypatch.setattr(torchvision.models, "get_model", broken_get_model)
+    with pytest.raises(UserError) as err:
+        load_classifier("torchvision:resnet18", "cpu")
+    assert "offline" not in str(err.value) and "out of memory" in str(err.value)

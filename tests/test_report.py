@@ -32,8 +32,10 @@ def evaluation():
     cands = [Candidate(torch.rand(3, 12, 12, generator=g), "synth", EVIL_CAND, {"donor": EVIL_CLASS}),
              Candidate(torch.rand(3, 12, 12, generator=g), "feature", "feat")]
     controls = make_controls(clf, images[:1], images[1:3], g, source=None, target=target)
-    return evaluate(clf, cands, images[3:], None, target, sizes=(0.1, 0.3), random_placements=2, controls=controls,
-                    generator=g, image_names=[EVIL_FILE] + [f"img{i}.png" for i in range(6)])
+    return evaluate(clf, cands, {"selection": images[3:6], "confirmation": images[6:]}, None, target, sizes=(0.1, 0.3),
+                    random_placements=2, controls=controls, generator=g,
+                    image_names={"selection": ["s0.png", "s1.png", "s2.png"],
+                                 "confirmation": [EVIL_FILE] + [f"img{i}.png" for i in range(3)]})
 
 
 def check_html(text: str) -> None:
@@ -47,24 +49,30 @@ def check_html(text: str) -> None:
 
 def test_write_run_layout_schema_rebuild_index(evaluation, tmp_path):
     run = tmp_path / "reports" / "20260101-000000-any-to-x"
-    html_path = write_run(run, evaluation, {"model": "tiny", "seed": 7, "data": {"kind": "synthesized", "how": "test"}})
+    _, html_path = write_run(run, evaluation, {"model": "tiny", "seed": 7, "data": {"kind": "synthesized", "how": "test"}})
     assert is_complete(run) and json.loads((run / "manifest.json").read_text())["complete"]
     for f in ("results.csv", "summary.json", "report.html", "figures/success_vs_area.png",
               "figures/placement_heatmap.png", "figures/patch_gallery.png", "figures/examples.png"):
         assert (run / f).is_file(), f
     res = pd.read_csv(run / "results.csv")
-    assert len(res) == len(evaluation.results) == 6 * (2 * 5 + 3 + 2)
+    assert len(res) == len(evaluation.results) == 2 * 6 * (2 * 5 + 3 + 2)  # 2 splits x (2 candidates, 3 nulls, 1 reference)
     s = json.loads((run / "summary.json").read_text())
-    for key in ("source", "target", "model", "data", "donors", "candidates", "best_candidate",
-                "best_disguised_candidate", "controls", "timings", "versions", "seed", "complete"):
+    for key in ("source", "target", "model", "data", "donors", "candidates", "best_candidate", "selection",
+                "confirmation", "best_disguised_candidate", "controls", "references", "reference", "timings",
+                "versions", "seed", "complete"):
         assert key in s, key
-    assert s["complete"] and s["seed"] == 7 and s["data"]["kind"] == "synthesized"
-    assert s["data"]["counts"]["held_out"] == 7 and s["data"]["counts"]["denominator"] == evaluation.denominator
+    assert s["schema"] == "patchlab.summary/2" and s["complete"] and s["seed"] == 7 and s["data"]["kind"] == "synthesized"
+    assert s["data"]["counts"]["confirmation"] == 4 and s["confirmation"]["denominator"] == evaluation.denominator
+    assert s["data"]["counts"]["selection"] == 3
     c = s["candidates"][0]
-    for key in ("name", "kind", "reads_as", "static", "dynamic", "random", "lift_over_best_control"):
+    for key in ("name", "kind", "reads_as", "static", "dynamic", "random", "selection", "lift_over_best_control"):
         assert key in c
     assert {"rate", "ci", "size", "placement"} <= set(c["static"]) and len(c["lift_over_best_control"]["ci"]) == 2
-    assert len(s["controls"]) == 4 and all((run / e["patch_file"]).is_file() for e in s["candidates"] + s["controls"])
+    assert set(c["selection"]) == {"static", "dynamic", "random"}
+    best = s["best_candidate"]
+    assert {"rate", "ci", "selection_rate", "selection_ci"} <= set(best)
+    assert len(s["controls"]) == 3 and len(s["references"]) == 1
+    assert all((run / e["patch_file"]).is_file() for e in s["candidates"] + s["controls"] + s["references"])
     text = html_path.read_text()
     check_html(text)
     assert "&lt;script&gt;" in text and "&lt;img src=x onerror=alert(1)&gt;.png" in text
@@ -114,15 +122,17 @@ def test_data_folder_with_hostile_file_name(tmp_path, no_figures):
     from patchlab.evaluate.run import evaluate_patches
 
     rng = np.random.default_rng(1)
-    for sub, names in (("snorkel", ("0.png", "1.png", EVIL_FILE)), ("scuba_diver", ("t.png",))):
+    snorkels = tuple(f"{i}.png" for i in range(7)) + (EVIL_FILE,)  # 8 photos: every split gets some
+    for sub, names in (("snorkel", snorkels), ("scuba_diver", ("t.png",))):
         (tmp_path / "data" / sub).mkdir(parents=True)
         for name in names:
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "data" / sub / name)
     Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"{EVIL_CAND}.png")
-    out = evaluate_patches(("any", "scuba diver"), [tmp_path / f"{EVIL_CAND}.png"], data=tmp_path / "data",
+    out = evaluate_patches("any", "scuba diver", [tmp_path / f"{EVIL_CAND}.png"], data=tmp_path / "data",
                            sizes=[20], protocols=["static"], out=tmp_path / "reports" / "r", model="tiny", device="cpu")
     text = (tmp_path / "reports" / "r" / "report.html").read_text()
     check_html(text)
     assert "snorkel/&lt;img src=x onerror=alert(1)&gt;.png" in text
-    assert f"snorkel/{EVIL_FILE}" in out["summary"]["data"]["files"]  # raw in JSON, escaped in HTML
+    files = out["summary"]["data"]["files"]
+    assert f"snorkel/{EVIL_FILE}" in files["train"] + files["selection"] + files["confirmation"]  # raw in JSON, escaped in HTML
     assert "<img src=x" not in (tmp_path / "reports" / "index.html").read_text()

@@ -103,27 +103,28 @@ def test_pgd_source_weight_and_restarts(task):
 def test_synth_driver_writes_a_complete_run(tmp_path, task):
     from PIL import Image
 
-    from patchlab.cli.synth import run_synth
+    from patchlab import synth
     from patchlab.runio import is_complete
 
     data = tmp_path / "data" / "snorkel"
     data.mkdir(parents=True)
-    imgs = gratings(6, SOURCE, seed=3)
+    imgs = gratings(10, SOURCE, seed=3)
     for k, im in enumerate(imgs):
         Image.fromarray((im.permute(1, 2, 0) * 255).byte().numpy()).save(data / f"s{k}.png")
     (data / "corrupt.png").write_bytes(b"\x89PNG broken")
-    res = run_synth("snorkel", "scuba diver", steps=3, patch_px=8, batch_size=2, data=tmp_path / "data",
-                    out=tmp_path / "run", model="tiny", device="cpu", seed=0)
+    res = synth("snorkel", "scuba diver", steps=3, patch_px=8, batch_size=2, data=tmp_path / "data",
+                out=tmp_path / "run", model="tiny", device="cpu", seed=0, sizes=(0.1, 0.2))
     run = tmp_path / "run"
-    assert is_complete(run)
-    names = {p.name for p in run.iterdir()}
+    assert is_complete(run) and (run / "report.html").is_file() and (run / "results.csv").is_file()
     stem = "synth-snorkel-to-scuba_diver"
-    assert {f"{stem}.png", f"{stem}.pt", f"{stem}.curve.csv", "manifest.json", "results.json"} <= names
-    manifest = json.loads((run / "manifest.json").read_text())
-    split = manifest["config"]["split"]
-    assert len(split["train"]) == 3 and len(split["heldout"]) == 3 and not set(split["train"]) & set(split["heldout"])
-    assert any("corrupt.png" in s for s in manifest["config"]["skipped"])
-    assert set(res["heldout"]["patch"]) == set(res["heldout"]["noise"]) and "0.20" in res["heldout"]["patch"]
+    assert (run / "patches" / f"{stem}.png").is_file() and (run / "patches" / f"{stem}.pt").is_file()
+    s = res["summary"]
+    files = s["data"]["files"]
+    assert files["train"] and not set(files["train"]) & (set(files["selection"]) | set(files["confirmation"]))
+    assert any("corrupt.png" in k for k in s["data"]["skipped"])
+    (entry,) = s["candidates"]
+    assert entry["name"] == stem and entry["random"]["size"] in (0.1, 0.2)
+    assert {c["name"] for c in s["controls"]} == {"control-noise", "control-gray", "control-source-crop"}
 
 
 @pytest.mark.integration

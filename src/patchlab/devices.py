@@ -1,5 +1,13 @@
-"""Device choice and seeded random generators."""
+"""Device choice and seeded random generators.
+
+Every random draw in patchlab comes from a CPU `torch.Generator` seeded from the
+run seed and a stage name (`stage_generator`), so one seed gives the same
+exemplars, splits, crops and placements on CPU and CUDA: draw on the
+generator's device, then move the tensor (`draw_on`).
+"""
 from __future__ import annotations
+
+import zlib
 
 import torch
 
@@ -32,3 +40,18 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))
     return g
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """A 63-bit seed derived from the run seed and a stage name (stable across runs and machines)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(stage.encode())) % (2**63 - 1)
+
+
+def stage_generator(seed: int, stage: str) -> torch.Generator:
+    """The CPU generator of one pipeline stage: same seed and stage, same draws on any device."""
+    return generator(stage_seed(seed, stage), "cpu")
+
+
+def gen_device(generator: torch.Generator | None, fallback: torch.device | str = "cpu") -> torch.device:
+    """Where a draw from `generator` must happen (its own device; `fallback` when there is none)."""
+    return generator.device if generator is not None else torch.device(fallback)

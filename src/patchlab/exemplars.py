@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import cache_key, load_tensors, save_tensors
-from .devices import generator as make_generator
+from .devices import stage_generator
 from .errors import UserError
 from .optvis import objectives as obj
 from .optvis.render import render
@@ -41,7 +41,7 @@ DEFAULT_STEPS = 160
 DIVERSITY = 0.5
 NEAR_WEIGHT = 0.5
 ROBUST_STREAK = 6  # consecutive transformed training views that must be top-1 in band before a stop
-VERSION = 2  # bump when the rendering recipe changes (invalidates cached sets)
+VERSION = 3  # bump when the rendering recipe changes (invalidates cached sets)
 
 
 @dataclass
@@ -234,7 +234,7 @@ def exemplars(
         "near_band": None if near is None else list(near_band), "size": size, "png_size": full_size,
         "steps": int(steps), "seed": int(seed), "diversity": float(diversity), "version": VERSION,
     }
-    key = cache_key(kind="exemplars", fingerprint=model_fingerprint(classifier), **settings)
+    key = cache_key(kind="exemplars", fingerprint=model_fingerprint(classifier), device=classifier.device.type, **settings)
     t0 = time.perf_counter()
     if cache:
         hit = load_tensors(key, with_meta=True)
@@ -245,7 +245,7 @@ def exemplars(
                                seconds=time.perf_counter() - t0)
 
     device = classifier.device
-    g = make_generator(seed, device)
+    g = stage_generator(seed, f"exemplars:{int(cls)}")  # CPU draws: same images on CPU and CUDA
     objective = obj.logprob_band(int(cls), *_inner(*band))
     if near is not None:
         objective = objective + NEAR_WEIGHT * obj.logprob_band(int(near), *_inner(*near_band))

@@ -264,11 +264,29 @@ def _build_tiny(spec: str, weights: str | None) -> Classifier:
     return clf
 
 
-def _offline_error(spec: str, exc: Exception) -> UserError:
-    return UserError(
-        f"cannot download pretrained weights for {spec} (offline?): {type(exc).__name__}; "
-        "pass a weights file with --weights FILE (.pth state dict or .safetensors)"
-    )
+NETWORK_ERRORS = (ConnectionError, TimeoutError)  # OSError subclasses a failed download raises
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """True for failures to reach a download host (socket, urllib, requests and hub errors)."""
+    import urllib.error
+
+    names = {c.__name__ for c in type(exc).__mro__}
+    return (isinstance(exc, NETWORK_ERRORS + (urllib.error.URLError,))
+            or bool(names & {"ConnectionError", "Timeout", "LocalEntryNotFoundError", "OfflineModeIsEnabled"}))
+
+
+def _build_error(spec: str, exc: Exception, weights: str | None) -> Exception:
+    """'offline?' only for a failed download; any other build failure says what it is."""
+    if weights is None and _is_network_error(exc):
+        return UserError(
+            f"cannot download pretrained weights for {spec} (offline?): {type(exc).__name__}; "
+            "pass a weights file with --weights FILE (.pth state dict or .safetensors)")
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+        return UserError(f"not enough memory to build {spec}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    if isinstance(exc, (TypeError, ValueError, RuntimeError)):
+        return UserError(f"cannot build {spec}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    return exc
 
 
 def _hub_reachable() -> bool:
@@ -302,7 +320,7 @@ def _build_timm(spec: str, weights: str | None) -> Classifier:
             raise ConnectionError("hub not reachable")
         net = timm.create_model(name, pretrained=weights is None)
     except Exception as exc:
-        raise _offline_error(spec, exc) from None
+        raise _build_error(spec, exc, weights) from exc
     if weights:
         load_strict(net, load_state_dict_file(weights), weights)
     cfg = getattr(net, "pretrained_cfg", {}) or {}
@@ -324,7 +342,7 @@ def _build_torchvision(spec: str, weights: str | None) -> Classifier:
     try:
         net = torchvision.models.get_model(name, weights=None if weights else "DEFAULT")
     except Exception as exc:
-        raise _offline_error(spec, exc) from None
+        raise _build_error(spec, exc, weights) from exc
     if weights:
         load_strict(net, load_state_dict_file(weights), weights)
     outs = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)]

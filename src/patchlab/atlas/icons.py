@@ -31,8 +31,9 @@ def render_icons(
     cos_power: float = 2.0,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Feature visualizations (K, 3, size, size) of K direction vectors at `layer`, `batch` at a time."""
-    from ..devices import generator
+    """Feature visualizations (K, 3, size, size) of K direction vectors at `layer`, `batch` at a time
+    (the batch from vector i drawn from the CPU generator of stage "atlas:icons:i": the same on any device)."""
+    from ..devices import stage_generator
     from ..optvis.objectives import direction
     from ..optvis.render import render
 
@@ -40,10 +41,9 @@ def render_icons(
     out = []
     for i in range(0, len(v), batch):
         chunk = v[i : i + batch]
-        gen = generator(seed + i, classifier.device)
         res = render(
             classifier, direction(layer, chunk, cos_power=cos_power, pooled=False), len(chunk),
-            size=size, steps=steps, param="fourier", lr=0.05, generator=gen,
+            size=size, steps=steps, param="fourier", lr=0.05, generator=stage_generator(seed, f"atlas:icons:{i}"),
         )
         imgs = res.images.detach().float()
         if imgs.shape[-1] != size:

@@ -6,7 +6,7 @@ import pandas as pd
 from ..report.figures import _png, _t, plt, sns
 
 KIND_LABELS = {"synth": "optimized\n(synth)", "feature": "feature /\ndisguised", "natural": "natural\ncrop",
-               "control": "best\ncontrol"}
+               "control": "best null\ncontrol", "reference": "target photo\n(reference)"}
 
 
 def success_distribution(df: pd.DataFrame) -> bytes | None:

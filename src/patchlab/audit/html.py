@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from ..protocols import PRIMARY_PROTOCOL
+
 from ..report.html import esc, img, kv_table, page, pct
 
 
@@ -29,7 +31,7 @@ def _smallest(r: dict[str, Any]) -> str:
 
 def leaderboard_table(rows: list[dict[str, Any]]) -> str:
     head = ("<tr><th>#</th><th>source &rarr; target</th><th>similarity</th><th>best candidate</th>"
-            "<th>success</th><th>smallest patch</th><th>lift over best control</th><th>best disguised</th><th>report</th></tr>")
+            "<th>success (confirmation)</th><th>smallest patch</th><th>lift over best null control</th><th>best disguised</th><th>report</th></tr>")
     body = []
     for r in rows:
         if r["status"] != "ok":
@@ -41,7 +43,8 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> str:
         body.append(
             f"<tr><td class=num>{r['rank']}</td><td>{esc(r['source'])} &rarr; {esc(r['target'])}</td>"
             f"<td class=num>{sim}</td><td>{esc(r['best_candidate'])} <span class=note>({esc(r['best_kind'])})</span></td>"
-            f"<td class=num>{pct(r['success'])}{_interval(r['ci_low'], r['ci_high'])}</td>{_smallest(r)}{_lift(r)}"
+            f"<td class=num>{pct(r['success'])}{_interval(r['ci_low'], r['ci_high'])}"
+            f"<br><span class=note>selection {pct(r.get('selection_success'))}</span></td>{_smallest(r)}{_lift(r)}"
             f"<td>{dis}</td><td>{link}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -49,14 +52,15 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> str:
 def audit_page(doc: dict[str, Any], figures: dict[str, bytes | None]) -> str:
     cfg, counts = doc["config"], doc["counts"]
     rows = doc["leaderboard"]
-    protocol = next((r["protocol"] for r in rows if r.get("protocol")), "static")
+    protocol = next((r["protocol"] for r in rows if r.get("protocol")), PRIMARY_PROTOCOL)
     parts = [
         f"<h1>patchlab audit: {esc(cfg.get('model'))}</h1>",
         f"<p>{counts['ok']} of {counts['pairs']} pairs probed, {counts['failed']} failed, "
-        f"{counts['pending']} pending. Success is targeted top-1 on held-out source images under the "
-        f"<b>{esc(protocol)}</b> protocol, with 95 % Wilson intervals; pairs tied there are ranked by the "
-        "best success with the smallest patch evaluated; lift is over the pair's best control "
-        "(Newcombe interval).</p>",
+        f"{counts['pending']} pending. Success is targeted top-1 under the "
+        f"<b>{esc(protocol)}</b> protocol, counted on each pair's CONFIRMATION images (95 % Wilson intervals) "
+        "for the candidate and setting chosen on its separate SELECTION images (that figure shown beside); "
+        "pairs tied there are ranked by the success with the smallest patch evaluated; lift is over the pair's "
+        "best NULL control (Newcombe interval); the target-photo reference is never subtracted.</p>",
         "<h2>Leaderboard</h2>", leaderboard_table(rows),
     ]
     for key, title in (("success_distribution", "Success distribution"),

@@ -12,24 +12,22 @@ from typing import Any
 
 import pandas as pd
 
+from ..evaluate.summary import CONFIRMATION, SELECTION
+from ..patches.candidate import GENERATED_KINDS, NULL_KIND, REFERENCE_KIND
 from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, versions
 from .pair_run import is_finished, read_failure
 from .pairs import Pair
 
-SCHEMA = "patchlab.audit/1"
+SCHEMA = "patchlab.audit/2"
 COLUMNS = [
     "rank", "source", "target", "source_index", "target_index", "similarity", "confusion", "chosen_by", "status",
-    "best_candidate", "best_kind", "protocol", "success", "ci_low", "ci_high", "min_area", "min_area_success",
+    "best_candidate", "best_kind", "protocol", "success", "ci_low", "ci_high", "selection_success", "min_area",
+    "min_area_success",
     "min_area_candidate", "lift", "lift_ci_low",
     "lift_ci_high", "best_control", "best_disguised", "disguised_success", "disguised_ci_low", "disguised_ci_high",
-    "synth", "feature", "natural", "control", "held_out", "seconds", "report", "error",
+    "synth", "feature", "natural", "control", "reference", "confirmation", "seconds", "report", "error",
 ]
-KINDS = ("synth", "feature", "natural", "control")
-
-
-def _rate(entry: dict | None, protocol: str) -> float | None:
-    r = (entry or {}).get(protocol) or {}
-    return r.get("rate")
+KINDS = GENERATED_KINDS + (NULL_KIND, REFERENCE_KIND)
 
 
 def _ci(entry: dict) -> tuple[float | None, float | None]:
@@ -39,15 +37,29 @@ def _ci(entry: dict) -> tuple[float | None, float | None]:
 
 
 def smallest_patch(results: pd.DataFrame, protocol: str) -> dict[str, Any]:
-    """Best candidate success at the smallest patch area evaluated: it separates pairs
-    whose best success saturates at the larger areas."""
-    r = results[(results["protocol"] == protocol) & (results["kind"] != "control")]
+    """The generated candidate and placement best at the smallest patch area evaluated, chosen
+    on selection and counted on confirmation: it separates pairs whose best success
+    saturates at the larger areas."""
+    r = results[(results["protocol"] == protocol) & results["kind"].isin(GENERATED_KINDS)]
     if r.empty:
         return {}
-    r = r[r["size"] == r["size"].min()].sort_values("success_rate", ascending=False, kind="stable")
-    top = r.iloc[0]
-    return {"min_area": float(top["size"]), "min_area_success": float(top["success_rate"]),
+    r = r[r["size"] == r["size"].min()]
+    sel = r[r["split"] == SELECTION].sort_values("success_rate", ascending=False, kind="stable")
+    if sel.empty:
+        return {}
+    top = sel.iloc[0]
+    conf = r[(r["split"] == CONFIRMATION) & (r["candidate"] == top["candidate"]) & (r["placement"] == top["placement"])]
+    if conf.empty:
+        return {}
+    return {"min_area": float(top["size"]), "min_area_success": float(conf.iloc[0]["success_rate"]),
             "min_area_candidate": top["candidate"]}
+
+
+def best_of_kind(entries: list[dict], protocol: str) -> float | None:
+    """Confirmation rate of the entry with the best SELECTION rate (never the max over confirmation)."""
+    rated = [e for e in entries if (e.get("selection") or {}).get(protocol) and e.get(protocol)]
+    best = max(rated, key=lambda e: e["selection"][protocol]["rate"], default=None)
+    return None if best is None else best[protocol]["rate"]
 
 
 def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
@@ -69,25 +81,25 @@ def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
         row["status"] = "broken"
         row["error"] = f"{run} is marked complete but unreadable ({type(exc).__name__}); delete it to probe again"
         return row
-    protocol = s.get("primary_protocol", "static")
+    protocol = s["primary_protocol"]
     best = s.get("best_candidate") or {}
     by_name = {c["name"]: c for c in s.get("candidates", [])}
     lift = (by_name.get(best.get("name")) or {}).get("lift_over_best_control") or {}
     dis = s.get("best_disguised_candidate") or {}
-    controls = sorted(s.get("controls", []), key=lambda c: -(_rate(c, protocol) or 0))
+    controls = sorted(s.get("controls", []), key=lambda c: -(((c.get("selection") or {}).get(protocol) or {}).get("rate") or 0))
     (ci_low, ci_high), (lift_low, lift_high), (dis_low, dis_high) = (_ci(best), _ci(lift), _ci(dis))
     row.update(status="ok", best_candidate=best.get("name"), best_kind=best.get("kind"), protocol=protocol,
-               success=best.get("rate"), ci_low=ci_low, ci_high=ci_high, lift=lift.get("value"),
+               success=best.get("rate"), ci_low=ci_low, ci_high=ci_high, selection_success=best.get("selection_rate"),
+               lift=lift.get("value"),
                lift_ci_low=lift_low, lift_ci_high=lift_high,
                best_control=controls[0]["name"] if controls else None, best_disguised=dis.get("name"),
                disguised_success=dis.get("rate"), disguised_ci_low=dis_low, disguised_ci_high=dis_high,
-               held_out=(s.get("data") or {}).get("counts", {}).get("denominator"),
+               confirmation=(s.get("confirmation") or {}).get("denominator"),
                seconds=(s.get("timings") or {}).get("total"), report=f"pairs/{pair.key()}/report.html")
     row.update(smallest_patch(results, protocol))
+    everyone = s.get("candidates", []) + s.get("controls", []) + s.get("references", [])
     for kind in KINDS:
-        pool = s.get("controls", []) if kind == "control" else [c for c in s.get("candidates", []) if c["kind"] == kind]
-        rates = [r for r in (_rate(c, protocol) for c in pool) if r is not None]
-        row[kind] = max(rates) if rates else None
+        row[kind] = best_of_kind([c for c in everyone if c["kind"] == kind], protocol)
     return row
 
 

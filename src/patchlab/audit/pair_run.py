@@ -33,7 +33,8 @@ def run_pair(pair: Pair, settings: dict[str, Any], pair_dir: Path, classifier: A
     resume = pair_dir if (pair_dir / "manifest.json").is_file() else None
     try:
         probe(str(pair.source), str(pair.target), model=settings["model"], weights=settings.get("weights"),
-              data=settings.get("data"), donor_data=settings.get("donor_data"), budget=settings["budget"],
+              data=settings.get("data"), library=settings.get("library"), donor_data=settings.get("donor_data"),
+              budget=settings["budget"],
               device=settings.get("device", "auto"), seed=settings["seed"], resume=resume,
               run_dir=None if resume else pair_dir, classifier=classifier, echo=echo)
         return {"status": "ok", "seconds": round(time.perf_counter() - start, 3)}

@@ -78,14 +78,25 @@ def head_pairs(clf, n: int) -> list[Pair]:
     return pairs
 
 
-def confusion_pairs(clf, data: str | Path, n: int, batch_size: int = 64, min_images: int = 3) -> list[Pair]:
-    """The n ordered pairs most confused on the photos in `data` (fraction of source images
-    predicted as target); only source classes with at least `min_images` photos count."""
+def train_records(records: list, seed: int) -> list:
+    """Each class's photos in the TRAIN split of `patchlab.pairdata` (sorted by path, as probe sorts them)."""
+    from ..pairdata import split_of
+
+    by_class: dict[int, list] = {}
+    for r in sorted(records, key=lambda r: str(r.path)):
+        by_class.setdefault(r.label, []).append(r)
+    return [r for recs in by_class.values() for r, split in zip(recs, split_of(len(recs), seed)) if split == "train"]
+
+
+def confusion_pairs(clf, data: str | Path, n: int, batch_size: int = 64, min_images: int = 3, seed: int = 0) -> list[Pair]:
+    """The n ordered pairs most confused on the TRAIN-split photos in `data` (fraction of
+    source images predicted as target), so the pairs are never chosen on the photos
+    their probes count; only source classes with at least `min_images` such photos count."""
     from ..data import discover, iter_batches
 
     if n < 1:
         raise UserError("--pairs must be at least 1")
-    records = [r for r in discover(data, clf.classes) if r.label is not None]
+    records = train_records([r for r in discover(data, clf.classes) if r.label is not None], seed)
     if not records:
         raise UserError(f"no labelled photos in {data}: a confusion matrix needs class folders or a labels CSV")
     C = clf.num_classes
@@ -98,8 +109,9 @@ def confusion_pairs(clf, data: str | Path, n: int, batch_size: int = 64, min_ima
     rate = torch.where(per_class >= min_images, counts / per_class.clamp(min=1), torch.zeros_like(counts))
     rate.fill_diagonal_(0)
     if not (rate > 0).any():
-        raise UserError(f"the model confuses no class pair on the photos in {data} "
-                        f"(needs classes with >= {min_images} photos); use --pairs without --data, or --pairs-file")
+        raise UserError(f"the model confuses no class pair on the train-split photos in {data} "
+                        f"(needs classes with >= {min_images} of them, 2 in every 8 photos); "
+                        "use --pairs without --data, or --pairs-file")
     S = head_similarity(clf) if clf.head is not None else None
     flat = rate.flatten()
     # rank by confusion, ties by head similarity

@@ -20,22 +20,20 @@ import pandas as pd
 from ..runio import COMPLETE_MARKER, atomic_write_json, atomic_write_text, ensure_writable_dir, mark_complete, new_manifest
 from .leaderboard import write_report
 from .pair_run import is_finished, record_outcome, run_pair
+from ..identity import check_same_run, run_identity
 from .pairs import Pair, confusion_pairs, head_pairs, read_pairs_file
 
 log = logging.getLogger("patchlab")
-SETTINGS = ("model", "weights", "data", "donor_data", "budget", "seed")  # what must match to resume an audit
-
-
-def select_pairs(clf, n: int | None, pairs_file: str | Path | None, data: str | Path | None) -> list[Pair]:
+def select_pairs(clf, n: int | None, pairs_file: str | Path | None, data: str | Path | None, seed: int = 0) -> list[Pair]:
     if pairs_file is not None:
         if n is not None:
             raise UserError("give --pairs N or --pairs-file, not both")
         return read_pairs_file(clf, pairs_file)
     n = 10 if n is None else n
-    return confusion_pairs(clf, data, n) if data is not None else head_pairs(clf, n)
+    return confusion_pairs(clf, data, n, seed=seed) if data is not None else head_pairs(clf, n)
 
 
-def _check_same_audit(audit_dir: Path, settings: dict[str, Any]) -> None:
+def _check_same_audit(audit_dir: Path, identity: dict[str, Any]) -> None:
     import json
 
     path = audit_dir / "manifest.json"
@@ -49,24 +47,22 @@ def _check_same_audit(audit_dir: Path, settings: dict[str, Any]) -> None:
         raise UserError(f"{path} is not readable JSON; use another --out") from None
     if old.get("command") != "audit":
         raise UserError(f"{audit_dir} holds a patchlab {old.get('command')} run, not an audit; use another --out")
-    before = old.get("config", {}).get("settings", {})
-    diff = [k for k in SETTINGS if before.get(k) != settings.get(k)]
-    if diff:
-        what = ", ".join(f"{k} {before.get(k)!r} (now {settings.get(k)!r})" for k in diff)
-        raise UserError(f"{audit_dir} holds an audit with other settings: {what}; use another --out")
+    check_same_run(old.get("config", {}).get("identity"), identity, f"the audit in {audit_dir}")
 
 
 def audit(
     n_pairs: int | None = None,
     pairs_file: str | Path | None = None,
+    *,
     model: str = "efficientnet_lite0",
     weights: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
     data: str | Path | None = None,
+    library: str | Path | None = None,
     donor_data: str | Path | None = None,
     budget: str = "quick",
     out: str | Path = "reports/audit",
-    device: str = "auto",
-    seed: int = 0,
     ray: str | None = None,
     cpus_per_pair: int = 2,
     echo: Callable[[str], None] | None = None,
@@ -76,7 +72,7 @@ def audit(
     from ..probe import check_inputs
 
     say = echo or (lambda msg: log.info(msg))
-    check_inputs(budget, data, donor_data)
+    check_inputs(budget, (data, "--data"), (donor_data, "--donor-data"), (library, "--library"))
     if n_pairs is not None and n_pairs < 1:
         raise UserError("--pairs must be at least 1")
     if cpus_per_pair < 1:
@@ -89,14 +85,16 @@ def audit(
     def absolute(path: str | Path | None) -> str | None:  # Ray workers do not share the driver's cwd
         return str(Path(path).resolve()) if path else None
 
-    settings = {"model": model, "weights": absolute(weights), "data": absolute(data),
+    settings = {"model": model, "weights": absolute(weights), "data": absolute(data), "library": absolute(library),
                 "donor_data": absolute(donor_data), "budget": budget, "seed": seed}
-    _check_same_audit(Path(out), settings)
+    identity = run_identity(model=model, weights=weights, data=data, donor_data=donor_data, library=library,
+                            budget=budget, seed=seed)
+    _check_same_audit(Path(out), identity)
     audit_dir = ensure_writable_dir(out)
     # Ray workers load their own model; the driver only needs the head to choose pairs
     clf = load_classifier(model, "cpu" if ray else device, weights=settings["weights"])
-    pairs = select_pairs(clf, n_pairs, pairs_file, data)
-    config = {"settings": settings, "model": clf.spec, "budget": budget, "selection":
+    pairs = select_pairs(clf, n_pairs, pairs_file, data, seed)
+    config = {"settings": settings, "identity": identity, "model": clf.spec, "budget": budget, "selection":
               "file" if pairs_file else ("confusion" if data else "head"),
               "pairs": [p.as_row() for p in pairs], "execution": f"ray {ray}" if ray else "in-process"}
     manifest = new_manifest("audit", config, seed, clf.spec)

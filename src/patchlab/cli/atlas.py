@@ -23,30 +23,18 @@ def atlas_cmd(
     opts: ModelArgs,
 ) -> None:
     """Activation atlas of a class pair (pair view, class atlas, ranked donors) or of a whole layer."""
-    from ..errors import UserError
-    from ..models import load_classifier
-    from ..atlas import build_atlas
+    from ..pipelines.atlas import atlas
 
-    if classes is None and layer is None:
-        raise UserError("give --classes SOURCE TARGET, or --layer L for a whole-layer atlas")
-    if data is not None and not data.exists():
-        raise UserError(f"--data {data} does not exist")
-    clf = load_classifier(opts.model, opts.device, weights=str(opts.weights) if opts.weights else None)
     source, target = classes if classes else (None, None)
-    if icons is None:  # ~0.9 s per optvis step for 16 icons on a 2-core CPU: 10+ minutes for a pair atlas
-        icons = clf.device.type == "cuda"
-        if not icons:
-            typer.echo("note: on CPU cells show member-image crops; --icons renders optvis icons (slow here)", err=True)
-    result = build_atlas(
-        clf, source, target, images=data, layer=layer, grid=grid, n_donors=donors, out=out, seed=opts.seed,
-        progress=opts.verbose, icons=icons, icon_steps=icon_steps,
+    summary = atlas(
+        source, target, model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed, data=data,
+        layer=layer, grid=grid, donors=donors, icons=icons, icon_steps=icon_steps, out=out, progress=opts.verbose,
     )
-    summary = result.summary()
     if opts.json_out:
         emit_json(summary)
         return
-    typer.echo(f"atlas written to {result.out}")
-    for note in result.notes:
+    typer.echo(f"atlas written to {summary['out']}")
+    for note in summary["notes"]:
         typer.echo(f"note: {note}")
     for d in summary.get("donors", []):
         sig = d["signals"]
@@ -54,7 +42,6 @@ def atlas_cmd(
             f"{d['rank']:>3}. {d['class']:<28} align {_f(sig['head_alignment'])}  act {_f(sig['activation_score'])}  "
             f"target-side {_f(sig['target_side_fraction'])}"
         )
-
 
 def _f(v) -> str:
     return "   -  " if v is None else f"{v:+.3f}"

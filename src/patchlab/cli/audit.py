@@ -35,7 +35,8 @@ def audit_cmd(
     pairs: Annotated[Optional[int], typer.Option("--pairs", help="Audit the N most confusable pairs (default 10).")] = None,
     pairs_file: Annotated[Optional[Path], typer.Option("--pairs-file", help="CSV of pairs: source,target per line.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Real photos: pairs from their confusion matrix, probes use them.")] = None,
-    donor_data: Annotated[Optional[Path], typer.Option("--donor-data", help="Photos to cut natural patches from.")] = None,
+    library: Annotated[Optional[Path], typer.Option("--library", help="Any photo folder searched for natural patches.")] = None,
+    donor_data: Annotated[Optional[Path], typer.Option("--donor-data", help="Photos of donor classes to cut natural patches from.")] = None,
     budget: Annotated[str, typer.Option("--budget", help="Probe budget per pair: quick | standard | thorough.")] = "quick",
     out: Annotated[Path, typer.Option("--out", help="Audit folder; re-run with the same folder to resume.")] = Path("reports/audit"),
     ray: Annotated[Optional[str], typer.Option("--ray", help="Run pairs as Ray tasks: auto (running cluster, else local) or ADDRESS.")] = None,
@@ -48,7 +49,7 @@ def audit_cmd(
     Exit code 0 when every pair was probed, 3 when the audit finished but some pairs failed (see audit.csv)."""
     from ..audit import audit
 
-    doc = audit(pairs, pairs_file, model=opts.model, weights=opts.weights, data=data, donor_data=donor_data, budget=budget,
+    doc = audit(pairs, pairs_file, model=opts.model, weights=opts.weights, data=data, library=library, donor_data=donor_data, budget=budget,
                 out=out, device=opts.device, seed=opts.seed, ray=ray, cpus_per_pair=cpus_per_pair,
                 echo=lambda m: typer.echo(m, err=True))
     if opts.json_out:

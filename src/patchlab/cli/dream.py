@@ -1,43 +1,12 @@
-"""`patchlab dream`: calibrated class exemplars (see patchlab.exemplars)."""
+"""`patchlab dream`: calibrated class exemplars (see patchlab.pipelines.dream and patchlab.exemplars)."""
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .app import ModelArgs, emit_json, model_command
-
-
-def dream(
-    cls: str, n: int = 16, near: str | None = None, band: tuple[float, float] | None = None,
-    near_band: tuple[float, float] | None = None, steps: int | None = None, size: int | None = None,
-    out: str | Path | None = None, seed: int = 0, model: str = "efficientnet_lite0", weights: str | None = None,
-    device: str = "auto", cache: bool = True, progress: bool = False,
-) -> dict:
-    """Render exemplars of class `cls` (name, wnid or index) into `out`; returns the manifest dict."""
-    import json
-
-    from ..exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND, DEFAULT_STEPS, exemplars
-    from ..models import load_classifier
-
-    clf = load_classifier(model, device, weights=weights)
-    index = clf.classes.resolve(cls)
-    near_index = clf.classes.resolve(near) if near else None
-    if out is None:
-        out = Path("reports") / f"dream-{clf.classes.slug(index)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = exemplars(
-        clf, index, n=n, band=band or DEFAULT_BAND, near=near_index, near_band=near_band or DEFAULT_NEAR_BAND,
-        size=size, steps=steps or DEFAULT_STEPS, seed=seed, cache=cache, progress=progress,
-    )
-    if result.interrupted:
-        logging.getLogger(__name__).warning("interrupted: saving the images as they were (not all finished)")
-    path = result.save(out)
-    manifest = json.loads(path.read_text())
-    manifest["folder"] = str(Path(out))
-    return manifest
 
 
 @model_command("dream")
@@ -55,10 +24,11 @@ def dream_cmd(
     opts: ModelArgs,
 ) -> None:
     """Synthesize calibrated class exemplars: top-1 for the class at a confidence inside a band."""
+    from ..pipelines.dream import dream
+
     manifest = dream(
-        cls, n=n, near=near, band=band, near_band=near_band, steps=steps, size=size, out=out, seed=opts.seed,
-        model=opts.model, weights=str(opts.weights) if opts.weights else None, device=opts.device, cache=not no_cache,
-        progress=not opts.json_out,
+        cls, n=n, near=near, band=band, near_band=near_band, steps=steps, size=size, model=opts.model,
+        weights=opts.weights, device=opts.device, seed=opts.seed, cache=not no_cache, out=out, progress=not opts.json_out,
     )
     if opts.json_out:
         emit_json(manifest)

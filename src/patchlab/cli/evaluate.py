@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UserError
+from ..protocols import PROTOCOLS
 from .app import ModelArgs, emit_json, model_command
 
-PROTOCOL_NAMES = ("static", "dynamic", "random")
 
 
 def _split_values(values: list[str]) -> list[str]:
@@ -24,7 +24,7 @@ def _sort_extras(extras: list[str], sizes: list[str], protocols: list[str], patc
             float(v)
             sizes.append(v)
         except ValueError:
-            if v in PROTOCOL_NAMES:
+            if v in PROTOCOLS:
                 protocols.append(v)
             else:
                 patches.append(Path(v))
@@ -39,8 +39,7 @@ def evaluate_cmd(
     sizes: Annotated[Optional[list[str]], typer.Option("--sizes", help="Patch areas in % of the image, e.g. --sizes 5 10 25.")] = None,
     protocol: Annotated[Optional[list[str]], typer.Option("--protocol", help="static | dynamic | random (repeatable; default all).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default reports/<time>-<source>-to-<target>/).")] = None,
-    max_images: Annotated[int, typer.Option("--max-images", min=1, help="At most this many held-out images.")] = 500,
-    exemplars: Annotated[int, typer.Option("--exemplars", min=1, help="Synthesized images when there is no --data.")] = 32,
+    budget: Annotated[str, typer.Option("--budget", help="Split sizes of quick | standard | thorough (as probe and synth).")] = "quick",
     placements: Annotated[int, typer.Option("--placements", min=1, help="Random placements per image and size.")] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
     *,
@@ -56,8 +55,8 @@ def evaluate_cmd(
     except ValueError:
         raise UserError(f"--sizes takes numbers (percent of the image area), got {' '.join(size_vals)}") from None
     result = evaluate_patches(
-        classes, patches, data=data, sizes=size_nums or None, protocols=protos or None, out=out, model=opts.model,
-        weights=opts.weights, device=opts.device, seed=opts.seed, max_images=max_images, n_exemplars=exemplars,
+        classes[0], classes[1], patches, data=data, budget=budget, sizes=size_nums or None, protocols=protos or None,
+        out=out, model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed,
         random_placements=placements, batch_size=batch_size, progress=opts.verbose and not opts.json_out,
     )
     if opts.json_out:
@@ -65,12 +64,14 @@ def evaluate_cmd(
         return
     s = result["summary"]
     proto = s["primary_protocol"]
-    typer.echo(f"{s['source']['name']} -> {s['target']['name']}: {s['data']['counts']['denominator']} of "
-               f"{s['data']['counts']['held_out']} held-out images are the source when clean")
-    for e in s["candidates"] + s["controls"]:
+    c = s["data"]["counts"]
+    typer.echo(f"{s['source']['name']} -> {s['target']['name']}: settings chosen on {c['selection_denominator']} selection "
+               f"images, rates counted on {c['confirmation_denominator']} of {c['confirmation']} confirmation images "
+               "(those the model calls the source when clean)")
+    for e in s["candidates"] + s["controls"] + s["references"]:
         r = e.get(proto) or {}
         lift = e.get("lift_over_best_control")
-        lift_txt = f"  lift {100 * lift['value']:+.1f} pts" if lift else ""
+        lift_txt = f"  lift {100 * lift['value']:+.1f} pts vs {lift['control']}" if lift else ""
         typer.echo(f"  {e['name']:<28} {proto} {100 * r.get('rate', 0):5.1f} % "
                    f"[{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}]  reads as {e['reads_as']['name']}{lift_txt}")
     typer.echo(f"report: {result['report']}")

@@ -18,30 +18,40 @@ def _pct(r: dict | None) -> str:
     return f"{100 * r['rate']:5.1f}%{ci}"
 
 
+def _lift(c: dict) -> str:
+    lift = c.get("lift_over_best_control") or {}
+    if lift.get("value") is None:
+        return "-"
+    lo, hi = lift["ci"]
+    return f"{100 * lift['value']:+.1f} [{100 * lo:+.0f},{100 * hi:+.0f}]"
+
+
 def print_table(summary: dict) -> None:
-    """Short ranked table: candidate, kind, static and dynamic success, lift over controls."""
-    primary = summary.get("primary_protocol", "static")
-    rows = sorted(summary["candidates"], key=lambda c: -((c.get(primary) or {}).get("rate") or 0))
-    typer.echo(f"\n{summary['source']['name']} -> {summary['target']['name']}  "
-               f"({summary['data']['kind']} images, {summary['data']['counts'].get('denominator')} held-out counted)")
-    typer.echo(f"{'candidate':<40} {'kind':<8} {'static':>16} {'dynamic':>16} {'lift (' + primary + ')':>22}  reads as")
-    for c in rows:
-        lift = c.get("lift_over_best_control") or {}
-        lv = lift.get("value")
-        lci = lift.get("ci") or [None, None]
-        lift_s = f"{100 * lv:+.1f} [{100 * lci[0]:+.0f},{100 * lci[1]:+.0f}]" if lv is not None else "-"
+    """Ranked table: confirmation rates (static, dynamic, primary) with the selection
+    figure of the primary protocol beside them, and lift over the best null control."""
+    primary = summary["primary_protocol"]
+    n = summary["data"]["counts"]
+    rows = sorted(summary["candidates"], key=lambda c: -((c.get("selection") or {}).get(primary) or {}).get("rate", 0))
+    typer.echo(f"\n{summary['source']['name']} -> {summary['target']['name']}  ({summary['data']['kind']} images: "
+               f"settings and winner chosen on {n.get('selection_denominator')} selection images, "
+               f"rates counted on {n.get('confirmation_denominator')} confirmation images)")
+    typer.echo(f"{'candidate':<38} {'kind':<9} {'static':>15} {'dynamic':>15} {primary:>15} {'(selection)':>11} "
+               f"{'lift vs null':>16}  reads as")
+    for c in rows + summary.get("controls", []) + summary.get("references", []):
+        sel = ((c.get("selection") or {}).get(primary) or {}).get("rate")
+        sel_s = f"({100 * sel:.0f}%)" if sel is not None else ""
+        lift = _lift(c) if c["kind"] not in ("control", "reference") else ""
         ra = (c.get("reads_as") or {}).get("name", "")
-        typer.echo(f"{c['name'][:40]:<40} {c['kind']:<8} {_pct(c.get('static')):>16} {_pct(c.get('dynamic')):>16} {lift_s:>22}  {ra}")
-    for c in summary.get("controls", []):
-        typer.echo(f"{c['name'][:40]:<40} {'control':<8} {_pct(c.get('static')):>16} {_pct(c.get('dynamic')):>16}")
+        typer.echo(f"{c['name'][:38]:<38} {c['kind']:<9} {_pct(c.get('static')):>15} {_pct(c.get('dynamic')):>15} "
+                   f"{_pct(c.get(primary)):>15} {sel_s:>11} {lift:>16}  {ra}")
     donors = summary.get("donors") or []
     if donors:
         typer.echo("top donors: " + ", ".join(str(d.get("name", d.get("class"))) for d in donors[:5]))
-    for key in ("best_candidate", "best_disguised_candidate"):
+    for key in ("best_candidate", "best_disguised_candidate", "reference"):
         b = summary.get(key)
         if b:
             typer.echo(f"{key.replace('_', ' ')}: {b['name']} ({b['kind']}, reads as {b.get('reads_as')}) "
-                       f"{100 * b['rate']:.1f}% {primary}")
+                       f"{100 * b['rate']:.1f}% {primary} on confirmation (selection {100 * b['selection_rate']:.1f}%)")
     typer.echo(f"report: {summary['report']}")
 
 
@@ -49,7 +59,8 @@ def print_table(summary: dict) -> None:
 def probe_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET, e.g. snorkel scuba_diver.")],
     data: Annotated[Optional[Path], typer.Option("--data", help="Real photos (ImageNet tree, class folders or CSV).")] = None,
-    donor_data: Annotated[Optional[Path], typer.Option("--donor-data", help="Photos to cut natural patches from.")] = None,
+    library: Annotated[Optional[Path], typer.Option("--library", help="Any photo folder searched for natural patches.")] = None,
+    donor_data: Annotated[Optional[Path], typer.Option("--donor-data", help="Photos of donor classes to cut natural patches from.")] = None,
     budget: Annotated[str, typer.Option("--budget", help="quick | standard | thorough.")] = "quick",
     out: Annotated[Path, typer.Option("--out", help="Folder for run directories.")] = Path("reports"),
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
@@ -59,7 +70,7 @@ def probe_cmd(
     """Find and measure patches that flip SOURCE into TARGET; write a report (the main job)."""
     from ..probe import probe
 
-    summary = probe(classes[0], classes[1], model=opts.model, weights=opts.weights, data=data, donor_data=donor_data,
+    summary = probe(classes[0], classes[1], model=opts.model, weights=opts.weights, data=data, library=library, donor_data=donor_data,
                     budget=budget, out=out, device=opts.device, seed=opts.seed, resume=resume,
                     progress=not opts.json_out and sys.stderr.isatty(),
                     echo=lambda m: typer.echo(m, err=True))

@@ -1,11 +1,14 @@
-"""Control patches: what any patch of that size does without being adversarial.
+"""Null controls and the target reference, evaluated beside every candidate.
 
-Always evaluated beside the candidates (Activation Atlas: a random-noise
-control; Brown et al. 2017: a real toaster photo as the patch):
-  noise   uniform noise in [0,1]
-  gray    flat 0.5 gray
-  source  a crop of another source-class image (never an evaluated one)
-  target  a crop of a real target-class photo or exemplar ("real toaster")
+Null controls ask "does mere occlusion do it?" (Activation Atlas: a random-noise
+patch); lift is measured against the best of them:
+  noise    uniform noise in [0,1]
+  gray     flat 0.5 gray
+  source   a crop of a source-class TRAIN image (never an evaluated one)
+  library  (with a photo library) random library photos pasted the same way
+The reference is a positive control, shown beside the rates and never
+subtracted (Brown et al. 2017: a real toaster photo as the patch):
+  target   a crop of a real target-class photo or exemplar
 """
 from __future__ import annotations
 
@@ -13,11 +16,14 @@ import logging
 
 import torch
 
-from ..patches.candidate import Candidate
+from ..errors import UserError
+from ..patches.candidate import NULL_KIND, REFERENCE_KIND, Candidate
 
 log = logging.getLogger("patchlab")
 
-CONTROL_NAMES = ("control-noise", "control-gray", "control-source-crop", "control-target-crop")
+CONTROL_NAMES = ("control-noise", "control-gray", "control-source-crop")
+REFERENCE_NAME = "reference-target-photo"
+LIBRARY_NAME = "control-library-photo"
 
 
 def center_crop(image: torch.Tensor, side_fraction: float = 0.6) -> torch.Tensor:
@@ -46,7 +52,7 @@ def make_controls(
     side: int | None = None,
     crop_fraction: float = 0.6,
 ) -> list[Candidate]:
-    """Noise, gray, source-crop and target-crop control Candidates (kind 'control').
+    """Noise, gray and source-crop null controls (kind 'control') and the target-photo reference (kind 'reference').
 
     source_images_pool: (M,3,H,W) source-class images NOT in the evaluated set
     (the crop comes from the one the model finds most source-like when `source`
@@ -59,17 +65,35 @@ def make_controls(
     dev = generator.device if generator is not None else torch.device("cpu")
     noise = torch.rand(3, side, side, generator=generator, device=dev).cpu()
     controls = [
-        Candidate(noise, "control", CONTROL_NAMES[0], {"control": "uniform noise in [0,1]"}),
-        Candidate(torch.full((3, side, side), 0.5), "control", CONTROL_NAMES[1], {"control": "flat gray 0.5"}),
+        Candidate(noise, NULL_KIND, CONTROL_NAMES[0], {"control": "uniform noise in [0,1]"}),
+        Candidate(torch.full((3, side, side), 0.5), NULL_KIND, CONTROL_NAMES[1], {"control": "flat gray 0.5"}),
     ]
-    for images, cls, name, what in (
-        (source_images_pool, source, CONTROL_NAMES[2], "crop of another source-class image"),
-        (target_images, target, CONTROL_NAMES[3], "crop of a target-class image (real-object baseline)"),
+    for images, cls, name, kind, what in (
+        (source_images_pool, source, CONTROL_NAMES[2], NULL_KIND, "crop of a source-class image not evaluated"),
+        (target_images, target, REFERENCE_NAME, REFERENCE_KIND, "crop of a target-class image (positive reference)"),
     ):
         if images is None or len(images) == 0:
             log.warning("no images for the %s control; it is skipped", name)
             continue
         i = _most_confident(classifier, images, cls) if cls is not None else 0
         crop = center_crop(images[i].detach().float().cpu(), crop_fraction)
-        controls.append(Candidate(crop, "control", name, {"control": what, "image_index": i, "crop_fraction": crop_fraction}))
+        controls.append(Candidate(crop, kind, name, {"control": what, "image_index": i, "crop_fraction": crop_fraction}))
     return controls
+
+
+def library_photo_control(classifier, library, n: int, generator: torch.Generator, *,
+                          exclude: tuple[int | None, ...] = ()) -> Candidate:
+    """control-library-photo: n random whole library photos (none labelled with a class in
+    `exclude`), each pasted the same way; every results row is the median photo's.
+    Answers "is the found photo special, or does any photo of that size do it?"."""
+    from ..data import discover, load_images
+
+    records = [r for r in discover(library, classifier.classes) if r.label is None or r.label not in exclude]
+    if not records:
+        raise UserError(f"no library photos in {library} outside the pair's classes")
+    records.sort(key=lambda r: str(r.path))
+    pick = torch.randperm(len(records), generator=generator)[:n].tolist()
+    photos = load_images([records[i] for i in pick], classifier.input_size, classifier.crop_pct)
+    return Candidate(photos.images[0], NULL_KIND, LIBRARY_NAME,
+                     {"control": f"median of {len(photos)} random library photos pasted the same way",
+                      "library": str(library), "files": list(photos.paths)}, members=photos.images)

@@ -8,6 +8,9 @@
   "Adversarial Patch"); the rate is the mean over all R x n trials and its
   interval treats the n images (not the R x n correlated trials) as the sample.
 
+Every candidate is measured on two disjoint image sets (see `patchlab.pairdata`):
+`selection`, where sizes, placements and the best candidate are chosen, and
+`confirmation`, where the headline numbers are counted (see `summary`).
 Denominator: images the model classifies as the source when clean (source
 None: images not already classified as the target). Success: top-1 == target.
 Every trial of a candidate is one row of a flat (image, area, center, angle)
@@ -18,26 +21,26 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 import torch
 
-from ..devices import generator as make_generator
+from ..devices import stage_generator
 from ..errors import UserError
 from ..patches import apply as apply_mod
 from ..patches.apply import CORNERS, random_centers
-from ..patches.candidate import Candidate
+from ..patches.candidate import GENERATED_KINDS, Candidate
+from ..protocols import DEFAULT_SIZES, PRIMARY_PROTOCOL, PROTOCOLS, primary_of
 from ..stats import wilson_interval
-from .summary import summarize
+from .summary import CONFIRMATION, SELECTION, summarize
 
-PROTOCOLS = ("static", "dynamic", "random")
-DEFAULT_SIZES = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40)
 DEFAULT_POSITIONS = tuple(CORNERS) + ("center",)
+SPLIT_NAMES = (SELECTION, CONFIRMATION)
 RESULT_COLUMNS = [
-    "candidate", "kind", "protocol", "size", "placement", "n", "trials", "successes", "success_rate", "ci_low",
+    "split", "candidate", "kind", "protocol", "size", "placement", "n", "trials", "successes", "success_rate", "ci_low",
     "ci_high", "untargeted_rate", "top5_rate", "p_target_before", "p_target_after",
 ]
 
@@ -56,29 +59,31 @@ class Evaluation:
     target: int
     source_name: str
     target_name: str
-    n_images: int
-    denominator: int
+    n_images: int  # confirmation images given
+    denominator: int  # confirmation images counted (classified as the source when clean)
     candidates: list[Candidate]
     controls: list[Candidate]
     config: dict[str, Any]
     timings: dict[str, float]
     image_names: list[str] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
-    primary_protocol: str = "random"
+    primary_protocol: str = PRIMARY_PROTOCOL
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # per split: n_images, denominator, files
 
     def best(self, disguised: bool = False) -> dict[str, Any] | None:
-        """Summary of the best non-control candidate by the primary protocol.
+        """Summary of the best generated candidate, chosen by its SELECTION rate under
+        the primary protocol (its headline is then the confirmation count).
 
         disguised: only natural or donor-disguised patches (those with a donor
         class) whose patch alone does not read as the target: the automated form
         of the Activation Atlas article's train / noodles / baseball patches. A
         synthesized patch that happens to read as something else does not count."""
-        rows = [s for s in self.summary if s["kind"] != "control"]
+        p = self.primary_protocol
+        rows = [s for s in self.summary if s["kind"] in GENERATED_KINDS and s["selection"].get(p)]
         if disguised:
             rows = [s for s in rows if s["kind"] in ("natural", "feature") and s.get("donor") is not None
                     and s["reads_as"]["index"] != self.target]
-        rows = [s for s in rows if s.get(self.primary_protocol)]
-        return max(rows, key=lambda s: s[self.primary_protocol]["rate"], default=None)
+        return max(rows, key=lambda s: (s["selection"][p]["rate"], -(s["selection"][p].get("size") or 0)), default=None)
 
 
 @dataclass
@@ -136,7 +141,7 @@ def _row(cand: Candidate, protocol: str, size: float, placement: str, succ, unta
     rate = hits / trials if trials else float("nan")
     lo, hi = wilson_interval(rate * per_image, per_image)
     return {
-        "candidate": cand.name, "kind": cand.kind, "protocol": protocol, "size": size, "placement": placement,
+        "split": "", "candidate": cand.name, "kind": cand.kind, "protocol": protocol, "size": size, "placement": placement,
         "n": per_image, "trials": trials, "successes": hits, "success_rate": rate, "ci_low": lo, "ci_high": hi,
         "untargeted_rate": float(untargeted.float().mean()) if trials else float("nan"),
         "top5_rate": float(top5.float().mean()) if trials else float("nan"),
@@ -203,10 +208,90 @@ def _examples(classifier, images, names, cand, summary_row, n_examples: int, tar
     return out
 
 
+@dataclass
+class _Measured:
+    """One image set pushed through every patch: its results rows and its counts."""
+
+    rows: list[dict]
+    n_images: int
+    denominator: int
+    kept: torch.Tensor
+    kept_names: list[str]
+
+
+def _check(protocols, sizes, everyone) -> None:
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad or not protocols:
+        raise UserError(f"unknown protocol {', '.join(bad) or '(none)'}; use {', '.join(PROTOCOLS)}")
+    if not sizes or any(not 0 < a < 1 for a in sizes):
+        raise UserError("patch sizes must be fractions of the image area between 0 and 1 (e.g. 5 to 40 %)")
+    names = [c.name for c in everyone]
+    if len(set(names)) != len(names):
+        raise UserError("candidate and control names must be unique: " + ", ".join(sorted({n for n in names if names.count(n) > 1})))
+
+
+def _measure(classifier, everyone, images, names, source, target, cfg: dict, gen, bar, split: str) -> _Measured:
+    """Clean pass (the denominator), then every patch x trial on the kept images."""
+    dev = classifier.device
+    images = images.to(dev).float()
+    clean = classifier.logits(images, cfg["batch_size"]).float()
+    clean_top1 = clean.argmax(-1)
+    keep = clean_top1 == source if source is not None else clean_top1 != target
+    n = int(keep.sum())
+    if n == 0:
+        what = (f"as {classifier.classes.label(source)!r}" if source is not None
+                else f"as anything but {classifier.classes.label(target)!r}")
+        raise UserError(f"none of the {len(images)} {split} images is classified {what} when clean; nothing to measure")
+    kept = images[keep]
+    kept_names = [nm for nm, k in zip(names, keep.tolist()) if k] if names else []
+    p_before = float(clean[keep].softmax(-1)[:, target].mean())
+    clean_kept = clean_top1[keep]
+    left = {"target": target,
+            "untargeted": (lambda t1: t1 != source) if source is not None else (lambda t1: t1 != clean_kept.view(1, 1, -1))}
+    hw = tuple(kept.shape[-2:])
+    protocols, sizes, positions = cfg["protocols"], cfg["sizes"], cfg["positions"]
+    static_tr = _static_trials(n, sizes, positions, hw, dev) if {"static", "dynamic"} & set(protocols) else None
+    random_tr = (_random_trials(n, sizes, cfg["random_placements"], cfg["rotation_deg"], hw, dev, gen)
+                 if "random" in protocols else None)
+    rows: list[dict] = []
+    for cand in everyone:
+        per_patch = []
+        for patch in (cand.members if cand.members is not None else cand.patch[None]):
+            s_out = _run_trials(classifier, kept, patch, static_tr, target, cfg["batch_size"], bar) if static_tr else None
+            r_out = _run_trials(classifier, kept, patch, random_tr, target, cfg["batch_size"], bar) if random_tr else None
+            per_patch.append(_rows_for(cand, protocols, sizes, positions, s_out, r_out, left, p_before, n))
+        rows += _median_rows(per_patch)
+    for r in rows:
+        r["split"] = split
+    return _Measured(rows, len(images), n, kept, kept_names)
+
+
+def _median_rows(per_patch: list[list[dict]]) -> list[dict]:
+    """Row by row, the row of the patch with the median success rate (lower median: a real row)."""
+    if len(per_patch) == 1:
+        return per_patch[0]
+    return [sorted(rows, key=lambda r: r["success_rate"])[(len(rows) - 1) // 2] for rows in zip(*per_patch)]
+
+
+def _split_inputs(images, image_names) -> tuple[dict[str, torch.Tensor], dict[str, list[str]], bool]:
+    """{selection, confirmation} images and names; a single tensor serves as both (shared=True)."""
+    if isinstance(images, Mapping):
+        names = image_names if isinstance(image_names, Mapping) else {}
+        return ({s: images[s] for s in SPLIT_NAMES}, {s: list(names.get(s) or []) for s in SPLIT_NAMES}, False)
+    names = list(image_names or [])
+    return {s: images for s in SPLIT_NAMES}, {s: names for s in SPLIT_NAMES}, True
+
+
+def _trials_per_image(cfg: dict) -> int:
+    static = len(cfg["sizes"]) * len(cfg["positions"]) if {"static", "dynamic"} & set(cfg["protocols"]) else 0
+    rand = len(cfg["sizes"]) * cfg["random_placements"] if "random" in cfg["protocols"] else 0
+    return static + rand
+
+
 def evaluate(
     classifier,
     candidates: Sequence[Candidate],
-    images: torch.Tensor,
+    images: torch.Tensor | Mapping[str, torch.Tensor],
     source: int | None,
     target: int,
     sizes: Sequence[float] = DEFAULT_SIZES,
@@ -218,97 +303,66 @@ def evaluate(
     generator: torch.Generator | None = None,
     batch_size: int = 128,
     progress: bool = False,
-    image_names: Sequence[str] | None = None,
+    image_names: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     n_examples: int = 4,
 ) -> Evaluation:
-    """Measure every candidate and control on held-out images (N,3,H,W) in [0,1].
+    """Measure every candidate, null control and reference on {"selection": (N,3,H,W),
+    "confirmation": (M,3,H,W)} images in [0,1] (a single tensor is used as both, and
+    the run says so: its headline is then chosen on the images that count it).
 
     sizes: fractions of the image area. positions: named placements for static
     and dynamic (see patchlab.patches.apply.POSITIONS). Random placements are
-    drawn once and shared by all candidates and controls (common random numbers,
-    so differences are not placement luck). Controls: pass `make_controls(...)`;
-    None evaluates no controls (lift is then absent). Returns an Evaluation.
+    drawn once per split from `generator` (a CPU generator by default) and shared
+    by all patches (common random numbers). Returns an Evaluation.
     """
     t0 = time.perf_counter()
     protocols = tuple(protocols)
-    bad = [p for p in protocols if p not in PROTOCOLS]
-    if bad or not protocols:
-        raise UserError(f"unknown protocol {', '.join(bad) or '(none)'}; use {', '.join(PROTOCOLS)}")
-    if not sizes or any(not 0 < a < 1 for a in sizes):
-        raise UserError("patch sizes must be fractions of the image area between 0 and 1 (e.g. 5 to 40 %)")
-    controls = list(controls or [])
-    names = [c.name for c in list(candidates) + controls]
-    if len(set(names)) != len(names):
-        raise UserError("candidate and control names must be unique: " + ", ".join(sorted({n for n in names if names.count(n) > 1})))
-    dev = classifier.device
-    gen = generator if generator is not None else make_generator(0, dev)
-    images = images.to(dev).float()
-    image_names = list(image_names or [])
-
-    # clean pass: the denominator
-    clean = classifier.logits(images, batch_size).float()
-    clean_top1 = clean.argmax(-1)
-    keep = clean_top1 == source if source is not None else clean_top1 != target
-    n = int(keep.sum())
-    src_label = classifier.classes.label(source) if source is not None else "any"
-    if n == 0:
-        what = f"as {src_label!r}" if source is not None else f"as anything but {classifier.classes.label(target)!r}"
-        raise UserError(f"none of the {len(images)} held-out images is classified {what} when clean; nothing to measure")
-    kept = images[keep]
-    kept_names = [nm for nm, k in zip(image_names, keep.tolist()) if k] if image_names else []
-    p_before = float(clean[keep].softmax(-1)[:, target].mean())
-    clean_kept = clean_top1[keep]
-    left = {
-        "target": target,
-        "untargeted": (lambda t1: t1 != source) if source is not None else (lambda t1: t1 != clean_kept.view(1, 1, -1)),
-    }
-    t_clean = time.perf_counter() - t0
-
-    hw = tuple(kept.shape[-2:])
-    need_static = "static" in protocols or "dynamic" in protocols
-    static_tr = _static_trials(n, sizes, positions, hw, dev) if need_static else None
-    random_tr = (_random_trials(n, sizes, random_placements, rotation_deg, hw, dev, gen) if "random" in protocols else None)
-    per_cand = sum(t.idx.shape[0] for t in (static_tr, random_tr) if t is not None)
-    everyone = list(candidates) + controls
+    everyone = list(candidates) + list(controls or [])
+    _check(protocols, sizes, everyone)
+    gen = generator if generator is not None else stage_generator(0, "evaluate")
+    split_images, split_names, shared = _split_inputs(images, image_names)
+    cfg = {"sizes": list(sizes), "positions": list(positions), "protocols": list(protocols),
+           "random_placements": random_placements, "rotation_deg": rotation_deg, "batch_size": batch_size,
+           "split": "none: selection = confirmation" if shared else "selection / confirmation"}
+    measured_splits = SPLIT_NAMES[1:] if shared else SPLIT_NAMES
+    per_image = _trials_per_image(cfg) * sum(1 if c.members is None else len(c.members) for c in everyone)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=per_cand * len(everyone), unit="img", desc="evaluate")
-    rows: list[dict] = []
+        bar = tqdm(total=per_image * sum(len(split_images[s]) for s in measured_splits), unit="img", desc="evaluate")
     t1 = time.perf_counter()
     try:
-        for cand in everyone:
-            s_out = _run_trials(classifier, kept, cand.patch, static_tr, target, batch_size, bar) if static_tr else None
-            r_out = _run_trials(classifier, kept, cand.patch, random_tr, target, batch_size, bar) if random_tr else None
-            rows += _rows_for(cand, protocols, sizes, positions, s_out, r_out, left, p_before, n)
+        measured = {s: _measure(classifier, everyone, split_images[s], split_names[s], source, target, cfg, gen, bar, s)
+                    for s in measured_splits}
     finally:
         if bar is not None:
             bar.close()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    if shared:
+        measured[SELECTION] = replace(measured[CONFIRMATION], rows=[dict(r, split=SELECTION) for r in measured[CONFIRMATION].rows])
+    if classifier.device.type == "cuda":
+        torch.cuda.synchronize(classifier.device)
     t_eval = time.perf_counter() - t1
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    primary = next(p for p in ("random", "static", "dynamic") if p in protocols)
+    results = pd.DataFrame([r for s in SPLIT_NAMES for r in measured[s].rows], columns=RESULT_COLUMNS)
+    primary = primary_of(protocols)
     looks = {c.name: reads_as(classifier, c.patch, target, source) for c in everyone}
-    summary = summarize(results, everyone, looks, primary)
+    conf = measured[CONFIRMATION]
     ev = Evaluation(
-        results=results, summary=summary, source=source, target=target, source_name=src_label,
-        target_name=classifier.classes.label(target), n_images=len(images), denominator=n,
-        candidates=list(candidates), controls=controls,
-        config={
-            "sizes": list(sizes), "positions": list(positions), "protocols": list(protocols),
-            "random_placements": random_placements, "rotation_deg": rotation_deg, "batch_size": batch_size,
-        },
-        timings={}, image_names=image_names, primary_protocol=primary,
+        results=results, summary=summarize(results, everyone, looks, primary), source=source, target=target,
+        source_name=classifier.classes.label(source) if source is not None else "any",
+        target_name=classifier.classes.label(target), n_images=conf.n_images, denominator=conf.denominator,
+        candidates=list(candidates), controls=list(controls or []), config=cfg, timings={},
+        image_names=list(split_names[CONFIRMATION]), primary_protocol=primary,
+        splits={s: {"n_images": measured[s].n_images, "denominator": measured[s].denominator,
+                    "files": list(split_names[s])} for s in SPLIT_NAMES},
     )
     best = ev.best()
     if best is not None and n_examples:
         cand = next(c for c in candidates if c.name == best["name"])
-        ev.examples = _examples(classifier, kept, kept_names, cand, best, n_examples, target)
-    forwards = per_cand * len(everyone)
+        ev.examples = _examples(classifier, conf.kept, conf.kept_names, cand, best, n_examples, target)
+    forwards = per_image * sum(measured[s].n_images for s in measured_splits)
     ev.timings = {
-        "clean_s": round(t_clean, 4), "eval_s": round(t_eval, 4), "total_s": round(time.perf_counter() - t0, 4),
+        "eval_s": round(t_eval, 4), "total_s": round(time.perf_counter() - t0, 4),
         "patched_images": forwards, "images_per_s": round(forwards / t_eval, 2) if t_eval > 0 else None,
     }
     return ev

@@ -1,5 +1,13 @@
-"""Per-candidate summary of a results table: best static setting, dynamic and
-random rates with Wilson intervals, and lift over the best control."""
+"""Per-candidate summary of a results table, chosen on selection, counted on confirmation.
+
+For each candidate and protocol the setting (static: size x placement; random:
+size; dynamic: all sizes and placements) is chosen on the `selection` rows; the
+headline rate and Wilson interval are the `confirmation` rows at that setting,
+so no headline is counted on the images that chose it. The selection figure
+is kept beside it (`selection`), labelled. Lift is measured against the best
+NULL control (noise, gray, source photo, library photo; chosen on selection),
+never against the target-photo reference.
+"""
 from __future__ import annotations
 
 import math
@@ -8,13 +16,15 @@ from typing import Any
 
 import pandas as pd
 
-from ..patches.candidate import Candidate
+from ..patches.candidate import NULL_KIND, Candidate
 from ..stats import difference_interval
 
 DONOR_KEYS = ("donor_name", "donor", "donor_class")
+SELECTION, CONFIRMATION = "selection", "confirmation"
 
 
-def _rate(row: pd.Series, with_setting: bool) -> dict[str, Any]:
+def rate_dict(row: pd.Series, with_setting: bool) -> dict[str, Any]:
+    """One results row as {rate, ci, n, successes, trials, ...} (+ size, placement)."""
     out = {
         "rate": float(row["success_rate"]), "ci": [float(row["ci_low"]), float(row["ci_high"])],
         "n": int(row["n"]), "successes": int(row["successes"]), "trials": int(row["trials"]),
@@ -27,11 +37,12 @@ def _rate(row: pd.Series, with_setting: bool) -> dict[str, Any]:
     return out
 
 
-def _best_rows(results: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
-    """(candidate, protocol) -> headline row: static and random at the best size
-    (ties: smaller patch), dynamic over all sizes."""
+def chosen_rows(results: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    """(candidate, protocol) -> the selection row that fixes the setting: static and
+    random at the best size (and placement; ties: smaller patch), dynamic over all sizes."""
+    sel = results[results["split"] == SELECTION]
     out: dict[tuple[str, str], pd.Series] = {}
-    for (name, proto), g in results.groupby(["candidate", "protocol"], sort=False):
+    for (name, proto), g in sel.groupby(["candidate", "protocol"], sort=False):
         if proto == "dynamic":
             overall = g[g["size"].isna()]
             out[(name, proto)] = (overall if len(overall) else g).iloc[0]
@@ -40,45 +51,67 @@ def _best_rows(results: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
     return out
 
 
-def _donor(cand: Candidate) -> Any:
+def _confirmation_row(conf: pd.DataFrame, chosen: pd.Series) -> pd.Series | None:
+    same = conf[(conf["candidate"] == chosen["candidate"]) & (conf["protocol"] == chosen["protocol"])
+                & (conf["placement"] == chosen["placement"])]
+    size = chosen["size"]
+    same = same[same["size"].isna()] if pd.isna(size) else same[(same["size"] - size).abs() < 1e-9]
+    return same.iloc[0] if len(same) else None
+
+
+def counted_rows(results: pd.DataFrame) -> dict[tuple[str, str], tuple[pd.Series, pd.Series]]:
+    """(candidate, protocol) -> (selection row, confirmation row at the same setting)."""
+    conf = results[results["split"] == CONFIRMATION]
+    out = {}
+    for key, chosen in chosen_rows(results).items():
+        row = _confirmation_row(conf, chosen)
+        if row is not None:
+            out[key] = (chosen, row)
+    return out
+
+
+def donor_of(cand: Candidate) -> Any:
     return next((cand.provenance[k] for k in DONOR_KEYS if k in cand.provenance), None)
+
+
+def _best_null(counted, nulls: list[str], proto: str):
+    """The null control with the highest SELECTION rate under `proto` (its rows), or None."""
+    rows = [counted[(c, proto)] for c in nulls if (c, proto) in counted]
+    return max(rows, key=lambda r: r[0]["success_rate"], default=None)
+
+
+def _lift(mine: pd.Series, ctrl: pd.Series) -> dict[str, Any]:
+    n1, n2 = int(mine["n"]), int(ctrl["n"])
+    d, lo, hi = difference_interval(mine["success_rate"] * n1, n1, ctrl["success_rate"] * n2, n2)
+    return {"value": d, "ci": [lo, hi], "control": str(ctrl["candidate"])}
 
 
 def summarize(
     results: pd.DataFrame, candidates: Sequence[Candidate], looks: dict[str, dict], primary: str
 ) -> list[dict[str, Any]]:
-    """One dict per candidate/control: name, kind, reads_as, donor, static {rate,
-    ci, size, placement}, dynamic {rate, ci}, random {rate, ci, size},
-    lift_by_protocol {protocol: {value, ci, control}}, lift_over_best_control
-    (the primary protocol's lift)."""
-    best = _best_rows(results)
+    """One dict per candidate/control/reference: name, kind, reads_as, donor,
+    provenance, {static, dynamic, random}: the confirmation count at the setting
+    chosen on selection ({rate, ci, n, size, placement, ...}), selection: the same
+    keys as counted on selection, lift_by_protocol {protocol: {value, ci, control}}
+    on confirmation against the best null control, lift_over_best_control (primary)."""
+    counted = counted_rows(results)
     protocols = list(dict.fromkeys(results["protocol"]))
-    controls = [c.name for c in candidates if c.kind == "control"]
-    best_control = {}
-    for proto in protocols:
-        rows = [best[(c, proto)] for c in controls if (c, proto) in best]
-        if rows:
-            best_control[proto] = max(rows, key=lambda r: r["success_rate"])
+    nulls = [c.name for c in candidates if c.kind == NULL_KIND]
+    best_null = {p: _best_null(counted, nulls, p) for p in protocols}
     out = []
     for cand in candidates:
-        entry: dict[str, Any] = {
-            "name": cand.name, "kind": cand.kind, "reads_as": looks.get(cand.name), "donor": _donor(cand),
-            "provenance": cand.provenance,
-        }
-        for proto in protocols:
-            if (cand.name, proto) in best:
-                entry[proto] = _rate(best[(cand.name, proto)], with_setting=proto != "dynamic")
-                if proto == "dynamic":
-                    entry[proto]["size"] = None
+        entry: dict[str, Any] = {"name": cand.name, "kind": cand.kind, "reads_as": looks.get(cand.name),
+                                 "donor": donor_of(cand), "provenance": cand.provenance, "selection": {}}
         lifts = {}
-        if cand.kind != "control":
-            for proto, ctrl in best_control.items():
-                mine = best.get((cand.name, proto))
-                if mine is None:
-                    continue
-                n1, n2 = int(mine["n"]), int(ctrl["n"])
-                d, lo, hi = difference_interval(mine["success_rate"] * n1, n1, ctrl["success_rate"] * n2, n2)
-                lifts[proto] = {"value": d, "ci": [lo, hi], "control": str(ctrl["candidate"])}
+        for proto in protocols:
+            if (cand.name, proto) not in counted:
+                continue
+            sel, conf = counted[(cand.name, proto)]
+            entry[proto] = rate_dict(conf, with_setting=proto != "dynamic")
+            entry["selection"][proto] = rate_dict(sel, with_setting=proto != "dynamic")
+            ctrl = best_null.get(proto)
+            if cand.kind != NULL_KIND and ctrl is not None:
+                lifts[proto] = _lift(conf, ctrl[1])
         entry["lift_by_protocol"] = lifts
         entry["lift_over_best_control"] = dict(lifts[primary], protocol=primary) if primary in lifts else None
         out.append(entry)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from ..devices import gen_device
+
 # Square root of the ImageNet RGB color correlation matrix (lucid's
 # `color_correlation_svd_sqrt`), normalized so its columns have max norm 1.
 _COLOR_SQRT = torch.tensor(
@@ -53,7 +55,7 @@ class FourierImage(ImageParam):
         scale = 1.0 / torch.clamp(freqs, min=1.0 / size) ** decay
         self.scale = scale[None, None]  # (1,1,H,W//2+1); with an orthonormal irfft2, as in lucent
         shape = (self.n, 3, size, size // 2 + 1, 2)
-        init = torch.randn(shape, generator=generator, device=device) * sd
+        init = torch.randn(shape, generator=generator, device=gen_device(generator, device)).to(device) * sd
         self.spectrum = init.requires_grad_(True)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -78,7 +80,7 @@ class PixelImage(ImageParam):
             p = torch.logit(init.detach().to(device=device, dtype=torch.float32).clamp(1e-3, 1 - 1e-3))
         else:
             device = torch.device(device) if device is not None else (generator.device if generator is not None else torch.device("cpu"))
-            p = torch.randn((n, 3, size, size), generator=generator, device=device) * sd
+            p = torch.randn((n, 3, size, size), generator=generator, device=gen_device(generator, device)).to(device) * sd
         self.n, self.size = int(n), int(size)
         self.logits = p.clone().requires_grad_(True)
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..devices import gen_device
+
 
 class Affine:
     """A random affine transform; subclasses implement `matrices`."""
@@ -36,7 +38,7 @@ def _eye(n: int, device, dtype) -> torch.Tensor:
 
 
 def _uniform(n: int, lo: float, hi: float, generator, device, dtype) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device=device, dtype=dtype) * (hi - lo) + lo
+    return torch.rand(n, generator=generator, device=gen_device(generator, device), dtype=dtype).to(device) * (hi - lo) + lo
 
 
 def warp(images: torch.Tensor, mats: torch.Tensor, out_size: int | None = None, padding_mode: str = "reflection") -> torch.Tensor:
@@ -68,7 +70,8 @@ class _Jitter(Affine):
 
     def matrices(self, n, size, generator, device, dtype):
         m = _eye(n, device, dtype)
-        shift = torch.randint(-self.pixels, self.pixels + 1, (n, 2), generator=generator, device=device).to(dtype)
+        shift = torch.randint(-self.pixels, self.pixels + 1, (n, 2), generator=generator,
+                              device=gen_device(generator, device)).to(device=device, dtype=dtype)
         m[:, :2, 2] = shift * (2.0 / size)
         return m
 
@@ -110,7 +113,8 @@ class _Crop(Affine):
         m[:, 1, 1] = frac
         if self.random:
             room = 1.0 - frac  # max center offset in normalized units
-            m[:, :2, 2] = (torch.rand(n, 2, generator=generator, device=device, dtype=dtype) * 2 - 1) * room
+            u = torch.rand(n, 2, generator=generator, device=gen_device(generator, device), dtype=dtype).to(device)
+            m[:, :2, 2] = (u * 2 - 1) * room
         return m
 
 

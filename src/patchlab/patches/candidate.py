@@ -11,19 +11,23 @@ import torch
 
 from ..runio import atomic_write_json, atomic_write_text, save_png
 
-KINDS = ("synth", "feature", "natural", "control")
+GENERATED_KINDS = ("synth", "feature", "natural")  # made by a generator of the registry
+NULL_KIND = "control"  # null controls: does mere occlusion do it? (noise, gray, source photo, library photo)
+REFERENCE_KIND = "reference"  # positive reference: a real target photo pasted the same way
+KINDS = GENERATED_KINDS + (NULL_KIND, REFERENCE_KIND)
 
 
 @dataclass
 class Candidate:
     """A patch (3,h,w) in [0,1] plus how it was made.
 
-    kind: synth | feature | natural | control. name: unique, file-name safe.
+    kind: one of KINDS (a generator's kind, a null control, or the target reference). name: unique, file-name safe.
     provenance: free-form facts (donor class, source image, crop box, atlas
     cell, objective, steps...). curve: optimization curve rows, e.g.
     {"step": 10, "loss": 1.2, "success": 0.4}. reads_as: what the model calls
     the patch on its own ({"index", "name", "prob"}), filled by the generator
-    or the evaluator.
+    or the evaluator. members: patches of a pooled control (e.g. 20 random
+    library photos); `patch` is then the first of them, shown in the report.
     """
 
     patch: torch.Tensor
@@ -33,6 +37,8 @@ class Candidate:
     curve: list[dict[str, float]] = field(default_factory=list)
     score: float | None = None
     reads_as: dict[str, Any] | None = None
+    members: torch.Tensor | None = None  # (K,3,h,w): a pooled control, each row the median over its K patches
+    source_view: torch.Tensor | None = None  # (3,H,W): the photo a natural patch was cut from, crop box drawn
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -48,9 +54,12 @@ class Candidate:
         }
 
     def save(self, folder: str | Path) -> dict[str, str]:
-        """Write NAME.png, NAME.pt (float tensor), NAME.curve.csv and NAME.json; returns the paths."""
+        """Write NAME.png, NAME.pt (float tensor), NAME.curve.csv, NAME.json and NAME.source.png
+    (natural patches: the source photo with the crop box); returns the paths."""
         folder = Path(folder)
         paths = {"png": str(save_png(folder / f"{self.name}.png", self.patch))}
+        if self.source_view is not None:
+            paths["source_view"] = str(save_png(folder / f"{self.name}.source.png", self.source_view))
         buf = io.BytesIO()
         torch.save(self.patch.cpu().float(), buf)
         from ..runio import atomic_write_bytes

@@ -22,12 +22,17 @@ log p(donor) of the patch alone.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .candidate import Candidate, top1
+
+if TYPE_CHECKING:
+    from .registry import GeneratorJob
 
 
 def pair_direction(classifier, source: int, target: int) -> torch.Tensor:
@@ -166,3 +171,20 @@ def tune_feature_patches(
         out.append(Candidate(tuned.patch, "feature", tuned.name, provenance=prov, curve=tuned.curve,
                              score=tuned.score, reads_as=tuned.reads_as))
     return out
+
+
+def propose(job: "GeneratorJob") -> list[Candidate]:
+    """Registry entry: the pair direction rendered plain and disguised as each top donor
+    (Carter et al. 2019), then EOT-tuned on the train images (Brown et al. 2017)."""
+    clf, pair, b = job.classifier, job.pair, job.budget
+    if clf.head is None:
+        job.notes["skipped"] = (f"{clf.spec} has no linear head, so there is no pair direction "
+                                "(w_target - w_source) to render: no feature candidates")
+        return []
+    rendered = feature_patches(clf, pair.source, pair.target, n_plain=b.feature_plain, donors=job.donors[: b.n_donors_used],
+                               steps=b.feature_steps, generator=job.generator, progress=job.progress)
+    tuned = tune_feature_patches(clf, rendered, pair.train, pair.source, pair.target, steps=b.tune_steps,
+                                 generator=job.generator, progress=job.progress) if b.tune_steps else []
+    if not b.evaluate_untuned_disguised:  # their tuned versions are evaluated instead
+        rendered = [c for c in rendered if "donor_class" not in c.provenance]
+    return rendered + tuned

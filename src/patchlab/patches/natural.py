@@ -11,8 +11,11 @@ log p(target) - log p(source). Every step is batched on the device.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,12 @@ from torchvision.ops import box_iou, roi_align
 
 from .apply import CORNERS, apply_patch, named_centers
 from .candidate import Candidate, reads_as
+from .feature import pair_direction
+
+if TYPE_CHECKING:
+    from .registry import GeneratorJob
+
+log = logging.getLogger("patchlab")
 
 
 @dataclass
@@ -208,3 +217,71 @@ def natural_patches(
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return cands, stats
+
+
+def with_box(photo: torch.Tensor, box_xyxy: Sequence[float], width: int = 3) -> torch.Tensor:
+    """A copy of a (3,H,W) photo with the box x1,y1,x2,y2 (pixels) outlined in red."""
+    out = photo.detach().cpu().clone()
+    h, w = out.shape[-2:]
+    x1, y1, x2, y2 = (int(round(v)) for v in box_xyxy)
+    x1, x2 = max(0, min(x1, w - 1)), max(1, min(x2, w))
+    y1, y2 = max(0, min(y1, h - 1)), max(1, min(y2, h))
+    red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
+    for ys, xs in ((slice(y1, y1 + width), slice(x1, x2)), (slice(y2 - width, y2), slice(x1, x2)),
+                   (slice(y1, y2), slice(x1, x1 + width)), (slice(y1, y2), slice(x2 - width, x2))):
+        out[:, ys, xs] = red
+    return out
+
+
+def donor_images(classifier, donors: Sequence[int], per_class: int, seed: int, donor_data: str | Path | None):
+    """(images, labels, names) of the donor classes: real photos from donor_data, else exemplars."""
+    if donor_data is not None:
+        from ..data import discover, load_images
+
+        records = [r for r in discover(donor_data, classifier.classes) if r.label in set(donors)]
+        picked = []
+        for d in donors:
+            picked += [r for r in records if r.label == d][: per_class * 4]
+        if picked:
+            got = load_images(picked, classifier.input_size, classifier.crop_pct)
+            return got.images, got.labels, got.paths
+        log.warning("no images of the donor classes in %s: using synthesized donor exemplars", donor_data)
+    from ..exemplars import exemplars
+
+    imgs, labels, names = [], [], []
+    for d in donors:
+        ex = exemplars(classifier, d, per_class, seed=seed + d)
+        imgs.append(ex.images.cpu())
+        labels += [d] * len(ex.images)
+        names += [f"exemplar {classifier.classes.label(d)} #{i}" for i in range(len(ex.images))]
+    return torch.cat(imgs), torch.tensor(labels), names
+
+
+def propose(job: "GeneratorJob") -> list[Candidate]:
+    """Registry entry: natural patches. With a photo library, the library search
+    (`patchlab.library`); else crops of donor images (photos from donor_data, or
+    exemplars of the atlas's top donors), ranked by measured gain."""
+    clf, pair, b = job.classifier, job.pair, job.budget
+    if clf.head is None:
+        job.notes["skipped"] = (f"{clf.spec} has no linear head, so there is no pair direction to guide "
+                                "the crop search: no natural candidates")
+        return []
+    if job.library is not None:
+        from ..library import index_library, search_library
+
+        index = index_library(clf, job.library, progress=job.progress)
+        cands, stats = search_library(clf, index, pair.train, pair.source, pair.target, top_k=b.natural_top,
+                                      generator=job.generator, progress=job.progress)
+        photos = index.load_photos([c.provenance["library_row"] for c in cands]) if cands else []
+        for cand, photo in zip(cands, photos):
+            cand.source_view = with_box(photo, cand.provenance["box_xyxy"])
+        job.notes.update(source=f"photo library {job.library} ({len(index.paths)} photos)", search=stats)
+        return cands
+    ids = job.donors[: b.n_donors_used]
+    d_imgs, d_labels, d_names = donor_images(clf, ids, b.donor_images, job.seed, job.donor_data)
+    cands, stats = natural_patches(clf, pair.source, pair.target, pair.train, d_imgs, d_labels,
+                                   pair_direction(clf, pair.source, pair.target), donor_names=[str(n) for n in d_names],
+                                   top_k=b.natural_top, generator=job.generator, **b.natural)
+    job.notes.update(source="donor photos" if job.donor_data else "donor exemplars (no photo library given)",
+                     search=stats)
+    return cands

@@ -26,11 +26,12 @@ from ..runio import (
     COMPLETE_MARKER, atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir, is_complete,
     mark_complete, new_manifest, save_png, versions,
 )
+from ..patches.candidate import GENERATED_KINDS, NULL_KIND, REFERENCE_KIND
 from . import figures as figs
 from .html import index_page, run_page
 
 log = logging.getLogger("patchlab")
-SCHEMA = "patchlab.summary/1"
+SCHEMA = "patchlab.summary/2"
 FIGURES = ("success_vs_area", "placement_heatmap", "patch_gallery", "examples")
 
 
@@ -46,55 +47,70 @@ def _class(index: int | None, name: str) -> dict[str, Any]:
     return {"index": index, "name": name}
 
 
-def build_summary(evaluation, context: dict[str, Any]) -> dict[str, Any]:
-    """summary.json: source, target, model, data {kind, how, counts {train,
-    held_out, denominator}, files, skipped}, donors, protocols, primary_protocol,
-    config, candidates and controls [{name, kind, reads_as, donor, static {rate,
-    ci, size, placement}, dynamic {rate, ci}, random {rate, ci, size},
-    lift_over_best_control {value, ci, control, protocol}, lift_by_protocol,
-    patch_file}], best_candidate, best_disguised_candidate, examples, timings,
-    versions, seed, complete."""
-    ev = evaluation
-    data = dict(context.get("data") or {})
+def _headline(s: dict | None, primary: str) -> dict | None:
+    """The headline of a chosen candidate: its confirmation count, the selection figure beside it."""
+    if s is None:
+        return None
+    r, sel = s[primary], s["selection"][primary]
+    return {"name": s["name"], "kind": s["kind"], "protocol": primary, "rate": r["rate"], "ci": r["ci"], "n": r["n"],
+            "size": r.get("size"), "selection_rate": sel["rate"], "selection_ci": sel["ci"],
+            "reads_as": (s.get("reads_as") or {}).get("name"), "donor": s.get("donor")}
+
+
+def _data_block(evaluation, context: dict[str, Any]) -> dict[str, Any]:
+    data = dict(context.get("pair") or context.get("data") or {})
     data.setdefault("kind", "real")
     data.setdefault("how", "")
     counts = dict(data.get("counts") or {})
-    counts.update(held_out=ev.n_images, denominator=ev.denominator)
+    for split, info in evaluation.splits.items():
+        counts[split] = info["n_images"]
+        counts[f"{split}_denominator"] = info["denominator"]
     counts.setdefault("train", 0)
     data["counts"] = counts
-    data.setdefault("files", ev.image_names[:2000])
+    data.setdefault("files", {split: info["files"][:2000] for split, info in evaluation.splits.items()})
     data.setdefault("skipped", [])
-    entries = []
-    for s in ev.summary:
-        entries.append(dict(s, patch_file=f"patches/{s['name']}.png"))
+    return data
+
+
+def build_summary(evaluation, context: dict[str, Any]) -> dict[str, Any]:
+    """summary.json (schema SCHEMA): source, target, model, data {kind, how, rule,
+    counts {train, selection, confirmation, target, *_denominator}, files {split: [...]},
+    skipped}, selection and confirmation {n_images, denominator}, donors, protocols,
+    primary_protocol, config, candidates / controls (null) / references [{name, kind,
+    reads_as, donor, static|dynamic|random: confirmation {rate, ci, n, size, placement},
+    selection {protocol: same, counted on selection}, lift_over_best_control {value, ci,
+    control, protocol}, lift_by_protocol, patch_file}], best_candidate and
+    best_disguised_candidate {name, kind, protocol, rate, ci, n, size, selection_rate,
+    selection_ci, reads_as, donor}, reference (the target photo's headline), examples,
+    generator_notes, timings, versions, seed, complete."""
+    ev = evaluation
     primary = ev.primary_protocol
-
-    def headline(s: dict | None) -> dict | None:
-        if s is None:
-            return None
-        r = s[primary]
-        return {"name": s["name"], "kind": s["kind"], "protocol": primary, "rate": r["rate"], "ci": r["ci"],
-                "reads_as": (s.get("reads_as") or {}).get("name"), "donor": s.get("donor")}
-
+    entries = [dict(s, patch_file=f"patches/{s['name']}.png") for s in ev.summary]
+    refs = [e for e in entries if e["kind"] == REFERENCE_KIND]
     return {
         "schema": SCHEMA,
         "source": _class(ev.source, ev.source_name), "target": _class(ev.target, ev.target_name),
-        "model": context.get("model"), "data": data, "donors": list(context.get("donors") or []),
+        "model": context.get("model"), "data": _data_block(ev, context),
+        "selection": {k: v for k, v in ev.splits.get("selection", {}).items() if k != "files"},
+        "confirmation": {k: v for k, v in ev.splits.get("confirmation", {}).items() if k != "files"},
+        "donors": list(context.get("donors") or []),
         "protocols": list(ev.config["protocols"]), "primary_protocol": primary, "config": ev.config,
-        "candidates": [e for e in entries if e["kind"] != "control"],
-        "controls": [e for e in entries if e["kind"] == "control"],
-        "best_candidate": headline(ev.best()), "best_disguised_candidate": headline(ev.best(disguised=True)),
-        "examples": [], "timings": dict(ev.timings, **(context.get("timings") or {})),
-        "versions": versions(), "seed": context.get("seed"), "complete": False,
+        "candidates": [e for e in entries if e["kind"] in GENERATED_KINDS],
+        "controls": [e for e in entries if e["kind"] == NULL_KIND], "references": refs,
+        "best_candidate": _headline(ev.best(), primary), "best_disguised_candidate": _headline(ev.best(disguised=True), primary),
+        "reference": _headline(refs[0], primary) if refs and refs[0].get(primary) else None,
+        "examples": [], "generator_notes": context.get("generator_notes") or {},
+        "timings": dict(ev.timings, **(context.get("timings") or {})),
+        "versions": versions(), "seed": context.get("seed"), "complete": True,
     }
 
 
-def write_run(run_dir: str | Path, evaluation, context: dict[str, Any] | None = None) -> Path:
+def write_run(run_dir: str | Path, evaluation, context: dict[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
     """Write a whole run folder atomically, file by file; COMPLETE goes last.
 
-    context: model, data {kind, how, counts {train}, files, skipped}, donors,
-    seed, timings, manifest (from runio.new_manifest; made here when absent).
-    Returns the path of report.html."""
+    context: model, pair (PairData.manifest()) or data {kind, how, counts, files,
+    skipped}, donors, seed, timings, generator_notes, manifest (from
+    runio.new_manifest; made here when absent). Returns (summary, report.html path)."""
     context = dict(context or {})
     run_dir = Path(run_dir)
     manifest = context.get("manifest") or new_manifest(
@@ -110,12 +126,10 @@ def write_run(run_dir: str | Path, evaluation, context: dict[str, Any] | None = 
             save_png(run_dir / files[f"{key}_file"], ex[key])
         summary["examples"].append(dict({k: v for k, v in ex.items() if k not in ("before", "after")}, **files))
     atomic_write_text(run_dir / "results.csv", evaluation.results.to_csv(index=False))
-    atomic_write_json(run_dir / "summary.json", summary)
-    summary["complete"] = True
-    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run_dir / "summary.json", summary)  # complete=True is only believed with COMPLETE beside it
     html_path = rebuild_report(run_dir)
     mark_complete(run_dir, manifest)
-    return html_path
+    return summary, html_path
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -135,13 +149,13 @@ def rebuild_report(run_dir: str | Path) -> Path:
     the saved patch and example PNGs. Returns the path of report.html."""
     run_dir = Path(run_dir)
     summary, results = load_run(run_dir)
-    entries = summary.get("candidates", []) + summary.get("controls", [])
+    entries = summary.get("candidates", []) + summary.get("controls", []) + summary.get("references", [])
     primary = summary.get("primary_protocol")
     def by_rate(rows: list[dict]) -> list[str]:
         return [e["name"] for e in sorted(rows, key=lambda e: -((e.get(primary) or {}).get("rate") or 0))]
 
     attacks, controls = by_rate(summary.get("candidates", [])), by_rate(summary.get("controls", []))
-    order = attacks[:5] + controls[:1]
+    order = attacks[:5] + controls[:1] + [e["name"] for e in summary.get("references", [])]
     made = {
         "success_vs_area": figs.success_vs_area(results),
         "placement_heatmap": figs.placement_heatmap(results, order),
@@ -151,12 +165,15 @@ def rebuild_report(run_dir: str | Path) -> Path:
     for key, png in made.items():
         if png:
             atomic_write_bytes(run_dir / "figures" / f"{key}.png", png)
-    thumbs = {}
+    thumbs, views = {}, {}
     for e in entries:
         p = run_dir / e.get("patch_file", "")
         if e.get("patch_file") and p.is_file():
             thumbs[e["name"]] = p.read_bytes()
-    return atomic_write_text(run_dir / "report.html", run_page(summary, made, thumbs))
+            view = p.with_name(f"{e['name']}.source.png")
+            if view.is_file():
+                views[e["name"]] = view.read_bytes()
+    return atomic_write_text(run_dir / "report.html", run_page(summary, made, thumbs, views))
 
 
 def update_index(reports_root: str | Path) -> Path:

@@ -15,6 +15,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ..patches.candidate import GENERATED_KINDS  # noqa: E402
+from ..protocols import PROTOCOLS  # noqa: E402
+
 PROTOCOL_TITLES = {
     "static": "static (best position at each size)",
     "dynamic": "dynamic (best position per image)",
@@ -35,20 +38,29 @@ def _png(fig) -> bytes:
 
 
 def _palette(names: list[str], kinds: dict[str, str]) -> dict[str, Any]:
-    attacks = [n for n in names if kinds.get(n) != "control"]
-    ctrls = [n for n in names if kinds.get(n) == "control"]
+    attacks = [n for n in names if kinds.get(n) in GENERATED_KINDS]
+    ctrls = [n for n in names if kinds.get(n) not in GENERATED_KINDS]
     cols = dict(zip(attacks, sns.color_palette("tab10", max(1, len(attacks)))))
     cols.update(zip(ctrls, sns.color_palette("Greys", len(ctrls) + 2)[2:]))
     return cols
 
 
+def confirmation_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows counted on confirmation images (what every figure shows)."""
+    return results[results["split"] == "confirmation"] if "split" in results else results
+
+
 def curve_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Per protocol, candidate and size: the rows the success-vs-area plot shows."""
-    res = results[results["size"].notna()].copy()
+    """Per protocol, candidate and size: the confirmation rows the success-vs-area plot
+    shows (static: at the position chosen on selection for that size)."""
+    res = confirmation_rows(results)
+    res = res[res["size"].notna()].copy()
     static = res[res["protocol"] == "static"]
     if len(static):
-        idx = static.groupby(["candidate", "size"], sort=False)["success_rate"].idxmax()
-        res = pd.concat([res[res["protocol"] != "static"], static.loc[idx]])
+        sel = results[(results["split"] == "selection") & (results["protocol"] == "static")] if "split" in results else static
+        best = sel.loc[sel.groupby(["candidate", "size"], sort=False)["success_rate"].idxmax(), ["candidate", "size", "placement"]]
+        static = static.merge(best, on=["candidate", "size", "placement"])
+        res = pd.concat([res[res["protocol"] != "static"], static])
     res["area_pct"] = res["size"] * 100
     return res
 
@@ -56,7 +68,8 @@ def curve_table(results: pd.DataFrame) -> pd.DataFrame:
 def success_vs_area(results: pd.DataFrame) -> bytes:
     """Success rate against patch area with Wilson 95 % bands, one panel per protocol."""
     data = curve_table(results)
-    protos = [p for p in ("static", "dynamic", "random") if p in set(data["protocol"])]
+    results = confirmation_rows(results)
+    protos = [p for p in PROTOCOLS if p in set(data["protocol"])]
     kinds = dict(zip(results["candidate"], results["kind"]))
     names = list(dict.fromkeys(results["candidate"]))
     pal = _palette(names, kinds)
@@ -82,7 +95,8 @@ def success_vs_area(results: pd.DataFrame) -> bytes:
 
 
 def placement_heatmap(results: pd.DataFrame, order: list[str], limit: int = 6) -> bytes | None:
-    """Static success rate by size x position, one panel per candidate (best first)."""
+    """Static success rate on confirmation by size x position, one panel per candidate (best first)."""
+    results = confirmation_rows(results)
     static = results[results["protocol"] == "static"]
     if not len(static):
         return None

@@ -17,7 +17,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em a
 h1{font-size:1.5em} h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0} th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:middle}
 th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
-img.fig{max-width:100%} img.thumb{width:64px;height:64px;image-rendering:pixelated}
+img.fig{max-width:100%} img.thumb{width:64px;height:64px;image-rendering:pixelated} img.photo{width:160px;height:160px}
 .note{color:#666;font-size:.85em} .bad{color:#a00} .ok{color:#070} details{margin:.5em 0}
 code{background:#f4f4f4;padding:0 .2em}
 """
@@ -49,7 +49,8 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
-def rate_cell(r: dict | None, with_setting: bool = False) -> str:
+def rate_cell(r: dict | None, with_setting: bool = False, selection: dict | None = None) -> str:
+    """Confirmation rate with its interval, the setting chosen on selection, and the selection figure."""
     if not r:
         return "<td>–</td>"
     ci = r.get("ci") or [None, None]
@@ -57,6 +58,8 @@ def rate_cell(r: dict | None, with_setting: bool = False) -> str:
     if with_setting and r.get("size") is not None:
         size = 100 * r["size"]
         text += f"<br><span class=note>{size:g} % {esc(r.get('placement', ''))}</span>"
+    if selection:
+        text += f"<br><span class=note>selection {pct(selection.get('rate'))}</span>"
     return f'<td class="num">{text}</td>'
 
 
@@ -72,12 +75,13 @@ def lift_cell(lift: dict | None) -> str:
 
 def candidate_table(entries: list[dict], thumbs: dict[str, bytes], protocols: list[str]) -> str:
     head = "<tr><th>patch</th><th>name</th><th>kind</th><th>alone reads as</th>"
-    head += "".join(f"<th>{esc(p)}</th>" for p in protocols) + "<th>lift over best control</th></tr>"
+    head += "".join(f"<th>{esc(p)}</th>" for p in protocols) + "<th>lift over best null control</th></tr>"
     rows = []
     for e in entries:
         ra = e.get("reads_as") or {}
-        donor = f"<br><span class=note>donor: {esc(e['donor'])}</span>" if e.get("donor") else ""
-        cells = "".join(rate_cell(e.get(p), with_setting=p != "dynamic") for p in protocols)
+        donor = f"<br><span class=note>donor: {esc(e['donor'])}</span>" if e.get("donor") is not None else ""
+        sel = e.get("selection") or {}
+        cells = "".join(rate_cell(e.get(p), p != "dynamic", sel.get(p)) for p in protocols)
         rows.append(
             f"<tr><td>{img(thumbs.get(e['name']), e['name'], 'thumb')}</td><td>{esc(e['name'])}{donor}</td>"
             f"<td>{esc(e['kind'])}</td><td>{esc(ra.get('name'))} <span class=note>{pct(ra.get('prob'))}</span></td>"
@@ -90,39 +94,86 @@ def kv_table(d: dict) -> str:
     return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in d.items()) + "</table>"
 
 
-def run_page(summary: dict, figures: dict[str, bytes | None], thumbs: dict[str, bytes]) -> str:
+def _headline_html(summary: dict) -> str:
+    primary = summary.get("primary_protocol")
+    best, disguised, ref = summary.get("best_candidate"), summary.get("best_disguised_candidate"), summary.get("reference")
+
+    def one(b: dict) -> str:
+        lo, hi = b.get("ci") or (None, None)
+        return (f"{esc(b['name'])} at <b>{pct(b.get('rate'))}</b> [{pct(lo)}, {pct(hi)}] on confirmation "
+                f"<span class=note>(chosen on selection, where it scored {pct(b.get('selection_rate'))})</span>")
+
+    parts = []
+    if best:
+        parts.append(f"<p><b>Best candidate</b> ({esc(primary)} protocol): {one(best)}.</p>")
+    if disguised:
+        donor = f", donor {esc(disguised.get('donor'))}" if disguised.get("donor") is not None else ""
+        parts.append(f"<p><b>Best disguised</b> (alone reads as {esc(disguised.get('reads_as'))}{donor}): {one(disguised)}.</p>")
+    if ref:
+        parts.append(f"<p class=note>Reference: a real target photo pasted the same way gets {pct(ref.get('rate'))} "
+                     "(a positive reference, not subtracted from any lift).</p>")
+    return "".join(parts)
+
+
+def sources_html(entries: list[dict], views: dict[str, bytes]) -> str:
+    """Each natural candidate next to the photo it was cut from (crop box drawn), the photo's file
+    name and class, and what the crop alone reads as."""
+    rows = []
+    for e in entries:
+        prov = e.get("provenance") or {}
+        if e["name"] not in views:
+            continue
+        label = prov.get("photo_label_name") or "unlabelled"
+        top1 = prov.get("photo_top1") or {}
+        ra = e.get("reads_as") or {}
+        rows.append(
+            f"<tr><td>{img(views[e['name']], 'source photo of ' + e['name'], 'photo')}</td>"
+            f"<td>{img(e.get('_thumb'), e['name'], 'thumb')}</td><td>{esc(e['name'])}<br>"
+            f"<span class=note>{esc(prov.get('method'))}</span></td><td><code>{esc(prov.get('file'))}</code><br>"
+            f"labelled {esc(label)}; the model: {esc(top1.get('name'))} {pct(top1.get('prob'))}</td>"
+            f"<td>{esc(ra.get('name'))} {pct(ra.get('prob'))}</td></tr>")
+    if not rows:
+        return ""
+    head = "<tr><th>source photo (crop box in red)</th><th>patch</th><th>candidate</th><th>photo</th><th>crop alone reads as</th></tr>"
+    return f"<h2>Natural candidates and their photos</h2><table>{head}{''.join(rows)}</table>"
+
+
+def _notes_html(notes: dict) -> str:
+    rows = {name: n.get("skipped") or n.get("source") for name, n in (notes or {}).items() if n.get("skipped") or n.get("source")}
+    return ("<h2>Generators</h2>" + kv_table(rows)) if rows else ""
+
+
+def run_page(summary: dict, figures: dict[str, bytes | None], thumbs: dict[str, bytes],
+             views: dict[str, bytes] | None = None) -> str:
     src, tgt = summary["source"]["name"], summary["target"]["name"]
     data = summary.get("data", {})
     counts = data.get("counts", {})
     protocols = summary.get("protocols", [])
-    primary = summary.get("primary_protocol")
-    best, disguised = summary.get("best_candidate"), summary.get("best_disguised_candidate")
     parts = [f"<h1>{esc(src)} &rarr; {esc(tgt)}</h1>"]
     status = '<span class="ok">complete</span>' if summary.get("complete") else '<span class="bad">incomplete</span>'
+    who = f"as {esc(src)}" if summary["source"].get("index") is not None else f"as anything but {esc(tgt)}"
     parts.append(
-        f"<p>Model <code>{esc(summary.get('model'))}</code>; {esc(data.get('kind'))} data "
-        f"({esc(data.get('how'))}); {esc(counts.get('held_out'))} held-out images, "
-        f"{esc(counts.get('denominator'))} classified "
-        + (f"as {esc(src)}" if summary["source"].get("index") is not None else f"as anything but {esc(tgt)}")
-        + " when clean (the denominator); "
+        f"<p>Model <code>{esc(summary.get('model'))}</code>; {esc(data.get('kind'))} images ({esc(data.get('how'))}): "
+        f"{esc(counts.get('train'))} train, {esc(counts.get('selection'))} selection "
+        f"({esc(counts.get('selection_denominator'))} counted), {esc(counts.get('confirmation'))} confirmation "
+        f"({esc(counts.get('confirmation_denominator'))} counted: classified {who} when clean); "
         f"seed {esc(summary.get('seed'))}; {status}.</p>"
     )
-    if best:
-        parts.append(
-            f"<p><b>Best candidate</b> ({esc(primary)} protocol): {esc(best['name'])} at {pct(best.get('rate'))}"
-            + (f"; <b>best disguised</b> (alone reads as {esc(disguised.get('reads_as'))}"
-               + (f", donor {esc(disguised.get('donor'))}" if disguised.get("donor") else "")
-               + f"): {esc(disguised['name'])} at {pct(disguised.get('rate'))}" if disguised else "")
-            + ".</p>"
-        )
+    parts.append(_headline_html(summary))
     parts.append("<h2>Candidates</h2>" + candidate_table(summary.get("candidates", []), thumbs, protocols))
-    parts.append("<h2>Controls</h2>" + candidate_table(summary.get("controls", []), thumbs, protocols))
+    parts.append("<h2>Null controls and reference</h2>"
+                 + candidate_table(summary.get("controls", []) + summary.get("references", []), thumbs, protocols))
     parts.append(
-        '<p class="note">Rates: targeted success (top-1 = target) over the denominator with Wilson 95 % intervals. '
-        "Static: one size and position for all images (best shown); dynamic: best position x size per image; random: "
-        "mean over random placements and rotations (best size shown). Lift: Newcombe 95 % interval for the "
-        "difference from the best control under the same protocol.</p>"
+        '<p class="note">Rates: targeted success (top-1 = target) on the CONFIRMATION images, Wilson 95 % intervals. '
+        "Each candidate's size and placement, and the best candidate, were chosen on separate SELECTION images "
+        "(their figure is shown beside, labelled); no confirmation image took part in any choice. "
+        "Static: one size and position for all images; dynamic: best position x size per image; random: "
+        "mean over random placements and rotations. Lift: Newcombe 95 % interval for the difference from the best "
+        "NULL control (noise, gray, source photo, library photos; chosen on selection) under the same protocol. "
+        "The target-photo reference is shown, never subtracted.</p>"
     )
+    parts.append(sources_html([dict(e, _thumb=thumbs.get(e["name"])) for e in summary.get("candidates", [])], views or {}))
+    parts.append(_notes_html(summary.get("generator_notes")))
     captions = {
         "success_vs_area": "Success against patch area (bands: Wilson 95 %)",
         "placement_heatmap": "Static success by size and position",
@@ -132,22 +183,25 @@ def run_page(summary: dict, figures: dict[str, bytes | None], thumbs: dict[str, 
     for key, cap in captions.items():
         if figures.get(key):
             parts.append(f"<h2>{esc(cap)}</h2>{img(figures[key], cap)}")
-    files = data.get("files") or []
-    skipped = data.get("skipped") or []
-    ctrl_files = data.get("control_files") or []
-    parts.append(
-        f"<h2>Data</h2><details><summary>{len(files)} held-out image file(s)</summary><ul>"
-        + "".join(f"<li>{esc(f)}</li>" for f in files) + "</ul></details>"
-        + (f"<details><summary>{len(ctrl_files)} image file(s) for the crop controls</summary><ul>"
-           + "".join(f"<li>{esc(f)}</li>" for f in ctrl_files) + "</ul></details>" if ctrl_files else "")
-        + (f"<details><summary>{len(skipped)} skipped file(s)</summary><ul>"
-           + "".join(f"<li>{esc(s)}</li>" for s in skipped) + "</ul></details>" if skipped else "")
-    )
+    parts.append("<h2>Data</h2>" + _files_html(data))
     if summary.get("donors"):
-        parts.append("<h2>Donors</h2><ul>" + "".join(f"<li>{esc(d)}</li>" for d in summary["donors"]) + "</ul>")
+        parts.append("<h2>Donors</h2><ol>" + "".join(f"<li>{esc(_donor_name(d))}</li>" for d in summary["donors"]) + "</ol>")
     parts.append("<h2>Timings</h2>" + kv_table(summary.get("timings", {})))
     parts.append("<h2>Versions</h2>" + kv_table(summary.get("versions", {})))
     return page(f"patchlab: {src} -> {tgt}", "\n".join(parts))
+
+
+def _donor_name(d: Any) -> str:
+    return str(d.get("name") or d.get("class") or d.get("index")) if isinstance(d, dict) else str(d)
+
+
+def _files_html(data: dict) -> str:
+    files = data.get("files") or {}
+    if not isinstance(files, dict):
+        files = {"evaluated": files}
+    groups = list(files.items()) + [("target reference", data.get("target_files") or []), ("skipped", data.get("skipped") or [])]
+    return "".join(f"<details><summary>{len(items)} {esc(name)} file(s)</summary><ul>"
+                   + "".join(f"<li>{esc(f)}</li>" for f in items) + "</ul></details>" for name, items in groups if items)
 
 
 def index_page(rows: list[dict]) -> str:

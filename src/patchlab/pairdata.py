@@ -1,0 +1,212 @@
+"""PairData: the images of one class pair, split by ONE rule for every command.
+
+Splits (ANCHORS: "optimize on one split, choose on another, count on a third"):
+  train         generators may look at these (optimize, score crops)
+  selection     size, placement and the best candidate are chosen here
+  confirmation  headline counts only; nothing is chosen on them
+plus target-class images (a positive reference, never a null control).
+
+The rule: items (exemplar indices in order, or photo files sorted by path)
+fall into blocks of 8; in each block a seeded permutation of the pattern
+2 train / 2 selection / 4 confirmation says which split each item goes to.
+An item's split depends only on the seed and its position, never on how many
+images a command asks for, so `synth` then `evaluate` on the same folder (or the
+same exemplar seed) never count a training image.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .devices import stage_generator
+from .errors import UserError
+
+log = logging.getLogger("patchlab")
+
+SPLITS = ("train", "selection", "confirmation")
+BLOCK = ("train",) * 2 + ("selection",) * 2 + ("confirmation",) * 4
+RULE = "blocks of 8 in item order, each a seeded permutation of 2 train / 2 selection / 4 confirmation"
+ANY = "any"
+ANY_CLASSES = 8  # classes drawn for exemplars when the source is `any` (Brown et al.: variety helps)
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    """How many images each split gets (exemplars: exact; photos: at most)."""
+
+    train: int
+    selection: int
+    confirmation: int
+    target: int = 2
+
+    def items_needed(self) -> int:
+        """Items to generate so that every split reaches its size under the block rule."""
+        blocks = max(-(-self.train // 2), -(-self.selection // 2), -(-self.confirmation // 4), 1)
+        return blocks * len(BLOCK)
+
+
+def split_of(n_items: int, seed: int) -> list[str]:
+    """The split of each of n_items items (see the module docstring); a prefix-stable rule."""
+    g = stage_generator(seed, "split")
+    out: list[str] = []
+    while len(out) < n_items:
+        out += [BLOCK[i] for i in torch.randperm(len(BLOCK), generator=g).tolist()]
+    return out[:n_items]
+
+
+def split_indices(n_items: int, seed: int, sizes: SplitSizes | None = None) -> dict[str, list[int]]:
+    """Item indices per split, each capped at its size in `sizes` (None: uncapped)."""
+    out: dict[str, list[int]] = {s: [] for s in SPLITS}
+    for i, s in enumerate(split_of(n_items, seed)):
+        out[s].append(i)
+    if sizes is not None:
+        out = {s: idx[: getattr(sizes, s)] for s, idx in out.items()}
+    return out
+
+
+@dataclass
+class PairData:
+    """Images of a (source, target) pair, on CPU, in [0,1], (N,3,S,S) per split.
+
+    source None means "any class but the target" (universal patches)."""
+
+    source: int | None
+    target: int
+    images: dict[str, torch.Tensor]
+    names: dict[str, list[str]]
+    target_images: torch.Tensor
+    kind: str  # "real" | "synthesized"
+    how: str
+    seed: int
+    skipped: list[str] = field(default_factory=list)
+    target_names: list[str] = field(default_factory=list)
+
+    @property
+    def train(self) -> torch.Tensor:
+        return self.images["train"]
+
+    @property
+    def selection(self) -> torch.Tensor:
+        return self.images["selection"]
+
+    @property
+    def confirmation(self) -> torch.Tensor:
+        return self.images["confirmation"]
+
+    def counts(self) -> dict[str, int]:
+        return {s: len(self.images[s]) for s in SPLITS} | {"target": len(self.target_images)}
+
+    def manifest(self) -> dict[str, Any]:
+        """What a run records: the rule, seed, counts and every split's file names or exemplar ids."""
+        return {"kind": self.kind, "how": self.how, "rule": RULE, "seed": self.seed, "counts": self.counts(),
+                "files": {s: list(self.names[s]) for s in SPLITS}, "target_files": list(self.target_names),
+                "skipped": list(self.skipped)}
+
+    def pack(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, meta) for a StageStore."""
+        tensors = {s: self.images[s] for s in SPLITS} | {"target": self.target_images}
+        meta = {"source": self.source, "target": self.target, "names": self.names, "kind": self.kind,
+                "how": self.how, "seed": self.seed, "skipped": self.skipped, "target_names": self.target_names}
+        return tensors, meta
+
+    @classmethod
+    def unpack(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> "PairData":
+        return cls(meta["source"], meta["target"], {s: tensors[s].cpu() for s in SPLITS},
+                   {s: list(meta["names"][s]) for s in SPLITS}, tensors["target"].cpu(), meta["kind"], meta["how"],
+                   meta["seed"], list(meta["skipped"]), list(meta["target_names"]))
+
+
+def load_pair(
+    classifier, source: int | None, target: int, sizes: SplitSizes, *, data: str | Path | None = None,
+    seed: int = 0, photo_factor: int = 4, progress: bool = False,
+) -> PairData:
+    """PairData from photos (`data`: any layout `patchlab.data.discover` reads) or, without
+    data, from calibrated pair-aware exemplars (Carter et al. 2019's sources sit near the
+    pair's boundary). Photos: selection and confirmation take up to `photo_factor` x
+    their sizes (more real photos, tighter intervals)."""
+    if data is not None:
+        return _from_photos(classifier, source, target, sizes, Path(data), seed, photo_factor)
+    return _from_exemplars(classifier, source, target, sizes, seed, progress)
+
+
+def _split_tensor(images: torch.Tensor, names: list[str], idx: dict[str, list[int]]):
+    return {s: images[i] for s, i in idx.items()}, {s: [names[j] for j in i] for s, i in idx.items()}
+
+
+def _require(images: dict[str, torch.Tensor], where: str) -> None:
+    empty = [s for s in SPLITS if len(images[s]) == 0]
+    if empty:
+        raise UserError(f"not enough source images {where} for the {' and '.join(empty)} split(s) "
+                        f"(the split rule puts 2 of every 8 in train, 2 in selection, 4 in confirmation)")
+
+
+def _from_exemplars(classifier, source, target, sizes: SplitSizes, seed: int, progress: bool) -> PairData:
+    from .exemplars import describe, exemplars
+
+    n = sizes.items_needed()
+    if source is not None:
+        ex = exemplars(classifier, source, n, near=target, seed=seed, progress=progress)
+        images, how = ex.images.cpu(), describe(ex.settings)
+        names = [f"exemplar {classifier.classes.label(source)} #{i}" for i in range(n)]
+    else:
+        g = stage_generator(seed, "any-classes")
+        pool = [c for c in torch.randperm(classifier.num_classes, generator=g).tolist() if c != target][:ANY_CLASSES]
+        per = -(-n // len(pool))
+        parts, names = [], []
+        for c in pool:
+            parts.append(exemplars(classifier, c, per, seed=seed, progress=progress).images.cpu())
+            names += [f"exemplar {classifier.classes.label(c)} #{i}" for i in range(per)]
+        images, how = torch.cat(parts), f"calibrated exemplars of {len(pool)} random classes"
+    idx = split_indices(len(images), seed, sizes)
+    split, split_names = _split_tensor(images, names, idx)
+    tgt = exemplars(classifier, target, sizes.target, seed=seed + 1, progress=progress).images.cpu()
+    tnames = [f"exemplar {classifier.classes.label(target)} #{i}" for i in range(len(tgt))]
+    return PairData(source, target, split, split_names, tgt, "synthesized", how, seed, [], tnames)
+
+
+def _from_photos(classifier, source, target, sizes: SplitSizes, root: Path, seed: int, factor: int) -> PairData:
+    from .data import discover, load_images, select
+
+    records = discover(root, classifier.classes)
+    if source is None:
+        src = [r for r in records if r.label != target]
+        if not src:
+            raise UserError(f"no images in {root} outside the target class")
+    else:
+        src = select(records, source, classifier.classes, root)
+    src = sorted(src, key=lambda r: str(r.path))
+    caps = SplitSizes(sizes.train, sizes.selection * factor, sizes.confirmation * factor, sizes.target)
+    idx = split_indices(len(src), seed, caps)
+    split: dict[str, torch.Tensor] = {}
+    names: dict[str, list[str]] = {}
+    skipped: list[str] = []
+    for s in SPLITS:
+        recs = [src[i] for i in idx[s]]
+        got = load_images(recs, classifier.input_size, classifier.crop_pct) if recs else None
+        split[s] = got.images if got else torch.empty(0, 3, classifier.input_size, classifier.input_size)
+        names[s] = [_relative(p, root) for p in got.paths] if got else []
+        skipped += got.skipped if got else []
+    _require(split, f"in {root} ({len(src)} found)")
+    tgt_recs = sorted((r for r in records if r.label == target), key=lambda r: str(r.path))[: sizes.target]
+    if tgt_recs:
+        got = load_images(tgt_recs, classifier.input_size, classifier.crop_pct)
+        tgt, tnames = got.images, [_relative(p, root) for p in got.paths]
+    else:
+        from .exemplars import exemplars
+
+        log.warning("no %s images in %s: the target reference uses synthesized exemplars",
+                    classifier.classes.label(target), root)
+        tgt = exemplars(classifier, target, sizes.target, seed=seed + 1).images.cpu()
+        tnames = [f"exemplar {classifier.classes.label(target)} #{i}" for i in range(len(tgt))]
+    return PairData(source, target, split, names, tgt, "real", f"photos from {root}", seed, skipped, tnames)
+
+
+def _relative(path: str | Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)

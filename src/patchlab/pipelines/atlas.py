@@ -1,0 +1,55 @@
+"""`atlas`: load a model and build an activation atlas (the function behind `patchlab atlas`).
+
+`patchlab.atlas.build_atlas(classifier, ...)` is the lower-level function for
+a classifier already loaded, with every setting of `AtlasConfig`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import UserError
+
+log = logging.getLogger("patchlab")
+
+
+def atlas(
+    source: str | int | None = None,
+    target: str | int | None = None,
+    *,
+    model: str = "efficientnet_lite0",
+    weights: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    data: str | Path | None = None,
+    layer: str | None = None,
+    grid: int = 10,
+    donors: int = 10,
+    icons: bool | None = None,
+    icon_steps: int = 96,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> dict:
+    """Class-pair atlas with ranked donors (source and target: names or indices) or, without classes,
+    a whole-layer atlas of `layer`; returns the run's summary (out, files, notes, donors, ...).
+
+    data: an image folder (default: synthesized exemplars). grid: cells per
+    side. donors: how many donor classes to list. icons: optvis cell icons
+    (None: on with CUDA; on CPU, member-image crops, since rendering takes
+    minutes there). out: the run folder (default reports/atlas-...-TIME).
+    """
+    from ..atlas import build_atlas
+    from ..models import load_classifier
+
+    if source is None and target is None and layer is None:
+        raise UserError("give --classes SOURCE TARGET, or --layer L for a whole-layer atlas")
+    if data is not None and not Path(data).exists():
+        raise UserError(f"--data {data} does not exist")
+    clf = load_classifier(model, device, weights=str(weights) if weights else None)
+    if icons is None:  # ~0.9 s per optvis step for 16 icons on a 2-core CPU: 10+ minutes for a pair atlas
+        icons = clf.device.type == "cuda"
+        if not icons:
+            log.info("on CPU cells show member-image crops; --icons (icons=True) renders optvis icons (slow here)")
+    result = build_atlas(clf, source, target, images=data, layer=layer, grid=grid, n_donors=donors, out=out, seed=seed,
+                         progress=progress, icons=icons, icon_steps=icon_steps)
+    return result.summary()

@@ -1,0 +1,75 @@
+"""`paste`: the copy/paste search alone (the natural generator of the registry): natural
+patches from a photo library, or crops of donor images, ranked by measured gain on the
+pair's train split (Carter et al. 2019; Casper et al. 2022, "SNAFUE")."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+
+def paste(
+    source: str,
+    target: str,
+    *,
+    model: str = "efficientnet_lite0",
+    weights: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    data: str | Path | None = None,
+    library: str | Path | None = None,
+    donors: list[str] | None = None,
+    donor_data: str | Path | None = None,
+    budget: str = "quick",
+    top_k: int = 6,
+    donor_images: int = 3,
+    n_donors: int = 3,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Search natural patches for SOURCE -> TARGET and save the top-k as candidate files.
+
+    library: any photo folder (searched whole photos and crops); else donor classes
+    (given, else the top of the head-alignment ranking) cut from donor_data photos
+    or exemplars. Scored on the train split of `patchlab.pairdata` only.
+    Returns {out, candidates, search}."""
+    from ..atlas.donors import head_alignment, shortlist
+    from ..budgets import get_budget
+    from ..devices import stage_generator
+    from ..models import load_classifier
+    from ..pairdata import load_pair
+    from ..patches.natural import propose
+    from ..patches.registry import GeneratorJob
+    from ..runio import atomic_write_json, ensure_writable_dir, mark_complete, new_manifest
+
+    for path, what in ((data, "--data"), (donor_data, "--donor-data"), (library, "--library")):
+        if path is not None and not Path(path).exists():
+            raise UserError(f"{what} path does not exist: {path}")
+    clf = load_classifier(model, device, weights=str(weights) if weights else None)
+    s, t = clf.classes.resolve(source), clf.classes.resolve(target)
+    if s == t:
+        raise UserError("source and target must be different classes")
+    if clf.head is None:
+        raise UserError(f"model {clf.spec} has no linear head, so there is no pair direction to search by")
+    ids = [clf.classes.resolve(d) for d in donors] if donors else shortlist(head_alignment(clf.head.weight, s, t), n_donors, (s, t))
+    if set(ids) & {s, t}:
+        raise UserError("a donor class cannot be the source or the target")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = ensure_writable_dir(out or Path("reports") / f"paste-{clf.classes.slug(s)}-to-{clf.classes.slug(t)}-{stamp}")
+    config = {"source": clf.classes.label(s), "target": clf.classes.label(t), "donors": [clf.classes.label(i) for i in ids],
+              "library": str(library) if library else None, "donor_data": str(donor_data) if donor_data else None,
+              "data": str(data) if data else None, "top_k": top_k, "budget": budget}
+    manifest = new_manifest("paste", config, seed, clf.spec)
+    atomic_write_json(out / "manifest.json", manifest)
+    plan = replace(get_budget(budget), natural_top=top_k, donor_images=donor_images, n_donors_used=len(ids))
+    pair = load_pair(clf, s, t, plan.splits(), data=data, seed=seed, progress=progress)
+    job = GeneratorJob(pair=pair, classifier=clf, budget=plan, generator=stage_generator(seed, "natural"), donors=ids,
+                       donor_data=Path(donor_data) if donor_data else None, library=Path(library) if library else None,
+                       seed=seed, progress=progress)
+    rows = [dict(c.meta(), files=c.save(out)) for c in propose(job)]
+    manifest.update(result={"candidates": rows, "search": job.notes.get("search"), "pair": pair.manifest()})
+    mark_complete(out, manifest)
+    return {"out": str(out), "candidates": rows, "search": job.notes.get("search")}

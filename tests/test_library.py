@@ -1,0 +1,280 @@
+"""Photo library index and pair search (tiny model; one integration test on real photos)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from patchlab.data import ImageRecord, load_images
+from patchlab.errors import UserError
+from patchlab.library import (
+    index_library, library_photo_control, random_library_photos, search_library, spatial_basis,
+)
+from patchlab.library.search import eligible_photos, index_proposals, library_direction, window_scores
+from patchlab.models import tiny_classifier
+from patchlab.patches.feature import pooled_features
+
+SOURCE, TARGET = 1, 2
+REAL_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "realphotos"
+
+
+@pytest.fixture()
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _texture(seed: int, size: int = 40) -> np.ndarray:
+    """A smooth random colour texture (H,W,3) uint8."""
+    rng = np.random.default_rng(seed)
+    low = rng.random((5, 5, 3))
+    img = np.kron(low, np.ones((size // 5 + 1, size // 5 + 1, 1)))[:size, :size]
+    return (img * 255).astype(np.uint8)
+
+
+def _planted(size: int = 40) -> np.ndarray:
+    """A high-contrast red/blue checkerboard: unlike any texture."""
+    yy, xx = np.mgrid[:size, :size]
+    on = ((yy // 4 + xx // 4) % 2).astype(bool)
+    img = np.zeros((size, size, 3), np.uint8)
+    img[on] = (255, 0, 0)
+    img[~on] = (0, 0, 255)
+    return img
+
+
+def _write_library(folder: Path, n_textures: int = 7) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_textures):
+        Image.fromarray(_texture(i)).save(folder / f"texture_{i}.png")
+    Image.fromarray(_planted()).save(folder / "planted.png")
+    return folder
+
+
+def _planted_classifier(folder: Path):
+    """Tiny model whose head separates SOURCE -> TARGET along the planted photo's features:
+    d = f(planted) - mean f(others); both classes get a very low bias so no photo is top-1 for them."""
+    clf = tiny_classifier(seed=0)
+    files = sorted(folder.glob("*.png"))
+    imgs = load_images([ImageRecord(f) for f in files], clf.input_size, clf.crop_pct).images
+    f = pooled_features(clf, imgs)
+    p = [i for i, x in enumerate(files) if x.name == "planted.png"][0]
+    others = torch.cat([f[:p], f[p + 1 :]])
+    d = f[p] - others.mean(0)
+    with torch.no_grad():
+        w = clf.head.weight
+        w[TARGET] = w[SOURCE] + 4.0 * d / d.norm()
+        clf.head.bias[[SOURCE, TARGET]] = -100.0
+    return clf
+
+
+def _train_images(n: int = 4, size: int = 32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(5)
+    return torch.rand(n, 3, size, size, generator=g)
+
+
+def test_planted_photo_is_ranked_first(tmp_path, tmp_cache):
+    lib = _write_library(tmp_path / "lib")
+    clf = _planted_classifier(lib)
+    index = index_library(clf, lib, batch_size=4)
+    d, how = library_direction(clf, index, SOURCE, TARGET)
+    assert how.startswith("head")
+    # from the index alone: the planted photo's whole-photo score is the best
+    scores = index.pooled_scores(d)
+    assert index.paths[int(scores.argmax())] == "planted.png"
+    eligible, info = eligible_photos(index, SOURCE, TARGET)
+    assert eligible.all() and info["excluded_target_photos"] == 0
+    short, ranked = index_proposals(index, d, eligible, shortlist=6)
+    assert ranked == len(index) * 10 and index.paths[int(short.photo[0])] == "planted.png"
+    # and after exact scoring
+    cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, top_k=3, shortlist=6, n_random=2,
+                                  fine_keep=4, batch_size=32, generator=torch.Generator().manual_seed(0))
+    assert cands[0].provenance["file"] == "planted.png"
+    assert cands[0].provenance["score_gain_logodds"] > 0
+    assert [c.name for c in cands] == ["natural-1", "natural-2", "natural-3"]
+    assert len({c.provenance["file"] for c in cands}) == 3  # one per photo
+    gains = [c.provenance["score_gain_logodds"] for c in cands]
+    assert gains == sorted(gains, reverse=True)
+    for c in cands:
+        assert c.kind == "natural" and c.patch.shape == (3, 128, 128) and c.reads_as is not None
+        assert c.provenance["method"] in ("library photo, whole", "library crop")
+        assert c.provenance["photo_label"] is None and c.provenance["donor_class"] == c.provenance["photo_top1"]["index"]
+    assert stats["exactly_scored"] == 8 + 4 and stats["class_ranking"][0]["best_gain"] >= cands[0].score - 10
+    assert stats["proposals"] == ranked and stats["seconds"] > 0
+
+
+def test_corrupt_file_is_skipped_and_named(tmp_path, tmp_cache, caplog):
+    lib = _write_library(tmp_path / "lib", n_textures=3)
+    (lib / "broken.jpg").write_text("this is not a JPEG\n")
+    good = (lib / "planted.png").read_bytes()
+    (lib / "truncated.png").write_bytes(good[: len(good) // 2])
+    clf = tiny_classifier(seed=0)
+    index = index_library(clf, lib, batch_size=2)
+    assert sorted(s["path"] for s in index.skipped) == ["broken.jpg", "truncated.png"]
+    assert all(s["reason"] for s in index.skipped)
+    assert "broken.jpg" in caplog.text
+    assert index.paths == ["planted.png", "texture_0.png", "texture_1.png", "texture_2.png"]
+    assert index.pooled.shape == (4, 16) and index.spatial.shape == (4, 8, 8, 16)
+    assert index.manifest["skipped"] == index.skipped and (index.labels == -1).all()
+
+
+def test_cache_reused_and_invalidated(tmp_path, tmp_cache, monkeypatch):
+    lib = _write_library(tmp_path / "lib", n_textures=3)
+    clf = tiny_classifier(seed=0)
+    calls = []
+    real_run = clf.run
+    monkeypatch.setattr(clf, "run", lambda *a, **k: calls.append(1) or real_run(*a, **k))
+    first = index_library(clf, lib, batch_size=2)
+    assert first.built and calls
+    assert first.folder.parent == tmp_cache / "library" and not list(first.folder.parent.glob(".*tmp"))
+    n_calls = len(calls)
+    second = index_library(clf, lib, batch_size=2)
+    assert not second.built and len(calls) == n_calls and second.folder == first.folder
+    assert isinstance(second.pooled, np.memmap) and np.array_equal(second.pooled, first.pooled)
+    # rewrite one file: new content and a new mtime -> a new index
+    path = lib / "texture_1.png"
+    Image.fromarray(_texture(99)).save(path)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    third = index_library(clf, lib, batch_size=2)
+    assert third.built and third.folder != first.folder and len(calls) > n_calls
+    row = third.paths.index("texture_1.png")
+    assert not np.array_equal(third.pooled[row], first.pooled[row])
+    assert np.array_equal(third.pooled[0], first.pooled[0])
+    # adding a file invalidates too
+    Image.fromarray(_texture(7)).save(lib / "texture_new.png")
+    assert index_library(clf, lib, batch_size=2).built
+
+
+def test_interrupted_index_is_not_used(tmp_path, tmp_cache, monkeypatch):
+    import patchlab.library.index as mod
+
+    lib = _write_library(tmp_path / "lib", n_textures=5)
+    clf = tiny_classifier(seed=0)
+    real = mod._forward
+    count = []
+
+    def dying(*a, **k):
+        count.append(1)
+        if len(count) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(mod, "_forward", dying)
+    with pytest.raises(KeyboardInterrupt):
+        index_library(clf, lib, batch_size=2, workers=0)
+    root = tmp_cache / "library"
+    assert not [p for p in root.iterdir()]  # neither a final nor a temporary folder
+    monkeypatch.setattr(mod, "_forward", real)
+    index = index_library(clf, lib, batch_size=2, workers=0)
+    assert index.built and len(index) == 6
+
+
+def test_small_batches_stream_and_match_one_batch(tmp_path):
+    lib = _write_library(tmp_path / "lib", n_textures=4)  # 5 photos
+    clf = tiny_classifier(seed=0)
+    small = index_library(clf, lib, batch_size=2, cache_root=tmp_path / "c2")  # 3 batches, one decode worker
+    whole = index_library(clf, lib, batch_size=5, cache_root=tmp_path / "c5")
+    assert small.manifest["workers"] == 1 and whole.manifest["workers"] == 0
+    assert small.paths == whole.paths and len(small) == 5
+    np.testing.assert_allclose(small.pooled, whole.pooled, atol=2e-3)
+    np.testing.assert_allclose(small.spatial, whole.spatial, atol=2e-3)
+    assert np.array_equal(small.top1, whole.top1)
+    photos = small.load_photos([4, 0])
+    assert photos.shape == (2, 3, 32, 32)
+    with torch.no_grad():
+        f = pooled_features(clf, photos)
+    np.testing.assert_allclose(f.numpy(), small.pooled[[4, 0]].astype(np.float32), atol=2e-3)
+
+
+def test_labelled_library_excludes_target_and_source_photos(tmp_path, tmp_cache):
+    root = tmp_path / "lib"
+    for wnid, seeds in (("n01440764", (0, 1)), ("n01443537", (2,)), ("n01484850", (3, 4))):  # tench, goldfish, white shark
+        (root / wnid).mkdir(parents=True)
+        for s in seeds:
+            Image.fromarray(_texture(s)).save(root / wnid / f"{s}.png")
+    clf = tiny_classifier(seed=0)
+    index = index_library(clf, root)
+    assert index.labels.tolist() == [0, 0, 1, 2, 2]
+    keep, info = eligible_photos(index, source=0, target=2)
+    assert keep.tolist() == [False, False, True, False, False]
+    assert info["excluded_target_photos"] == 2 and info["excluded_source_photos"] == 2
+    assert info["target_photo_files"] == ["n01484850/3.png", "n01484850/4.png"]
+    photos = random_library_photos(index, 1, torch.Generator().manual_seed(0), exclude=(0, 2))
+    assert torch.equal(photos, index.load_photos([2]))
+    with pytest.raises(UserError):
+        random_library_photos(index, 2, torch.Generator().manual_seed(0), exclude=(0, 2))
+    # a model without a linear head: the direction comes from the library's own photos
+    clf.head = None
+    d, how = library_direction(clf, index, source=0, target=2)
+    expected = index.pooled[3:5].astype(np.float32).mean(0) - index.pooled[0:2].astype(np.float32).mean(0)
+    assert "library means" in how and np.allclose(d.numpy(), expected, atol=1e-3)
+    with pytest.raises(UserError, match="no linear head"):
+        library_direction(clf, index, source=0, target=5)
+
+
+def test_library_photo_control_is_seeded(tmp_path, tmp_cache):
+    lib = _write_library(tmp_path / "lib", n_textures=7)
+    clf = tiny_classifier(seed=0)
+    index = index_library(clf, lib)
+    a = library_photo_control(clf, index, n=4, generator=torch.Generator().manual_seed(3))
+    b = library_photo_control(clf, index, n=4, generator=torch.Generator().manual_seed(3))
+    assert [c.provenance["file"] for c in a] == [c.provenance["file"] for c in b]
+    assert len({c.provenance["file"] for c in a}) == 4
+    assert all(c.kind == "control" and c.name.startswith("control-library-photo-") for c in a)
+    assert a[0].patch.shape == (3, 32, 32)
+
+
+def test_projected_spatial_store_projects_the_direction_on_demand(tmp_path):
+    lib = _write_library(tmp_path / "lib", n_textures=3)
+    clf = tiny_classifier(seed=0)
+    full = index_library(clf, lib, cache_root=tmp_path / "full")
+    small = index_library(clf, lib, cache_root=tmp_path / "proj", spatial_dim=4)
+    assert small.spatial.shape == (4, 8, 8, 4) and small.manifest["basis"] == "head-svd"
+    basis = torch.from_numpy(small.basis)
+    assert torch.allclose(basis.T @ basis, torch.eye(4), atol=1e-5)
+    d = torch.randn(16, generator=torch.Generator().manual_seed(1))
+    # scores on the projected store equal the full-store scores of d projected on the basis
+    want = full.cell_scores(basis @ (basis.T @ d), slice(None))
+    assert torch.allclose(small.cell_scores(d, slice(None)), want, atol=0.05 * want.abs().max())
+    b2, kind = spatial_basis(clf, 16, 16)
+    assert b2 is None and kind == "full"
+
+
+def test_window_scores_pick_the_hot_region():
+    maps = torch.zeros(1, 7, 7)
+    maps[0, 5:7, 0:2] = 1.0  # hot bottom-left corner
+    score, box = window_scores(maps, 224, 0.35, 1.0)
+    x1, y1, x2, y2 = box[0].tolist()
+    assert x1 == 0 and y2 == 224 and score[0] > 0.5
+    assert abs((x2 - x1) - 0.35 * 224) < 1e-3
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not REAL_PHOTOS.is_dir(), reason="shared/realphotos not present")
+def test_real_photos_snorkel_to_scuba_diver(default_model, tmp_path, tmp_cache):
+    from patchlab.exemplars import exemplars
+
+    t0 = time.perf_counter()
+    clf = default_model
+    snorkel, scuba = clf.classes.resolve("snorkel"), clf.classes.resolve("scuba diver")
+    lib = tmp_path / "lib"
+    for cls_dir in sorted(p for p in REAL_PHOTOS.iterdir() if p.is_dir())[::8][:60]:  # 60 photos, spread over classes
+        (lib / cls_dir.name).mkdir(parents=True)
+        for f in cls_dir.iterdir():
+            (lib / cls_dir.name / f.name).symlink_to(f)
+    index = index_library(clf, lib, batch_size=16)
+    assert len(index) == 60 and (index.labels >= 0).all() and not index.skipped
+    train = exemplars(clf, snorkel, n=2, near=scuba, seed=0, steps=30).images
+    cands, stats = search_library(clf, index, train, snorkel, scuba, top_k=3, shortlist=24, n_random=4, fine_keep=4,
+                                  generator=torch.Generator().manual_seed(0))
+    assert len(cands) == 3 and stats["exactly_scored"] == 28 + 4
+    best = cands[0]
+    assert best.provenance["score_gain_logodds"] > 0 and best.provenance["file"] in index.paths
+    assert best.provenance["donor_name"] == clf.classes.label(best.provenance["photo_label"])
+    assert set(best.provenance) >= {"method", "box_xyxy", "photo_top1", "train_success", "index_score"}
+    assert stats["class_ranking"] and time.perf_counter() - t0 < 60
