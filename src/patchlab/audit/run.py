@@ -50,6 +50,47 @@ def _check_same_audit(audit_dir: Path, identity: dict[str, Any]) -> None:
     check_same_run(old.get("config", {}).get("identity"), identity, f"the audit in {audit_dir}")
 
 
+def _reporter(audit_dir: Path, pairs: list[Pair], todo: list[Pair], config: dict[str, Any], say):
+    """Record a pair's outcome, rewrite the report, and say one line about it."""
+    def finished(i: int, pair: Pair, outcome: dict[str, Any]) -> None:
+        record_outcome(audit_dir, pair, outcome)
+        doc = write_report(audit_dir, pairs, config)
+        row = next(r for r in doc["leaderboard"] if r["source_index"] == pair.source and r["target_index"] == pair.target)
+        if outcome["status"] == "ok":
+            say(f"[{i}/{len(todo)}] {pair.source_name} -> {pair.target_name}: best {row['best_candidate']} "
+                f"{100 * (row['success'] or 0):.1f}% ({outcome['seconds']:.0f} s)")
+        else:
+            say(f"[{i}/{len(todo)}] {pair.source_name} -> {pair.target_name}: FAILED: {outcome['error']}")
+
+    return finished
+
+
+def _run_in_process(todo, pairs, settings, audit_dir, config, clf, ray, cpus_per_pair, say) -> None:
+    """Pairs one after another on this process's device, sharing the loaded classifier."""
+    finished = _reporter(audit_dir, pairs, todo, config, say)
+    for i, pair in enumerate(todo, 1):
+        say(f"[{i}/{len(todo)}] probing {pair.source_name} -> {pair.target_name} ...")
+        finished(i, pair, run_pair(pair, settings, audit_dir / "pairs" / pair.key(), classifier=clf,
+                                   echo=lambda m: say("  " + m)))
+
+
+def _run_with_ray(todo, pairs, settings, audit_dir, config, clf, ray, cpus_per_pair, say) -> None:
+    """One Ray task per pair; each finished folder comes back as an archive and is unpacked here."""
+    from .pair_run import unpack_dir
+    from .ray_backend import run_pairs
+
+    finished = _reporter(audit_dir, pairs, todo, config, say)
+    for i, (pair, outcome) in enumerate(run_pairs(todo, settings, audit_dir, ray, cpus_per_pair, say), 1):
+        files = outcome.pop("files", None)
+        if files:
+            try:
+                unpack_dir(files, audit_dir / "pairs" / pair.key())
+            except (OSError, ValueError, tarfile.TarError) as exc:
+                outcome = {"status": "failed", "error": f"could not unpack the pair's results: {exc}",
+                           "traceback": None, "seconds": outcome.get("seconds")}
+        finished(i, pair, outcome)
+
+
 def audit(
     n_pairs: int | None = None,
     pairs_file: str | Path | None = None,
@@ -104,37 +145,9 @@ def audit(
     todo = [p for p in pairs if not is_finished(audit_dir, p)]
     say(f"audit of {len(pairs)} pairs in {audit_dir}: {len(pairs) - len(todo)} finished earlier, {len(todo)} to run")
     write_report(audit_dir, pairs, config)
-    run_settings = dict(settings, device=device)
     start = time.perf_counter()
-
-    def finished(i: int, pair: Pair, outcome: dict[str, Any]) -> None:
-        record_outcome(audit_dir, pair, outcome)
-        doc = write_report(audit_dir, pairs, config)
-        row = next(r for r in doc["leaderboard"] if r["source_index"] == pair.source and r["target_index"] == pair.target)
-        if outcome["status"] == "ok":
-            say(f"[{i}/{len(todo)}] {pair.source_name} -> {pair.target_name}: best {row['best_candidate']} "
-                f"{100 * (row['success'] or 0):.1f}% ({outcome['seconds']:.0f} s)")
-        else:
-            say(f"[{i}/{len(todo)}] {pair.source_name} -> {pair.target_name}: FAILED: {outcome['error']}")
-
-    if ray:
-        from .pair_run import unpack_dir
-        from .ray_backend import run_pairs
-
-        for i, (pair, outcome) in enumerate(run_pairs(todo, run_settings, audit_dir, ray, cpus_per_pair, say), 1):
-            files = outcome.pop("files", None)
-            if files:
-                try:
-                    unpack_dir(files, audit_dir / "pairs" / pair.key())
-                except (OSError, ValueError, tarfile.TarError) as exc:
-                    outcome = {"status": "failed", "error": f"could not unpack the pair's results: {exc}",
-                               "traceback": None, "seconds": outcome.get("seconds")}
-            finished(i, pair, outcome)
-    else:
-        for i, pair in enumerate(todo, 1):
-            say(f"[{i}/{len(todo)}] probing {pair.source_name} -> {pair.target_name} ...")
-            finished(i, pair, run_pair(pair, run_settings, audit_dir / "pairs" / pair.key(), classifier=clf,
-                                       echo=lambda m: say("  " + m)))
+    run = _run_with_ray if ray else _run_in_process
+    run(todo, pairs, dict(settings, device=device), audit_dir, config, clf, ray, cpus_per_pair, say)
     doc = write_report(audit_dir, pairs, config)
     doc["seconds"] = round(time.perf_counter() - start, 3)
     doc["report"] = str(audit_dir / "index.html")

@@ -16,7 +16,6 @@ import logging
 
 import torch
 
-from ..errors import UserError
 from ..patches.candidate import NULL_KIND, REFERENCE_KIND, Candidate
 
 log = logging.getLogger("patchlab")
@@ -83,17 +82,14 @@ def make_controls(
 
 def library_photo_control(classifier, library, n: int, generator: torch.Generator, *,
                           exclude: tuple[int | None, ...] = ()) -> Candidate:
-    """control-library-photo: n random whole library photos (none labelled with a class in
-    `exclude`), each pasted the same way; every results row is the median photo's.
-    Answers "is the found photo special, or does any photo of that size do it?"."""
-    from ..data import discover, load_images
+    """control-library-photo: n random whole library photos (none labelled, or seen by the model,
+    as a class in `exclude`), each pasted the same way; every results row is the median photo's.
+    Answers "is the found photo special, or does any photo of that size do it?".
+    `library`: a folder (indexed and cached by `patchlab.library`) or a LibraryIndex."""
+    from ..library import index_library, random_library_photos
 
-    records = [r for r in discover(library, classifier.classes) if r.label is None or r.label not in exclude]
-    if not records:
-        raise UserError(f"no library photos in {library} outside the pair's classes")
-    records.sort(key=lambda r: str(r.path))
-    pick = torch.randperm(len(records), generator=generator)[:n].tolist()
-    photos = load_images([records[i] for i in pick], classifier.input_size, classifier.crop_pct)
-    return Candidate(photos.images[0], NULL_KIND, LIBRARY_NAME,
+    index = library if hasattr(library, "load_photos") else index_library(classifier, library)
+    photos = random_library_photos(index, n, generator, exclude=[c for c in exclude if c is not None])
+    return Candidate(photos[0], NULL_KIND, LIBRARY_NAME,
                      {"control": f"median of {len(photos)} random library photos pasted the same way",
-                      "library": str(library), "files": list(photos.paths)}, members=photos.images)
+                      "library": str(index.root)}, members=photos)

