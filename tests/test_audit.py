@@ -241,7 +241,7 @@ def test_audit_cli_bad_input_is_one_line_and_exit_2(workdir, resumed, tmp_path):
     before = {p: p.read_bytes() for p in resumed["out"].iterdir() if p.is_file()}
     r = _cli("--pairs-file", str(workdir / "pairs.csv"), "--weights", str(workdir / "tiny.safetensors"),
              "--data", str(workdir / "data"), "--budget", "standard", "--out", str(resumed["out"]))
-    assert r.returncode == 2 and "other settings: budget 'quick' (now 'standard')" in r.stderr
+    assert r.returncode == 2 and "other settings (budget 'quick' there, 'standard' here)" in r.stderr
     assert {p: p.read_bytes() for p in resumed["out"].iterdir() if p.is_file()} == before
 
 

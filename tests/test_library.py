@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +101,8 @@ def test_planted_photo_is_ranked_first(tmp_path, tmp_cache):
     for c in cands:
         assert c.kind == "natural" and c.patch.shape == (3, 128, 128) and c.reads_as is not None
         assert c.provenance["method"] in ("library photo, whole", "library crop")
-        assert c.provenance["photo_label"] is None and c.provenance["donor_class"] == c.provenance["photo_top1"]["index"]
+        prov = c.provenance
+        assert prov["photo_label"] is None and prov["donor_class"] == prov["photo_top1"]["index"]
     assert stats["exactly_scored"] == 8 + 4 and stats["class_ranking"][0]["best_gain"] >= cands[0].score - 10
     assert stats["proposals"] == ranked and stats["seconds"] > 0
 
@@ -172,6 +172,13 @@ def test_interrupted_index_is_not_used(tmp_path, tmp_cache, monkeypatch):
     monkeypatch.setattr(mod, "_forward", real)
     index = index_library(clf, lib, batch_size=2, workers=0)
     assert index.built and len(index) == 6
+    # a build killed outright leaves its temporary folder: the next build of that key removes it
+    import shutil
+
+    stale = root / f".{index.folder.name}.999999999.x.tmp"
+    stale.mkdir()
+    shutil.rmtree(index.folder)
+    assert index_library(clf, lib, batch_size=2, workers=0).built and not stale.exists()
 
 
 def test_small_batches_stream_and_match_one_batch(tmp_path):
@@ -193,7 +200,8 @@ def test_small_batches_stream_and_match_one_batch(tmp_path):
 
 def test_labelled_library_excludes_target_and_source_photos(tmp_path, tmp_cache):
     root = tmp_path / "lib"
-    for wnid, seeds in (("n01440764", (0, 1)), ("n01443537", (2,)), ("n01484850", (3, 4))):  # tench, goldfish, white shark
+    # tench (0), goldfish (1), great white shark (2)
+    for wnid, seeds in (("n01440764", (0, 1)), ("n01443537", (2,)), ("n01484850", (3, 4))):
         (root / wnid).mkdir(parents=True)
         for s in seeds:
             Image.fromarray(_texture(s)).save(root / wnid / f"{s}.png")
@@ -257,24 +265,40 @@ def test_window_scores_pick_the_hot_region():
 @pytest.mark.integration
 @pytest.mark.skipif(not REAL_PHOTOS.is_dir(), reason="shared/realphotos not present")
 def test_real_photos_snorkel_to_scuba_diver(default_model, tmp_path, tmp_cache):
+    """~10 s on an idle 2-core CPU (a minute or two when the CPU is shared): 40 photos indexed,
+    2 pair-aware synthesized snorkels, a small search."""
     from patchlab.exemplars import exemplars
 
-    t0 = time.perf_counter()
     clf = default_model
     snorkel, scuba = clf.classes.resolve("snorkel"), clf.classes.resolve("scuba diver")
     lib = tmp_path / "lib"
-    for cls_dir in sorted(p for p in REAL_PHOTOS.iterdir() if p.is_dir())[::8][:60]:  # 60 photos, spread over classes
+    for cls_dir in sorted(p for p in REAL_PHOTOS.iterdir() if p.is_dir())[::12][:40]:  # 40 photos, spread over classes
         (lib / cls_dir.name).mkdir(parents=True)
         for f in cls_dir.iterdir():
             (lib / cls_dir.name / f.name).symlink_to(f)
-    index = index_library(clf, lib, batch_size=16)
-    assert len(index) == 60 and (index.labels >= 0).all() and not index.skipped
-    train = exemplars(clf, snorkel, n=2, near=scuba, seed=0, steps=30).images
-    cands, stats = search_library(clf, index, train, snorkel, scuba, top_k=3, shortlist=24, n_random=4, fine_keep=4,
+    index = index_library(clf, lib, batch_size=20)
+    assert len(index) == 40 and (index.labels >= 0).all() and not index.skipped
+    assert index_library(clf, lib).built is False
+    train = exemplars(clf, snorkel, n=2, near=scuba, seed=0).images
+    cands, stats = search_library(clf, index, train, snorkel, scuba, top_k=3, shortlist=16, n_random=4, fine_keep=4,
                                   generator=torch.Generator().manual_seed(0))
-    assert len(cands) == 3 and stats["exactly_scored"] == 28 + 4
+    assert len(cands) == 3 and stats["exactly_scored"] == 20 + 4
     best = cands[0]
     assert best.provenance["score_gain_logodds"] > 0 and best.provenance["file"] in index.paths
     assert best.provenance["donor_name"] == clf.classes.label(best.provenance["photo_label"])
     assert set(best.provenance) >= {"method", "box_xyxy", "photo_top1", "train_success", "index_score"}
-    assert stats["class_ranking"] and time.perf_counter() - t0 < 60
+    assert stats["class_ranking"][0]["best_gain"] >= best.provenance["score_gain_logodds"] - 5
+
+
+def test_ranking_by_success_then_gain():
+    from patchlab.library.search import Proposals, _select
+
+    props = Proposals(torch.arange(4), torch.tensor([[0.0, 0, 10, 10]]).repeat(4, 1), torch.zeros(4),
+                      torch.ones(4, dtype=torch.bool))
+    gain = torch.tensor([3.0, 2.0, 1.0, 0.5])
+    win = torch.tensor([0.0, 0.5, 0.5, 0.25])
+    assert _select(props, gain, win, 4, 1, "success") == [1, 2, 3, 0]
+    assert _select(props, gain, win, 4, 1, "gain") == [0, 1, 2, 3]
+    same_photo = Proposals(torch.zeros(4, dtype=torch.long), torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30],
+                           [0, 0, 10, 10], [40, 40, 50, 50]]), torch.zeros(4), torch.zeros(4, dtype=torch.bool))
+    assert _select(same_photo, gain, win, 4, 2, "gain") == [0, 1]  # two per photo at most

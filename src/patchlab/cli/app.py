@@ -28,6 +28,8 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cu
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More logging; tracebacks on internal errors.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+LibraryOpt = Annotated[Optional[Path], typer.Option("--library", help="Any photo folder searched for natural patches (whole photos and crops).")]
+DonorDataOpt = Annotated[Optional[Path], typer.Option("--donor-data", help="Photos of donor classes to cut natural patches from.")]
 
 
 @dataclass(frozen=True)

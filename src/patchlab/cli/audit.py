@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import ModelArgs, emit_json, model_command
+from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
 
 
 def print_leaderboard(doc: dict) -> None:
@@ -35,8 +35,8 @@ def audit_cmd(
     pairs: Annotated[Optional[int], typer.Option("--pairs", help="Audit the N most confusable pairs (default 10).")] = None,
     pairs_file: Annotated[Optional[Path], typer.Option("--pairs-file", help="CSV of pairs: source,target per line.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Real photos: pairs from their confusion matrix, probes use them.")] = None,
-    library: Annotated[Optional[Path], typer.Option("--library", help="Any photo folder searched for natural patches.")] = None,
-    donor_data: Annotated[Optional[Path], typer.Option("--donor-data", help="Photos of donor classes to cut natural patches from.")] = None,
+    library: LibraryOpt = None,
+    donor_data: DonorDataOpt = None,
     budget: Annotated[str, typer.Option("--budget", help="Probe budget per pair: quick | standard | thorough.")] = "quick",
     out: Annotated[Path, typer.Option("--out", help="Audit folder; re-run with the same folder to resume.")] = Path("reports/audit"),
     ray: Annotated[Optional[str], typer.Option("--ray", help="Run pairs as Ray tasks: auto (running cluster, else local) or ADDRESS.")] = None,

@@ -6,15 +6,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import ModelArgs, emit_json, model_command
+from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
 
 
 @model_command("paste")
 def paste_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET.")],
     donor: Annotated[Optional[list[str]], typer.Option("--donor", help="Donor class (repeatable); default: atlas ranking.")] = None,
-    donor_data: Annotated[Optional[Path], typer.Option("--donor-data", help="Photos of donor classes to cut from.")] = None,
-    library: Annotated[Optional[Path], typer.Option("--library", help="Any photo folder to search (whole photos and crops).")] = None,
+    donor_data: DonorDataOpt = None,
+    library: LibraryOpt = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Photos of the source class to score crops on.")] = None,
     top_k: Annotated[int, typer.Option("--top", min=1, help="How many distinct crops to keep.")] = 6,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder.")] = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import ModelArgs, emit_json, model_command
+from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
 
 
 def _pct(r: dict | None) -> str:
@@ -59,8 +59,8 @@ def print_table(summary: dict) -> None:
 def probe_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET, e.g. snorkel scuba_diver.")],
     data: Annotated[Optional[Path], typer.Option("--data", help="Real photos (ImageNet tree, class folders or CSV).")] = None,
-    library: Annotated[Optional[Path], typer.Option("--library", help="Any photo folder searched for natural patches.")] = None,
-    donor_data: Annotated[Optional[Path], typer.Option("--donor-data", help="Photos of donor classes to cut natural patches from.")] = None,
+    library: LibraryOpt = None,
+    donor_data: DonorDataOpt = None,
     budget: Annotated[str, typer.Option("--budget", help="quick | standard | thorough.")] = "quick",
     out: Annotated[Path, typer.Option("--out", help="Folder for run directories.")] = Path("reports"),
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
