@@ -56,7 +56,8 @@ class Classifier(nn.Module):
         head: nn.Linear | None = None,
     ):
         super().__init__()
-        self.net = net.eval()
+        # channels-last: 1.3-1.5x faster convolutions on CPU (measured in experiments/bench_library.py), same logits
+        self.net = net.eval().to(memory_format=torch.channels_last)
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.spec = spec
@@ -86,7 +87,7 @@ class Classifier(nn.Module):
             images = F.interpolate(
                 images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True
             )
-        return self.net((images - self.mean) / self.std)
+        return self.net(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:

@@ -19,6 +19,12 @@ direction d at the feature layer (head row target minus source):
 Crops are square patches when pasted: a 4:3 or 3:4 crop is resampled
 (stretched) to the square, keeping all of it (padding would add flat gray,
 itself a known weak control).
+
+The defaults cost ~660 pasted forward passes (about 30 s for 500 photos and 8
+training images on 2 CPU cores). Measured on snorkel -> scuba diver with the
+default model and 500 ImageNet photos: d . pooled ranks whole photos with a
+rank correlation of 0.51 against their exact gain, and its top 80 hold 13 of
+the 20 best whole photos (random: about 3).
 """
 from __future__ import annotations
 
