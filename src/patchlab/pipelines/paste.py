@@ -37,17 +37,15 @@ def paste(
     or exemplars. Scored on the train split of `patchlab.pairdata` only.
     Returns {out, candidates, search}."""
     from ..atlas.donors import head_alignment, shortlist
-    from ..budgets import get_budget
     from ..devices import stage_generator
     from ..models import load_classifier
     from ..pairdata import load_pair
     from ..patches.natural import propose
     from ..patches.registry import GeneratorJob
+    from ..probe import check_inputs
     from ..runio import atomic_write_json, ensure_writable_dir, mark_complete, new_manifest
 
-    for path, what in ((data, "--data"), (donor_data, "--donor-data"), (library, "--library")):
-        if path is not None and not Path(path).exists():
-            raise UserError(f"{what} path does not exist: {path}")
+    budget_plan = check_inputs(budget, (data, "--data"), (donor_data, "--donor-data"), (library, "--library"))
     clf = load_classifier(model, device, weights=str(weights) if weights else None)
     s, t = clf.classes.resolve(source), clf.classes.resolve(target)
     if s == t:
@@ -64,7 +62,7 @@ def paste(
               "data": str(data) if data else None, "top_k": top_k, "budget": budget}
     manifest = new_manifest("paste", config, seed, clf.spec)
     atomic_write_json(out / "manifest.json", manifest)
-    plan = replace(get_budget(budget), natural_top=top_k, donor_images=donor_images, n_donors_used=len(ids))
+    plan = replace(budget_plan, natural_top=top_k, donor_images=donor_images, n_donors_used=len(ids))
     pair = load_pair(clf, s, t, plan.splits(), data=data, seed=seed, progress=progress)
     job = GeneratorJob(pair=pair, classifier=clf, budget=plan, generator=stage_generator(seed, "natural"), donors=ids,
                        donor_data=Path(donor_data) if donor_data else None, library=Path(library) if library else None,
