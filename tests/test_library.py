@@ -89,9 +89,14 @@ def test_planted_photo_is_ranked_first(tmp_path, tmp_cache):
     assert eligible.all() and info["excluded_target_photos"] == 0
     short, ranked = index_proposals(index, d, eligible, shortlist=6)
     assert ranked == len(index) * 10 and index.paths[int(short.photo[0])] == "planted.png"
+    assert int(short.whole.sum()) == 3 and len(short) == 6
+    # a whole-photo sweep: every eligible photo whole (best by index first), the crops keep their share
+    swept, _ = index_proposals(index, d, eligible, shortlist=6, whole_sweep=100)
+    assert int(swept.whole.sum()) == int(eligible.sum()) and int((~swept.whole).sum()) == 3
+    assert index.paths[int(swept.photo[0])] == "planted.png"
     # and after exact scoring
     cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, top_k=3, shortlist=6, n_random=2,
-                                  fine_keep=4, batch_size=32, generator=torch.Generator().manual_seed(0))
+                                  whole_sweep=0, fine_keep=4, batch_size=32, generator=torch.Generator().manual_seed(0))
     assert cands[0].provenance["file"] == "planted.png"
     assert cands[0].provenance["score_gain_logodds"] > 0
     assert [c.name for c in cands] == ["natural-1", "natural-2", "natural-3"]
@@ -281,6 +286,7 @@ def test_real_photos_snorkel_to_scuba_diver(default_model, tmp_path, tmp_cache):
     assert index_library(clf, lib).built is False
     train = exemplars(clf, snorkel, n=2, near=scuba, seed=0).images
     cands, stats = search_library(clf, index, train, snorkel, scuba, top_k=3, shortlist=16, n_random=4, fine_keep=4,
+                                  whole_sweep=0,
                                   generator=torch.Generator().manual_seed(0))
     assert len(cands) == 3 and stats["exactly_scored"] == 20 + 4
     best = cands[0]

@@ -138,3 +138,21 @@ def test_synth_runs_on_the_default_model():
                             batch_size=2, generator=generator(0))
     assert len(cand.curve) == 2 and cand.patch.shape == (3, 16, 16)
     assert all(p.grad is None for p in clf.parameters())
+
+
+def test_bfloat16_training_step_on_cpu(task, monkeypatch):
+    """amp: float32 when asked, bfloat16 when asked or (auto) when the CPU runs it natively; the
+    bf16 step still trains a patch that flips the tiny model, and the run records its dtype."""
+    import patchlab.patches.synth as synth_mod
+    from patchlab.patches.synth import amp_dtype
+
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, False) is None and amp_dtype(cpu, True) == torch.bfloat16
+    monkeypatch.setattr(synth_mod, "cpu_has_native_bf16", lambda: False)
+    assert amp_dtype(cpu) is None
+    monkeypatch.setattr(synth_mod, "cpu_has_native_bf16", lambda: True)
+    assert amp_dtype(cpu) == torch.bfloat16
+    clf, train, held = task
+    cand = synthesize_patch(clf, train, TARGET, steps=60, patch_px=8, batch_size=8, generator=generator(0))
+    assert cand.provenance["autocast"] == "bfloat16" and cand.patch.dtype == torch.float32
+    assert success(clf, held, cand.patch, TARGET) > 0.5

@@ -154,22 +154,25 @@ def _best(props: Proposals, k: int) -> Proposals:
 def index_proposals(
     index: LibraryIndex, direction: torch.Tensor, eligible: np.ndarray, shortlist: int,
     scales: Sequence[float] = CROP_SCALES, aspects: Sequence[float] = CROP_ASPECTS, whole_share: float = 0.5,
-    crops_per_photo: int = 2, chunk: int = 2048,
+    crops_per_photo: int = 2, chunk: int = 2048, whole_sweep: int = 0,
 ) -> tuple[Proposals, int]:
-    """The shortlist from the index alone: the best whole photos (`whole_share` of it)
-    and the best crops (at most `crops_per_photo` per photo); also the number of proposals ranked."""
+    """The shortlist from the index alone: the best whole photos (`whole_share` of it, or
+    the best `whole_sweep` by index when that is more: with a small library, every whole
+    photo) and the best crops (at most `crops_per_photo` per photo); also the number of
+    proposals ranked."""
     rows = np.flatnonzero(eligible)
     if not len(rows):
         raise UserError("the library has no photos other than source and target photos")
     s = index.input_size
     pooled = index.pooled_scores(direction)[torch.from_numpy(rows)]
-    n_whole = max(1, round(shortlist * whole_share)) if scales else shortlist
+    share = max(1, round(shortlist * whole_share)) if scales else shortlist
+    n_whole = max(share, whole_sweep)
     top = pooled.topk(min(n_whole, len(rows)))
     n = len(top.indices)
     whole = Proposals(torch.from_numpy(rows).long()[top.indices], torch.tensor([[0.0, 0.0, s, s]]).expand(n, 4),
                       top.values, torch.ones(n, dtype=torch.bool))
     crops: Proposals | None = None
-    n_crop = shortlist - len(whole)
+    n_crop = shortlist - share
     for i in range(0, len(rows) if scales and n_crop > 0 else 0, chunk):
         part = _crop_chunk(index, direction, rows[i : i + chunk], scales, aspects, crops_per_photo)
         crops = _best(part if crops is None else Proposals.cat([crops, part]), n_crop)
@@ -312,9 +315,10 @@ def _coarse_images(train: torch.Tensor, n: int, generator: torch.Generator) -> t
     return train[torch.randperm(len(train), generator=generator)[: min(n, len(train))].to(train.device)]
 
 
-def _pool(index, d, eligible, generator, shortlist, n_random, scales, aspects, whole_share):
+def _pool(index, d, eligible, generator, shortlist, n_random, scales, aspects, whole_share, whole_sweep):
     """The index shortlist plus `n_random` random whole photos (a baseline): pool, is_random, proposals ranked."""
-    short, ranked = index_proposals(index, d, eligible, shortlist, scales, aspects, whole_share)
+    short, ranked = index_proposals(index, d, eligible, shortlist, scales, aspects, whole_share,
+                                    whole_sweep=whole_sweep)
     rand = _random_whole(index, eligible, n_random, generator)
     is_random = torch.cat([torch.zeros(len(short), dtype=torch.bool), torch.ones(len(rand), dtype=torch.bool)])
     return Proposals.cat([short, rand]), is_random, ranked
@@ -352,6 +356,7 @@ def search_library(
     scales: Sequence[float] = CROP_SCALES,
     aspects: Sequence[float] = CROP_ASPECTS,
     whole_share: float = 0.5,
+    whole_sweep: int = 1024,
     n_random: int = 8,
     coarse_images: int = 2,
     coarse_size: float | None = None,
@@ -386,7 +391,8 @@ def search_library(
     train = train_images.to(classifier.device).contiguous(memory_format=torch.channels_last)
     d, how = library_direction(classifier, index, source, target)
     eligible, excluded = eligible_photos(index, source, target)
-    pool, is_random, ranked = _pool(index, d, eligible, gen, shortlist, n_random, scales, aspects, whole_share)
+    pool, is_random, ranked = _pool(index, d, eligible, gen, shortlist, n_random, scales, aspects, whole_share,
+                                    whole_sweep)
     t.append(time.perf_counter())
     say(f"[library] {ranked} proposals ranked from the index; {len(pool)} to score exactly")
     pixels = cut_proposals(index, pool, patch_px)

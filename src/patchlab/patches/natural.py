@@ -271,7 +271,7 @@ def propose(job: "GeneratorJob") -> list[Candidate]:
 
         index = index_library(clf, job.library, progress=job.progress)
         cands, stats = search_library(clf, index, pair.train, pair.source, pair.target, top_k=b.natural_top,
-                                      generator=job.generator, progress=job.progress)
+                                      sizes=b.sizes, generator=job.generator, progress=job.progress)
         photos = index.load_photos([c.provenance["library_row"] for c in cands]) if cands else []
         for cand, photo in zip(cands, photos):
             cand.source_view = with_box(photo, cand.provenance["box_xyxy"])

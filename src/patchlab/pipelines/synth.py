@@ -28,11 +28,13 @@ def synth(
     batch_size: int = 8,
     sizes: tuple[float, ...] = SYNTH_SIZES,
     random_placements: int = 2,
+    amp: bool | None = None,
     out: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train the patch on the train split of `patchlab.pairdata` (photos from `data`: every
-    train photo; else exemplars) and evaluate it against null controls. Returns
+    train photo; else exemplars) and evaluate it against null controls. amp: bfloat16
+    training step (None: where the device runs it natively). Returns
     {run_dir, report, summary, candidate, sec_per_step}."""
     from ..budgets import get_budget
     from ..devices import stage_generator
@@ -64,7 +66,7 @@ def synth(
     sizes_for_split = SplitSizes(10**9 if data else plan.n_train, plan.n_selection, plan.n_confirmation, plan.n_target)
     pair = load_pair(clf, src, tgt, sizes_for_split, data=data, seed=seed, photo_factor=2, progress=progress)
     cand = synthesize_patch(clf, pair.train, tgt, src, steps=steps, patch_px=patch_px, area=(lo, hi), batch_size=batch_size,
-                            generator=stage_generator(seed, "synth"), progress=progress)
+                            generator=stage_generator(seed, "synth"), amp=amp, progress=progress)
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"), source=src, target=tgt,
                              side=patch_px)
     ev = evaluate(clf, [cand], {"selection": pair.selection, "confirmation": pair.confirmation}, src, tgt, sizes=sizes,
