@@ -289,3 +289,53 @@ def test_atlas_pipeline_loads_the_model_and_returns_the_summary(tmp_path):
         atlas(model="tiny", device="cpu")
     with pytest.raises(TypeError):
         atlas("tench", "goldfish", "tiny")  # everything but the classes is keyword-only
+
+
+def test_whole_layer_atlas_of_a_folder_ranks_donors_without_pair_photos(tmp_path):
+    """atlas --data DIR with no --classes: every position of every photo (streamed in batches
+    smaller than the folder), and --donors-for a pair that has no photo in the folder: the
+    planted class ranks first on the layer's own activations."""
+    from PIL import Image
+
+    from patchlab.atlas import build_atlas
+
+    s, t, p, decoy = 3, 7, 12, 20
+    clf = _planted(source=s, target=t, planted=p)
+    pool = _smooth_images(240, 9)
+    with torch.no_grad():
+        logits = clf(pool)
+    order = torch.argsort(logits[:, t] - logits[:, s], descending=True)
+    folders = {p: order[:8], decoy: order[-8:], 15: order[100:108], 5: order[150:158]}
+    for cls, idx in folders.items():
+        d = tmp_path / "data" / clf.classes.names[cls]
+        d.mkdir(parents=True)
+        for k, i in enumerate(idx.tolist()):
+            arr = (pool[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(arr).save(d / f"{k}.png")
+    res = build_atlas(clf, images=tmp_path / "data", out=tmp_path / "run", icons=False, batch_size=8, atlas_grid=4,
+                      atlas_method="pca", donor_pair=(clf.classes.names[s], clf.classes.names[t]), n_donors=3)
+    summary = res.summary()
+    acts = np.load(tmp_path / "run" / "activations-index.npz")
+    assert len(np.unique(acts["image_ids"])) == 32  # every photo, in 4 batches
+    assert summary["activations"] == len(acts["image_ids"]) and summary["activations"] % 32 == 0
+    assert summary["donors"][0]["index"] == p and len(summary["donors"]) == 3
+    assert {d["index"] for d in summary["donors"]}.isdisjoint({s, t})
+    out = tmp_path / "run"
+    for f in ("atlas.png", "cells.csv", "donors.csv", "donors.json", "COMPLETE"):
+        assert (out / f).is_file(), f
+    assert json.loads((out / "donors.json").read_text())["from"] == "whole-layer activations"
+    with pytest.raises(UserError, match="--donors-for"):
+        build_atlas(clf, s, t, images=tmp_path / "data", out=tmp_path / "run2", icons=False, donor_pair=("a", "b"))
+
+
+def test_top_position_mean_matches_a_loop():
+    from patchlab.atlas.donors import top_position_mean
+
+    g = np.random.default_rng(0)
+    ids = g.integers(0, 6, 50)
+    x = g.normal(size=50)
+    got = top_position_mean(x, ids, 7, 0.25)
+    for i in range(7):
+        v = np.sort(x[ids == i])[::-1]
+        want = v[: max(1, int(np.ceil(len(v) * 0.25)))].mean() if len(v) else np.nan
+        assert np.isnan(got[i]) if np.isnan(want) else abs(got[i] - want) < 1e-9

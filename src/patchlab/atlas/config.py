@@ -39,6 +39,9 @@ class AtlasConfig:
     shortlist_size: donor classes scored on activations. max_images: images
     per class drawn from a data folder. pair_embed/atlas_method: layout
     methods. batch_size: images per forward pass. seed: the run seed.
+    layer_images: whole-layer mode, most images drawn from a data folder
+    (None: all of them, streamed). donor_pair: whole-layer mode, (source,
+    target) names whose donor table is computed from the layer's activations.
     """
 
     layer: str | None = None
@@ -57,6 +60,8 @@ class AtlasConfig:
     atlas_method: str = "auto"
     batch_size: int = 32
     seed: int = 0
+    layer_images: int | None = None
+    donor_pair: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.grid < 2 or self.grid > 320:

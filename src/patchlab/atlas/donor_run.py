@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import UserError
 from .collect import Activations
 from .config import AtlasRun
-from .donors import activation_scores, head_alignment, rank_donors, shortlist
+from .donors import activation_scores, head_alignment, layer_evidence, rank_donors, shortlist
 from .pair import PairView
 from .pools import ImagePool, collect_pool, data_records, rendered_pool
 
@@ -51,6 +51,22 @@ def rank_pair_donors(run: AtlasRun, pair: ClassPair) -> DonorRun:
             evidence = activation_scores(acts, pair.view)
     table = rank_donors(cands, alignment, evidence, run.classifier.classes, pair.source, pair.target)
     return DonorRun(table, acts, pool)
+
+
+def layer_donors(run: AtlasRun, acts: Activations, source: int, target: int) -> DonorRun:
+    """Donors of (source, target) from a whole layer's activations (collected with that pair's
+    attribution): every labelled class of the data but the pair, ranked by signal (ii) and by
+    signal (i) without a pair view (`donors.layer_evidence`); no source or target photo needed."""
+    clf = run.classifier
+    cands = sorted({int(c) for c in acts.image_labels if c >= 0} - {source, target})
+    if not cands:
+        raise UserError("the data has no labelled images of classes other than the pair: no donor table")
+    alignment = head_alignment(clf.head.weight, source, target) if isinstance(clf.head, nn.Linear) else None
+    with run.log.timed("donor_signal_i"):
+        evidence = layer_evidence(acts)
+    run.log.notes.append(f"donors of {clf.classes.label(source)} -> {clf.classes.label(target)}: "
+                         f"{len(cands)} classes of the data, scored on their own activations (no pair view)")
+    return DonorRun(rank_donors(cands, alignment, evidence, clf.classes, source, target))
 
 
 def _shortlist(run: AtlasRun, pair: ClassPair) -> tuple[np.ndarray | None, list[int]]:

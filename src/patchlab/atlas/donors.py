@@ -55,21 +55,49 @@ class DonorEvidence:
     images: dict[int, list[str]]
 
 
+def top_position_mean(x: np.ndarray, image_ids: np.ndarray, n_images: int, top_fraction: float = 0.25) -> np.ndarray:
+    """Per image, the mean of its top `top_fraction` of positions' x (NaN for images without
+    positions): a patch is local, so the best part of an image counts."""
+    per_img = np.full(n_images, np.nan)
+    order = np.lexsort((-x, image_ids))
+    ids_sorted, x_sorted = image_ids[order], x[order]
+    starts = np.searchsorted(ids_sorted, np.arange(n_images), "left")
+    ends = np.searchsorted(ids_sorted, np.arange(n_images), "right")
+    k = np.maximum(1, np.ceil((ends - starts) * top_fraction).astype(np.int64))
+    csum = np.concatenate([[0.0], np.cumsum(x_sorted, dtype=np.float64)])
+    has = ends > starts
+    per_img[has] = (csum[starts[has] + k[has]] - csum[starts[has]]) / k[has]
+    return per_img
+
+
+def layer_evidence(acts: Activations, top_fraction: float = 0.25, n_images: int = 3) -> DonorEvidence:
+    """Signal (i) without a pair view (whole-layer mode, e.g. real photos with no source or
+    target photos): each position's pair attribution in units of its standard deviation over
+    all positions; per class, the mean over its images of `top_position_mean`, and the
+    fraction of its positions that push towards the target (attribution > 0)."""
+    a = np.asarray(acts.pair, dtype=np.float64)
+    x = a / (a.std() or 1.0)
+    per_img = top_position_mean(x, acts.image_ids, len(acts.image_names), top_fraction)
+    labels = acts.image_labels[acts.image_ids]
+    ev = DonorEvidence({}, {}, {}, {})
+    for c in np.unique(acts.image_labels):
+        c = int(c)
+        if c < 0:
+            continue
+        imgs = np.nonzero(acts.image_labels == c)[0]
+        ev.act_score[c] = float(np.nanmean(per_img[imgs]))
+        ev.target_frac[c] = float((x[labels == c] > 0).mean())
+        ev.cells[c] = []
+        best = imgs[np.argsort(-np.nan_to_num(per_img[imgs], nan=-np.inf), kind="stable")[:n_images]]
+        ev.images[c] = [acts.image_names[i] for i in best]
+    return ev
+
+
 def activation_scores(donor: Activations, view: PairView, top_fraction: float = 0.25, n_cells: int = 3, n_images: int = 3) -> DonorEvidence:
     """Signal (i) from donor images' activations (collected with the same pair attribution)."""
     labels = donor.image_labels[donor.image_ids]
     x = view.normalize(donor.pair)
-    # per-image mean of its top positions' x (a patch is local: the best part of the image counts)
-    n_img = len(donor.image_names)
-    per_img = np.full(n_img, np.nan)
-    order = np.lexsort((-x, donor.image_ids))
-    ids_sorted, x_sorted = donor.image_ids[order], x[order]
-    starts = np.searchsorted(ids_sorted, np.arange(n_img), "left")
-    ends = np.searchsorted(ids_sorted, np.arange(n_img), "right")
-    for i, (s, e) in enumerate(zip(starts, ends)):  # loop over images (few), vectorized inside
-        if e > s:
-            k = max(1, int(np.ceil((e - s) * top_fraction)))
-            per_img[i] = x_sorted[s : s + k].mean()
+    per_img = top_position_mean(x, donor.image_ids, len(donor.image_names), top_fraction)
     # nearest pair-view cell by cosine
     cells = view.cells
     cv = torch.nn.functional.normalize(torch.from_numpy(cells.vectors).float(), dim=1)

@@ -147,7 +147,8 @@ def layer_pool(run: AtlasRun, images) -> ImagePool:
     """Whole-layer images: from the data folder, the given images, or exemplars of 8 random classes."""
     clf, cfg = run.classifier, run.config
     if run.folder is not None:
-        return ImagePool(clf, records=data_records(clf, run.folder, None, cfg.max_images, cfg.generator("pair_images")))
+        most = cfg.layer_images if cfg.layer_images is not None else 10**12
+        return ImagePool(clf, records=data_records(clf, run.folder, None, most, cfg.generator("pair_images")))
     if images is not None:
         return given_pool(clf, images)
     few = sorted(torch.randperm(clf.num_classes, generator=cfg.generator("layer_classes"))[:8].tolist())

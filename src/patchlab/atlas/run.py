@@ -24,7 +24,7 @@ import torch
 from ..errors import UserError
 from .collect import Activations
 from .config import AtlasConfig, AtlasRun
-from .donor_run import ClassPair, DonorRun, rank_pair_donors
+from .donor_run import ClassPair, DonorRun, layer_donors, rank_pair_donors
 from .grid import Cells, make_grid
 from .layout import CLASS_ATLAS, WHOLE_LAYER, Layout, layout
 from .pair import pair_view
@@ -66,6 +66,7 @@ def build_atlas(
     cfg = dataclasses.replace(config or AtlasConfig(), **settings)
     cfg = dataclasses.replace(cfg, layer=cfg.layer or classifier.feature_layer)
     classifier.layer(cfg.layer)  # UserError with suggestions for an unknown name
+    layer_pair = _layer_donor_pair(classes, cfg, s)
     out = Path(out) if out else _default_out(classifier, s, t, cfg.layer)
     ensure_writable_dir(out)
     described = str(images) if isinstance(images, (str, Path)) else (None if images is None else "in-memory")
@@ -77,7 +78,7 @@ def build_atlas(
     with run.log.timed("images"):
         pool = pair_pool(run, s, t, images) if s is not None else layer_pool(run, images)
     with run.log.timed("collect"):
-        pair = (s, t) if s is not None else None
+        pair = (s, t) if s is not None else layer_pair
         acts = collect_pool(run, pool, "activations", pair, [s, t] if s is not None else ())
     view, donors = None, None
     if s is not None:
@@ -86,6 +87,8 @@ def build_atlas(
             if view.layout.note:
                 run.log.notes.append("pair view: " + view.layout.note)
         donors = rank_pair_donors(run, ClassPair(s, t, view, pool))
+    elif layer_pair is not None:
+        donors = layer_donors(run, acts, *layer_pair)
     with run.log.timed("atlas_layout"):
         merged, lay, atlas_cells = _class_atlas(run, acts, donors, pair_mode=s is not None)
 
@@ -99,8 +102,10 @@ def build_atlas(
     files.update(activations="activations.f16", activations_index="activations-index.npz")
     top = None
     if donors is not None:
+        ds, dt = (s, t) if s is not None else layer_pair
         files.update(write_donors(out, donors.table, cfg.n_donors,
-                                  {"source": classes.label(s), "target": classes.label(t), "layer": cfg.layer}))
+                                  {"source": classes.label(ds), "target": classes.label(dt), "layer": cfg.layer,
+                                   "from": "pair view and donor images" if s is not None else "whole-layer activations"}))
         top = donors.table.head(cfg.n_donors)
     run.log.timings["total"] = time.perf_counter() - t_all
     result = AtlasResult(out, cfg.layer, s, t, len(merged), atlas_cells, lay, view, top, files, run.log.notes, run.log.timings)
@@ -117,6 +122,16 @@ def _resolve_pair(classes, source, target) -> tuple[int | None, int | None]:
     t = classes.resolve(str(target)) if target is not None else None
     if s is not None and s == t:
         raise UserError("source and target must be different classes")
+    return s, t
+
+
+def _layer_donor_pair(classes, cfg: AtlasConfig, source: int | None) -> tuple[int, int] | None:
+    """The whole-layer donor pair (class indices) from cfg.donor_pair; None when not asked for."""
+    if cfg.donor_pair is None:
+        return None
+    if source is not None:
+        raise UserError("--donors-for is for a whole-layer atlas; with --classes the pair's donors are ranked anyway")
+    s, t = _resolve_pair(classes, *cfg.donor_pair)
     return s, t
 
 

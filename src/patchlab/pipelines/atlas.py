@@ -27,6 +27,8 @@ def atlas(
     donors: int = 10,
     icons: bool | None = None,
     icon_steps: int = 96,
+    donors_for: tuple[str, str] | None = None,
+    max_images: int | None = None,
     out: str | Path | None = None,
     progress: bool = False,
 ) -> dict:
@@ -37,12 +39,17 @@ def atlas(
     side. donors: how many donor classes to list. icons: optvis cell icons
     (None: on with CUDA; on CPU, member-image crops, since rendering takes
     minutes there). out: the run folder (default reports/atlas-...-TIME).
+    Whole-layer mode: donors_for (SOURCE, TARGET) adds that pair's donor table
+    computed from the layer's own activations (real photos need no source or
+    target photo); max_images caps the photos drawn from `data` (None: all).
     """
     from ..atlas import build_atlas
     from ..models import load_classifier
 
-    if source is None and target is None and layer is None:
-        raise UserError("give --classes SOURCE TARGET, or --layer L for a whole-layer atlas")
+    if source is None and target is None and layer is None and data is None:
+        raise UserError("give --classes SOURCE TARGET, or --data DIR / --layer L for a whole-layer atlas")
+    if max_images is not None and max_images < 1:
+        raise UserError("--max-images must be at least 1")
     if data is not None and not Path(data).exists():
         raise UserError(f"--data {data} does not exist")
     clf = load_classifier(model, device, weights=str(weights) if weights else None)
@@ -51,5 +58,6 @@ def atlas(
         if not icons:
             log.info("on CPU cells show member-image crops; --icons (icons=True) renders optvis icons (slow here)")
     result = build_atlas(clf, source, target, images=data, layer=layer, grid=grid, n_donors=donors, out=out, seed=seed,
-                         progress=progress, icons=icons, icon_steps=icon_steps)
+                         progress=progress, icons=icons, icon_steps=icon_steps, layer_images=max_images,
+                         donor_pair=tuple(donors_for) if donors_for else None)
     return result.summary()
