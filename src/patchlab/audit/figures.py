@@ -40,7 +40,9 @@ def vulnerability_vs_similarity(df: pd.DataFrame) -> bytes | None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     yerr = [(ok["success"] - ok["ci_low"]).clip(lower=0), (ok["ci_high"] - ok["success"]).clip(lower=0)]
     ax.errorbar(ok["similarity"], ok["success"], yerr=yerr, fmt="none", ecolor="#999999", elinewidth=1, capsize=2)
-    sns.scatterplot(data=ok, x="similarity", y="success", hue="best_kind", s=50, ax=ax)
+    several = "model" in ok and ok["model"].nunique() > 1  # a multi-model audit: one marker per model
+    sns.scatterplot(data=ok, x="similarity", y="success", hue="best_kind", style="model" if several else None,
+                    s=50, ax=ax)
     if len(ok) <= 30:  # leaderboard ranks (names would overlap)
         for _, r in ok.iterrows():
             ax.annotate(f"#{r['rank']}", (r["similarity"], r["success"]), fontsize=7, xytext=(4, 3),
@@ -50,5 +52,6 @@ def vulnerability_vs_similarity(df: pd.DataFrame) -> bytes | None:
     ax.set_ylabel("best targeted success")
     ax.set_title("vulnerability vs class similarity", parse_math=False)
     if ax.get_legend():
-        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title="best kind")
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=8,
+                        title="best kind / model" if several else "best kind")
     return _png(fig)

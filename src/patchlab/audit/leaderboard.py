@@ -1,5 +1,6 @@
-"""The audit report: a leaderboard of pairs by best attack success, audit.csv,
-audit.json, two figures and index.html linking each pair's probe report.
+"""The audit report: a leaderboard of (model, pair) runs by best attack success,
+audit.csv, audit.json, two figures and index.html linking each run's probe
+report; a multi-model audit adds, per pair, its most vulnerable model.
 
 Rows are rebuilt from the pair folders every time, so the report is always
 what the folders hold (a resumed or a Ray audit writes the same table)."""
@@ -15,12 +16,12 @@ import pandas as pd
 from ..evaluate.summary import CONFIRMATION, SELECTION
 from ..patches.candidate import GENERATED_KINDS, NULL_KIND, REFERENCE_KIND
 from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, versions
-from .pair_run import is_finished, read_failure
-from .pairs import Pair
+from .pair_run import Job, is_finished, read_failure
 
 SCHEMA = "patchlab.audit/2"
 COLUMNS = [
-    "rank", "source", "target", "source_index", "target_index", "similarity", "confusion", "chosen_by", "status",
+    "rank", "model", "source", "target", "source_index", "target_index", "similarity", "confusion", "chosen_by",
+    "status",
     "best_candidate", "best_kind", "protocol", "success", "ci_low", "ci_high", "selection_success", "min_area",
     "min_area_success",
     "min_area_candidate", "lift", "lift_ci_low",
@@ -62,15 +63,16 @@ def best_of_kind(entries: list[dict], protocol: str) -> float | None:
     return None if best is None else best[protocol]["rate"]
 
 
-def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
-    """One leaderboard row for a pair: its probe summary, or its failure, or 'pending' / 'broken'."""
+def pair_row(audit_dir: Path, job: Job) -> dict[str, Any]:
+    """One leaderboard row for a (model, pair): its probe summary, or its failure, or 'pending' / 'broken'."""
+    pair = job.pair
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
-    row.update(source=pair.source_name, target=pair.target_name, source_index=pair.source,
+    row.update(model=job.model, source=pair.source_name, target=pair.target_name, source_index=pair.source,
                target_index=pair.target, similarity=pair.similarity, confusion=pair.confusion,
                chosen_by=pair.chosen_by)
-    run = audit_dir / "pairs" / pair.key()
-    if not is_finished(audit_dir, pair):
-        failure = read_failure(audit_dir, pair)
+    run = audit_dir / job.rel()
+    if not is_finished(audit_dir, job):
+        failure = read_failure(audit_dir, job)
         row["status"] = "failed" if failure else "pending"
         row["error"] = (failure or {}).get("error")
         return row
@@ -95,7 +97,7 @@ def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
                best_control=controls[0]["name"] if controls else None, best_disguised=dis.get("name"),
                disguised_success=dis.get("rate"), disguised_ci_low=dis_low, disguised_ci_high=dis_high,
                confirmation=(s.get("confirmation") or {}).get("denominator"),
-               seconds=(s.get("timings") or {}).get("total"), report=f"pairs/{pair.key()}/report.html")
+               seconds=(s.get("timings") or {}).get("total"), report=f"{job.rel()}/report.html")
     row.update(smallest_patch(results, protocol))
     everyone = s.get("candidates", []) + s.get("controls", []) + s.get("references", [])
     for kind in KINDS:
@@ -103,10 +105,10 @@ def pair_row(audit_dir: Path, pair: Pair) -> dict[str, Any]:
     return row
 
 
-def leaderboard(audit_dir: Path, pairs: list[Pair]) -> pd.DataFrame:
-    """Finished pairs by best success, then success with the smallest patch, then interval low end,
-    then similarity; failed and pending pairs last."""
-    df = pd.DataFrame([pair_row(audit_dir, p) for p in pairs], columns=COLUMNS)
+def leaderboard(audit_dir: Path, jobs: list[Job]) -> pd.DataFrame:
+    """Finished (model, pair) runs by best success, then success with the smallest patch, then
+    interval low end, then similarity; failed and pending runs last."""
+    df = pd.DataFrame([pair_row(audit_dir, j) for j in jobs], columns=COLUMNS)
     df["_ok"] = df["status"].eq("ok")
     df = df.sort_values(["_ok", "success", "min_area_success", "ci_low", "similarity"], ascending=False,
                         na_position="last",
@@ -121,13 +123,33 @@ def _clean(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def write_report(audit_dir: Path, pairs: list[Pair], config: dict[str, Any]) -> dict[str, Any]:
+def most_vulnerable(rows: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
+    """Per pair (in leaderboard order of its best run): the model with the highest confirmation
+    success (ties as the leaderboard ranks them) and every model's figures side by side."""
+    by_pair: dict[tuple[int, int], dict[str, Any]] = {}
+    for r in rows:  # rows are in rank order: the first finished run of a pair is its most vulnerable model
+        entry = by_pair.setdefault((r["source_index"], r["target_index"]), {
+            "source": r["source"], "target": r["target"], "source_index": r["source_index"],
+            "target_index": r["target_index"], "similarity": r["similarity"], "model": None, "success": None,
+            "models": {}})
+        entry["models"][r["model"]] = {k: r[k] for k in ("status", "success", "ci_low", "ci_high", "best_candidate",
+                                                         "best_kind", "rank", "report", "error")}
+        if entry["model"] is None and r["status"] == "ok" and r["success"] is not None:
+            entry.update(model=r["model"], success=r["success"])
+    out = list(by_pair.values())
+    for entry in out:
+        entry["models"] = {m: entry["models"][m] for m in models if m in entry["models"]}
+    return out
+
+
+def write_report(audit_dir: Path, jobs: list[Job], config: dict[str, Any]) -> dict[str, Any]:
     """Write audit.csv, audit.json, figures/*.png and index.html; returns audit.json's content."""
     from . import figures
     from .html import audit_page
 
-    df = leaderboard(audit_dir, pairs)
+    df = leaderboard(audit_dir, jobs)
     rows = [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+    models = list(dict.fromkeys(j.model for j in jobs))
     counts = df["status"].value_counts().to_dict()
     made = {"success_distribution": figures.success_distribution(df),
             "vulnerability_vs_similarity": figures.vulnerability_vs_similarity(df)}
@@ -142,7 +164,8 @@ def write_report(audit_dir: Path, pairs: list[Pair], config: dict[str, Any]) -> 
                    "failed": int(counts.get("failed", 0)) + int(counts.get("broken", 0)),
                    "pending": int(counts.get("pending", 0))},
         "complete": int(counts.get("pending", 0)) == 0,
-        "leaderboard": rows, "figures": files, "versions": versions(),
+        "leaderboard": rows, "most_vulnerable": most_vulnerable(rows, models) if len(models) > 1 else None,
+        "figures": files, "versions": versions(),
     }
     atomic_write_text(audit_dir / "audit.csv", df.to_csv(index=False))
     atomic_write_json(audit_dir / "audit.json", doc)

@@ -3,7 +3,8 @@
 Used the same way in-process and inside a Ray task, so both give the same
 results. A pair's folder is an ordinary probe run directory; a pair that
 failed leaves `failures/<key>.json` beside it with its error, and is retried
-by the next run of the audit.
+by the next run of the audit. A multi-model audit puts each model's folders
+one level down: pairs/<model>/<key>/ and failures/<model>/<key>.json.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 import tarfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,25 +48,45 @@ def run_pair(pair: Pair, settings: dict[str, Any], pair_dir: Path, classifier: A
                 "seconds": round(time.perf_counter() - start, 3)}
 
 
-def failure_path(audit_dir: Path, pair: Pair) -> Path:
-    return audit_dir / "failures" / f"{pair.key()}.json"
+@dataclass(frozen=True)
+class Job:
+    """One (model, pair) probe of an audit. `slug` names the model's folder under pairs/ and
+    failures/ in a multi-model audit; None keeps the single-model layout pairs/<pair key>/."""
+
+    model: str
+    pair: Pair
+    slug: str | None = None
+
+    def rel(self) -> str:
+        """The probe run folder, relative to the audit folder."""
+        return f"pairs/{self.slug}/{self.pair.key()}" if self.slug else f"pairs/{self.pair.key()}"
+
+    def name(self) -> str:
+        """'goldfish -> scuba diver', prefixed with the model in a multi-model audit."""
+        pair = f"{self.pair.source_name} -> {self.pair.target_name}"
+        return f"{self.model}: {pair}" if self.slug else pair
 
 
-def record_outcome(audit_dir: Path, pair: Pair, outcome: dict[str, Any]) -> None:
-    """Write or clear the pair's failure record."""
-    path = failure_path(audit_dir, pair)
+def failure_path(audit_dir: Path, job: Job) -> Path:
+    sub = audit_dir / "failures" / job.slug if job.slug else audit_dir / "failures"
+    return sub / f"{job.pair.key()}.json"
+
+
+def record_outcome(audit_dir: Path, job: Job, outcome: dict[str, Any]) -> None:
+    """Write or clear the job's failure record."""
+    path = failure_path(audit_dir, job)
     if outcome["status"] == "ok":
         path.unlink(missing_ok=True)
     else:
-        atomic_write_json(path, dict(outcome, pair=pair.as_row()))
+        atomic_write_json(path, dict(outcome, pair=job.pair.as_row(), model=job.model))
 
 
-def is_finished(audit_dir: Path, pair: Pair) -> bool:
-    return is_complete(audit_dir / "pairs" / pair.key())
+def is_finished(audit_dir: Path, job: Job) -> bool:
+    return is_complete(audit_dir / job.rel())
 
 
-def read_failure(audit_dir: Path, pair: Pair) -> dict[str, Any] | None:
-    path = failure_path(audit_dir, pair)
+def read_failure(audit_dir: Path, job: Job) -> dict[str, Any] | None:
+    path = failure_path(audit_dir, job)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

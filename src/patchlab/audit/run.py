@@ -1,7 +1,9 @@
 """`audit`: probe many class pairs and rank them by how easily they flip.
 
-pairs (head similarity, confusion on --data, or a file) -> one probe run per
-pair in OUT/pairs/<key>/ (in-process, or one Ray task each) -> leaderboard.
+pairs (head similarity, confusion on --data, or a file, chosen on the first
+model) -> one probe run per (model, pair) in OUT/pairs/<key>/ (one model) or
+OUT/pairs/<model>/<key>/ (several models), in-process or one Ray task each ->
+leaderboard.
 
 Resumable: re-running the same command on the same OUT skips finished pairs,
 resumes a half-finished pair from its saved stages, and retries failed ones.
@@ -12,18 +14,22 @@ import logging
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from ..errors import UserError
 import pandas as pd
 
+from ..classes import slugify
+from ..errors import UserError
+from ..identity import check_same_run, run_identity
 from ..runio import COMPLETE_MARKER, atomic_write_json, atomic_write_text, ensure_writable_dir, mark_complete, new_manifest
 from .leaderboard import write_report
-from .pair_run import is_finished, record_outcome, run_pair
-from ..identity import check_same_run, run_identity
+from .pair_run import Job, is_finished, record_outcome, run_pair
 from .pairs import Pair, confusion_pairs, head_pairs, read_pairs_file
 
 log = logging.getLogger("patchlab")
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
 def select_pairs(clf, n: int | None, pairs_file: str | Path | None, data: str | Path | None, seed: int = 0) -> list[Pair]:
     if pairs_file is not None:
         if n is not None:
@@ -31,6 +37,46 @@ def select_pairs(clf, n: int | None, pairs_file: str | Path | None, data: str | 
         return read_pairs_file(clf, pairs_file)
     n = 10 if n is None else n
     return confusion_pairs(clf, data, n, seed=seed) if data is not None else head_pairs(clf, n)
+
+
+def model_list(model: str | None, models: Sequence[str] | None) -> list[str]:
+    """The audited model specs: --models (commas also split), else --model, else the default."""
+    if model is not None and models:
+        raise UserError("give --model or --models, not both")
+    if not models:
+        return [model or DEFAULT_MODEL]
+    specs = [s.strip() for m in models for s in str(m).split(",") if s.strip()]
+    if not specs:
+        raise UserError("--models lists no model")
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if slugify(spec) in seen:
+            other = seen[slugify(spec)]
+            raise UserError(f"--models lists {spec!r} twice" if other == spec
+                            else f"--models: {other!r} and {spec!r} would share the folder pairs/{slugify(spec)}/")
+        seen[slugify(spec)] = spec
+    return specs
+
+
+def load_models(specs: list[str], device: str, weights: str | None) -> list[Any]:
+    """Load every model (a bad name or weights file fails here, before anything is written);
+    each keeps its own input size. All must have the first model's classes."""
+    from ..models import load_classifier
+
+    clfs = [load_classifier(spec, device, weights=weights) for spec in specs]
+    first = clfs[0]
+    for clf in clfs[1:]:
+        if clf.classes.names != first.classes.names:
+            raise UserError(f"model {clf.spec} has other classes than {first.spec} ({clf.num_classes} vs "
+                            f"{first.num_classes} outputs); an audit compares models on the same classes")
+    return clfs
+
+
+def make_jobs(specs: list[str], pairs: list[Pair]) -> list[Job]:
+    """Every (model, pair), model by model; one model keeps the old pairs/<key>/ layout."""
+    if len(specs) == 1:
+        return [Job(specs[0], p) for p in pairs]
+    return [Job(spec, p, slugify(spec)) for spec in specs for p in pairs]
 
 
 def _check_same_audit(audit_dir: Path, identity: dict[str, Any]) -> None:
@@ -50,52 +96,80 @@ def _check_same_audit(audit_dir: Path, identity: dict[str, Any]) -> None:
     check_same_run(old.get("config", {}).get("identity"), identity, f"the audit in {audit_dir}")
 
 
-def _reporter(audit_dir: Path, pairs: list[Pair], todo: list[Pair], config: dict[str, Any], say):
-    """Record a pair's outcome, rewrite the report, and say one line about it."""
-    def finished(i: int, pair: Pair, outcome: dict[str, Any]) -> None:
-        record_outcome(audit_dir, pair, outcome)
-        doc = write_report(audit_dir, pairs, config)
-        row = next(r for r in doc["leaderboard"] if r["source_index"] == pair.source and r["target_index"] == pair.target)
+def _reporter(audit_dir: Path, jobs: list[Job], todo: list[Job], config: dict[str, Any], say):
+    """Record a job's outcome, rewrite the report, and say one line about it."""
+    def finished(i: int, job: Job, outcome: dict[str, Any]) -> None:
+        record_outcome(audit_dir, job, outcome)
+        doc = write_report(audit_dir, jobs, config)
+        row = next(r for r in doc["leaderboard"] if r["model"] == job.model and
+                   r["source_index"] == job.pair.source and r["target_index"] == job.pair.target)
         if outcome["status"] == "ok":
-            say(f"[{i}/{len(todo)}] {pair.source_name} -> {pair.target_name}: best {row['best_candidate']} "
+            say(f"[{i}/{len(todo)}] {job.name()}: best {row['best_candidate']} "
                 f"{100 * (row['success'] or 0):.1f}% ({outcome['seconds']:.0f} s)")
         else:
-            say(f"[{i}/{len(todo)}] {pair.source_name} -> {pair.target_name}: FAILED: {outcome['error']}")
+            say(f"[{i}/{len(todo)}] {job.name()}: FAILED: {outcome['error']}")
 
     return finished
 
 
-def _run_in_process(todo, pairs, settings, audit_dir, config, clf, ray, cpus_per_pair, say) -> None:
-    """Pairs one after another on this process's device, sharing the loaded classifier."""
-    finished = _reporter(audit_dir, pairs, todo, config, say)
-    for i, pair in enumerate(todo, 1):
-        say(f"[{i}/{len(todo)}] probing {pair.source_name} -> {pair.target_name} ...")
-        finished(i, pair, run_pair(pair, settings, audit_dir / "pairs" / pair.key(), classifier=clf,
-                                   echo=lambda m: say("  " + m)))
+def _run_in_process(todo, jobs, settings, audit_dir, config, loaded, ray, cpus_per_pair, say) -> None:
+    """Jobs one after another on this process's device, sharing each model loaded once."""
+    finished = _reporter(audit_dir, jobs, todo, config, say)
+    for i, job in enumerate(todo, 1):
+        say(f"[{i}/{len(todo)}] probing {job.name()} ...")
+        finished(i, job, run_pair(job.pair, dict(settings, model=job.model), audit_dir / job.rel(),
+                                  classifier=loaded.get(job.model), echo=lambda m: say("  " + m)))
 
 
-def _run_with_ray(todo, pairs, settings, audit_dir, config, clf, ray, cpus_per_pair, say) -> None:
-    """One Ray task per pair; each finished folder comes back as an archive and is unpacked here."""
+def _run_with_ray(todo, jobs, settings, audit_dir, config, loaded, ray, cpus_per_pair, say) -> None:
+    """One Ray task per job; each finished folder comes back as an archive and is unpacked here."""
     from .pair_run import unpack_dir
     from .ray_backend import run_pairs
 
-    finished = _reporter(audit_dir, pairs, todo, config, say)
-    for i, (pair, outcome) in enumerate(run_pairs(todo, settings, audit_dir, ray, cpus_per_pair, say), 1):
+    finished = _reporter(audit_dir, jobs, todo, config, say)
+    for i, (job, outcome) in enumerate(run_pairs(todo, settings, audit_dir, ray, cpus_per_pair, say), 1):
         files = outcome.pop("files", None)
         if files:
             try:
-                unpack_dir(files, audit_dir / "pairs" / pair.key())
+                unpack_dir(files, audit_dir / job.rel())
             except (OSError, ValueError, tarfile.TarError) as exc:
                 outcome = {"status": "failed", "error": f"could not unpack the pair's results: {exc}",
                            "traceback": None, "seconds": outcome.get("seconds")}
-        finished(i, pair, outcome)
+        finished(i, job, outcome)
+
+
+def _config(settings: dict[str, Any], identity: dict[str, Any], clfs: list[Any], pairs: list[Pair],
+            pairs_file: Any, data: Any, ray: str | None) -> dict[str, Any]:
+    return {"settings": settings, "identity": identity, "model": clfs[0].spec, "models": [c.spec for c in clfs],
+            "input_sizes": {c.spec: c.input_size for c in clfs}, "budget": settings["budget"],
+            "selection": "file" if pairs_file else ("confusion" if data else "head"),
+            "pairs": [p.as_row() for p in pairs], "execution": f"ray {ray}" if ray else "in-process"}
+
+
+def _absolute(path: str | Path | None) -> str | None:  # Ray workers do not share the driver's cwd
+    return str(Path(path).resolve()) if path else None
+
+
+def _check_args(n_pairs, cpus_per_pair, budget, data, donor_data, library, ray) -> None:
+    from ..probe import check_inputs
+
+    check_inputs(budget, (data, "--data"), (donor_data, "--donor-data"), (library, "--library"))
+    if n_pairs is not None and n_pairs < 1:
+        raise UserError("--pairs must be at least 1")
+    if cpus_per_pair < 1:
+        raise UserError("--cpus-per-pair must be at least 1")
+    if ray:
+        from .ray_backend import check_reachable
+
+        check_reachable(ray)
 
 
 def audit(
     n_pairs: int | None = None,
     pairs_file: str | Path | None = None,
     *,
-    model: str = "efficientnet_lite0",
+    model: str | None = None,
+    models: Sequence[str] | None = None,
     weights: str | Path | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -108,50 +182,41 @@ def audit(
     cpus_per_pair: int = 2,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Probe the chosen pairs (skipping finished ones) and write the audit report; returns audit.json's content."""
-    from ..models import load_classifier
-    from ..probe import check_inputs
-
+    """Probe the chosen pairs on each model (skipping finished ones) and write the audit report;
+    returns audit.json's content. model: one spec (default efficientnet_lite0); models: several
+    (pairs are chosen on the first; not together with model); weights apply to every model."""
     say = echo or (lambda msg: log.info(msg))
-    check_inputs(budget, (data, "--data"), (donor_data, "--donor-data"), (library, "--library"))
-    if n_pairs is not None and n_pairs < 1:
-        raise UserError("--pairs must be at least 1")
-    if cpus_per_pair < 1:
-        raise UserError("--cpus-per-pair must be at least 1")
-    if ray:
-        from .ray_backend import check_reachable
-
-        check_reachable(ray)
-
-    def absolute(path: str | Path | None) -> str | None:  # Ray workers do not share the driver's cwd
-        return str(Path(path).resolve()) if path else None
-
-    settings = {"model": model, "weights": absolute(weights), "data": absolute(data), "library": absolute(library),
-                "donor_data": absolute(donor_data), "budget": budget, "seed": seed}
-    identity = run_identity(model=model, weights=weights, data=data, donor_data=donor_data, library=library,
+    specs = model_list(model, models)
+    _check_args(n_pairs, cpus_per_pair, budget, data, donor_data, library, ray)
+    settings = {"model": specs[0], "weights": _absolute(weights), "data": _absolute(data),
+                "library": _absolute(library), "donor_data": _absolute(donor_data), "budget": budget, "seed": seed}
+    identity = run_identity(model=specs[0], weights=weights, data=data, donor_data=donor_data, library=library,
                             budget=budget, seed=seed)
+    if len(specs) > 1:  # a resumed audit with other models (or another order) is refused
+        identity["model"] = specs
     _check_same_audit(Path(out), identity)
+    # Ray workers load their own models; the driver only needs them to check names and choose pairs
+    clfs = load_models(specs, "cpu" if ray else device, settings["weights"])
     audit_dir = ensure_writable_dir(out)
-    # Ray workers load their own model; the driver only needs the head to choose pairs
-    clf = load_classifier(model, "cpu" if ray else device, weights=settings["weights"])
-    pairs = select_pairs(clf, n_pairs, pairs_file, data, seed)
-    config = {"settings": settings, "identity": identity, "model": clf.spec, "budget": budget, "selection":
-              "file" if pairs_file else ("confusion" if data else "head"),
-              "pairs": [p.as_row() for p in pairs], "execution": f"ray {ray}" if ray else "in-process"}
-    manifest = new_manifest("audit", config, seed, clf.spec)
+    pairs = select_pairs(clfs[0], n_pairs, pairs_file, data, seed)
+    jobs = make_jobs(specs, pairs)
+    config = _config(settings, identity, clfs, pairs, pairs_file, data, ray)
+    manifest = new_manifest("audit", config, seed, ", ".join(specs))
     atomic_write_json(audit_dir / "manifest.json", manifest)
     (audit_dir / COMPLETE_MARKER).unlink(missing_ok=True)
     atomic_write_text(audit_dir / "pairs.csv", pd.DataFrame([p.as_row() for p in pairs]).to_csv(index=False))
-    todo = [p for p in pairs if not is_finished(audit_dir, p)]
-    say(f"audit of {len(pairs)} pairs in {audit_dir}: {len(pairs) - len(todo)} finished earlier, {len(todo)} to run")
-    write_report(audit_dir, pairs, config)
+    todo = [j for j in jobs if not is_finished(audit_dir, j)]
+    what = f"{len(pairs)} pairs x {len(specs)} models" if len(specs) > 1 else f"{len(pairs)} pairs"
+    say(f"audit of {what} in {audit_dir}: {len(jobs) - len(todo)} finished earlier, {len(todo)} to run")
+    write_report(audit_dir, jobs, config)
     start = time.perf_counter()
     run = _run_with_ray if ray else _run_in_process
-    run(todo, pairs, dict(settings, device=device), audit_dir, config, clf, ray, cpus_per_pair, say)
-    doc = write_report(audit_dir, pairs, config)
-    doc["seconds"] = round(time.perf_counter() - start, 3)
-    doc["report"] = str(audit_dir / "index.html")
-    doc["audit_dir"] = str(audit_dir)
+    loaded = {} if ray else dict(zip(specs, clfs))
+    del clfs  # Ray: the driver's copies are not needed any more
+    run(todo, jobs, dict(settings, device=device), audit_dir, config, loaded, ray, cpus_per_pair, say)
+    doc = write_report(audit_dir, jobs, config)
+    doc.update(seconds=round(time.perf_counter() - start, 3), report=str(audit_dir / "index.html"),
+               audit_dir=str(audit_dir))
     if doc["complete"]:
         mark_complete(audit_dir, manifest)
     return doc
