@@ -156,3 +156,33 @@ def test_bfloat16_training_step_on_cpu(task, monkeypatch):
     cand = synthesize_patch(clf, train, TARGET, steps=60, patch_px=8, batch_size=8, generator=generator(0))
     assert cand.provenance["autocast"] == "bfloat16" and cand.patch.dtype == torch.float32
     assert success(clf, held, cand.patch, TARGET) > 0.5
+
+
+def test_synth_mix_adds_synthesized_images_to_the_train_photos_only(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import patchlab.pairdata as pairdata
+    from patchlab import synth
+    from patchlab.errors import UserError
+
+    data = tmp_path / "data" / "snorkel"
+    data.mkdir(parents=True)
+    for k, im in enumerate(gratings(16, SOURCE, seed=5)):
+        Image.fromarray((im.permute(1, 2, 0) * 255).byte().numpy()).save(data / f"s{k:02d}.png")
+    asked = {}
+
+    def fake_sources(clf, source, target, n, seed=0, progress=False):
+        asked.update(n=n, source=source)
+        return torch.rand(n, 3, clf.input_size, clf.input_size), [f"exemplar x #{i}" for i in range(n)], "3 fakes"
+
+    monkeypatch.setattr(pairdata, "synthesized_sources", fake_sources)
+    kw = dict(steps=2, patch_px=8, batch_size=2, data=tmp_path / "data", model="tiny", device="cpu", sizes=(0.1,))
+    plain = synth("any", "scuba diver", out=tmp_path / "plain", **kw)["summary"]["data"]
+    mixed = synth("any", "scuba diver", mix=3, out=tmp_path / "mixed", **kw)["summary"]["data"]
+    assert asked == {"n": 3, "source": None}
+    assert mixed["files"]["train"] == plain["files"]["train"] + [f"exemplar x #{i}" for i in range(3)]
+    for split in ("selection", "confirmation"):
+        assert mixed["files"][split] == plain["files"][split]
+    assert "mixed with 3 fakes" in mixed["how"]
+    with pytest.raises(UserError, match="--mix"):
+        synth("any", "scuba diver", mix=2, steps=2, model="tiny", device="cpu", out=tmp_path / "x")

@@ -16,7 +16,7 @@ same exemplar seed) never count a training image.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,13 @@ class PairData:
     def confirmation(self) -> torch.Tensor:
         return self.images["confirmation"]
 
+    def with_extra_train(self, images: torch.Tensor, names: list[str], how: str) -> "PairData":
+        """The same pair with `images` added to the train split only (e.g. synthesized images
+        mixed into real train photos); selection and confirmation are unchanged."""
+        new = dict(self.images, train=torch.cat([self.train, images.to(self.train.dtype)]))
+        new_names = dict(self.names, train=list(self.names["train"]) + list(names))
+        return replace(self, images=new, names=new_names, how=f"{self.how}; train split mixed with {how}")
+
     def counts(self) -> dict[str, int]:
         return {s: len(self.images[s]) for s in SPLITS} | {"target": len(self.target_images)}
 
@@ -144,10 +151,13 @@ def _require(images: dict[str, torch.Tensor], where: str) -> None:
                         f"(the split rule puts 2 of every 8 in train, 2 in selection, 4 in confirmation)")
 
 
-def _from_exemplars(classifier, source, target, sizes: SplitSizes, seed: int, progress: bool) -> PairData:
+def synthesized_sources(classifier, source: int | None, target: int, n: int, seed: int = 0,
+                        progress: bool = False) -> tuple[torch.Tensor, list[str], str]:
+    """n calibrated exemplars of the source (pair-aware, near the target), or, when source is
+    None, ceil(n / ANY_CLASSES) of each of ANY_CLASSES random classes but the target (at
+    least n): (images, names, how they were made)."""
     from .exemplars import describe, exemplars
 
-    n = sizes.items_needed()
     if source is not None:
         ex = exemplars(classifier, source, n, near=target, seed=seed, progress=progress)
         images, how = ex.images.cpu(), describe(ex.settings)
@@ -161,6 +171,13 @@ def _from_exemplars(classifier, source, target, sizes: SplitSizes, seed: int, pr
             parts.append(exemplars(classifier, c, per, seed=seed, progress=progress).images.cpu())
             names += [f"exemplar {classifier.classes.label(c)} #{i}" for i in range(per)]
         images, how = torch.cat(parts), f"calibrated exemplars of {len(pool)} random classes"
+    return images, names, how
+
+
+def _from_exemplars(classifier, source, target, sizes: SplitSizes, seed: int, progress: bool) -> PairData:
+    from .exemplars import exemplars
+
+    images, names, how = synthesized_sources(classifier, source, target, sizes.items_needed(), seed, progress)
     idx = split_indices(len(images), seed, sizes)
     split, split_names = _split_tensor(images, names, idx)
     tgt = exemplars(classifier, target, sizes.target, seed=seed + 1, progress=progress).images.cpu()

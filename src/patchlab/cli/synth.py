@@ -17,6 +17,7 @@ def synth_cmd(
     patch_px: Annotated[int, typer.Option("--patch-px", min=2, help="Patch resolution in pixels.")] = 64,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     data: Annotated[Optional[Path], typer.Option("--data", help="Source images (folder/CSV); else exemplars.")] = None,
+    mix: Annotated[int, typer.Option("--mix", min=0, help="With --data: add N synthesized source images to the train photos.")] = 0,
     budget: Annotated[str, typer.Option("--budget", help="Split sizes: quick | standard | thorough (as probe and evaluate).")] = "quick",
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default reports/synth-...).")] = None,
     *,
@@ -26,7 +27,7 @@ def synth_cmd(
     from ..pipelines.synth import synth
 
     res = synth(classes[0], classes[1], model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed,
-                data=data, budget=budget, area=area, steps=steps, patch_px=patch_px, batch_size=batch_size, out=out,
+                data=data, mix=mix, budget=budget, area=area, steps=steps, patch_px=patch_px, batch_size=batch_size, out=out,
                 progress=opts.verbose)
     if opts.json_out:
         emit_json(res)

@@ -29,19 +29,22 @@ def synth(
     sizes: tuple[float, ...] = SYNTH_SIZES,
     random_placements: int = 2,
     amp: bool | None = None,
+    mix: int = 0,
     out: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train the patch on the train split of `patchlab.pairdata` (photos from `data`: every
     train photo; else exemplars) and evaluate it against null controls. amp: bfloat16
-    training step (None: where the device runs it natively). Returns
+    training step (None: where the device runs it natively). mix: with `data`, add this
+    many synthesized source images (exemplars) to the train photos; selection and
+    confirmation stay photos. Returns
     {run_dir, report, summary, candidate, sec_per_step}."""
     from ..budgets import get_budget
     from ..devices import stage_generator
     from ..evaluate.controls import make_controls
     from ..evaluate.core import evaluate
     from ..models import load_classifier
-    from ..pairdata import ANY, SplitSizes, load_pair
+    from ..pairdata import ANY, SplitSizes, load_pair, synthesized_sources
     from ..patches.synth import synthesize_patch
     from ..report import start_run, write_run
     from ..runio import new_manifest
@@ -51,6 +54,8 @@ def synth(
         raise UserError(f"--area needs 0 < LO <= HI < 1, got {lo} {hi}")
     if steps < 1 or patch_px < 2 or batch_size < 1:
         raise UserError("--steps and --batch-size must be >= 1, --patch-px >= 2")
+    if mix < 0 or (mix and data is None):
+        raise UserError("--mix N (N >= 0) adds synthesized images to the photos of --data; give --data")
     plan = get_budget(budget)
     clf = load_classifier(model, device, weights=str(weights) if weights else None)
     tgt = clf.classes.resolve(target)
@@ -60,11 +65,13 @@ def synth(
     slug = ANY if src is None else clf.classes.slug(src)
     run_dir = Path(out) if out else Path("reports") / f"synth-{slug}-to-{clf.classes.slug(tgt)}-{time.strftime('%Y%m%d-%H%M%S')}"
     config = {"source": slug, "target": clf.classes.slug(tgt), "area": [lo, hi], "steps": steps, "patch_px": patch_px,
-              "batch_size": batch_size, "data": str(data) if data else None, "budget": budget, "weights": str(weights) if weights else None}
+              "batch_size": batch_size, "data": str(data) if data else None, "mix": mix, "budget": budget, "weights": str(weights) if weights else None}
     manifest = new_manifest("synth", config, seed, clf.spec)
     start_run(run_dir, manifest)
     sizes_for_split = SplitSizes(10**9 if data else plan.n_train, plan.n_selection, plan.n_confirmation, plan.n_target)
     pair = load_pair(clf, src, tgt, sizes_for_split, data=data, seed=seed, photo_factor=2, progress=progress)
+    if mix:
+        pair = pair.with_extra_train(*synthesized_sources(clf, src, tgt, mix, seed=seed, progress=progress))
     cand = synthesize_patch(clf, pair.train, tgt, src, steps=steps, patch_px=patch_px, area=(lo, hi), batch_size=batch_size,
                             generator=stage_generator(seed, "synth"), amp=amp, progress=progress)
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"), source=src, target=tgt,
