@@ -339,3 +339,27 @@ def test_top_position_mean_matches_a_loop():
         v = np.sort(x[ids == i])[::-1]
         want = v[: max(1, int(np.ceil(len(v) * 0.25)))].mean() if len(v) else np.nan
         assert np.isnan(got[i]) if np.isnan(want) else abs(got[i] - want) < 1e-9
+
+
+def test_icon_measures_on_the_tiny_model():
+    """(a) icons whose cells are their own pooled features agree with their cell's top-3 classes
+    (bias-free head: exact); (b) identical icons have pairwise cosine 1, varied ones less."""
+    from patchlab.atlas.icon_measures import cell_top_classes, icon_measures
+
+    clf = tiny_classifier(num_classes=20, input_size=32, seed=3)
+    clf.head.bias.data.zero_()
+    icons = _smooth_images(12, 4)
+    with torch.no_grad():
+        _, acts = clf.run(icons, [clf.feature_layer])
+    pooled = acts[clf.feature_layer].mean((2, 3)).numpy()
+    top = cell_top_classes(clf, clf.feature_layer, pooled)
+    assert top.shape == (12, 3)
+    m = icon_measures(clf, clf.feature_layer, icons, top)
+    assert m["icons"] == 12 and m["top1_in_cell_top3"] == 1.0
+    own = clf(icons).argmax(1).numpy()
+    wrong = np.stack([(own + j) % 20 for j in (1, 2, 3)], 1)
+    assert icon_measures(clf, clf.feature_layer, icons, wrong)["top1_in_cell_top3"] == 0.0
+    same = icon_measures(clf, clf.feature_layer, icons[:1].repeat(5, 1, 1, 1), None)
+    assert same["mean_pairwise_cosine"] == pytest.approx(1.0, abs=1e-4) and same["top1_in_cell_top3"] is None
+    assert m["mean_pairwise_cosine"] < same["mean_pairwise_cosine"]
+    assert cell_top_classes(clf, "act1", pooled) is None  # no exact attribution off the head's input

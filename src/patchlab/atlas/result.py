@@ -40,6 +40,7 @@ class AtlasResult:
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    icon_measures: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict:
         d = {
@@ -47,6 +48,7 @@ class AtlasResult:
             "activations": self.activations, "atlas_layout": self.atlas_layout.as_dict(),
             "atlas_cells": len(self.atlas_cells), "files": self.files, "notes": self.notes,
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
+            "icon_measures": self.icon_measures,
         }
         if self.pair is not None:
             d["pair"] = {"layout": self.pair.layout.as_dict(), "cells": len(self.pair.cells), "scale_p99": self.pair.scale}

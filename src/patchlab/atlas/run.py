@@ -97,7 +97,9 @@ def build_atlas(
         views.insert(0, View("pair", view.cells, acts, view.rows))
     pools = [pool] + ([donors.pool] if donors is not None and donors.acts is not None else [])
     with run.log.timed("icons"):
-        tiles = _tiles(run, views, ImagePool.concat(pools))
+        tiles, rendered = _tiles(run, views, ImagePool.concat(pools))
+    with run.log.timed("icon_measures"):
+        measures = _measure_icons(run, atlas_cells, tiles[-1], rendered)
     files = write_views(out, views, tiles, cfg.icon_size, view.scale if view is not None else None)
     files.update(activations="activations.f16", activations_index="activations-index.npz")
     top = None
@@ -108,7 +110,8 @@ def build_atlas(
                                    "from": "pair view and donor images" if s is not None else "whole-layer activations"}))
         top = donors.table.head(cfg.n_donors)
     run.log.timings["total"] = time.perf_counter() - t_all
-    result = AtlasResult(out, cfg.layer, s, t, len(merged), atlas_cells, lay, view, top, files, run.log.notes, run.log.timings)
+    result = AtlasResult(out, cfg.layer, s, t, len(merged), atlas_cells, lay, view, top, files, run.log.notes,
+                         run.log.timings, measures)
     manifest["result"] = {k: v for k, v in result.summary().items() if k != "donors"}
     mark_complete(out, manifest)
     return result
@@ -170,8 +173,24 @@ def _concat_acts(parts: list[Activations]) -> Activations:
     )
 
 
-def _tiles(run: AtlasRun, views: list[View], pool) -> list[torch.Tensor]:
-    """Icon images per view: optvis renders of cell means (one batched pass), else member crops."""
+def _measure_icons(run: AtlasRun, cells: Cells, icons: torch.Tensor, rendered: bool) -> dict:
+    """The atlas view's icon measures (`icon_measures`); each cell's top-3 attributed classes go
+    into cells.csv (top_class_1..3) when the layer allows an exact attribution."""
+    from .icon_measures import cell_top_classes, icon_measures
+
+    clf = run.classifier
+    top = cell_top_classes(clf, run.config.layer, cells.vectors)
+    if top is not None:
+        for j in range(top.shape[1]):
+            cells.extra[f"top_class_{j + 1}"] = np.array([clf.classes.label(int(c)) for c in top[:, j]])
+    measures = icon_measures(clf, run.config.layer, icons, top)
+    measures["icons_are"] = "optvis renders of cell means" if rendered else "member-photo crops"
+    return measures
+
+
+def _tiles(run: AtlasRun, views: list[View], pool) -> tuple[list[torch.Tensor], bool]:
+    """Icon images per view: optvis renders of cell means (one batched pass), else member crops;
+    and whether they were rendered."""
     from .icons import member_crops, render_icons, representatives
 
     cfg = run.config
@@ -189,11 +208,11 @@ def _tiles(run: AtlasRun, views: list[View], pool) -> list[torch.Tensor]:
         for v in views:
             out.append(rendered[i : i + len(v.cells)])
             i += len(v.cells)
-        return out
+        return out, True
     out = []
     for v in views:
         rep = representatives(v.cells, v.acts.vectors, v.rows)
         point_rows = rep if v.rows is None else v.rows[rep]
         fetch = lambda ids, a=v.acts: pool.fetch_by_name([a.image_names[i] for i in ids])  # noqa: E731
         out.append(member_crops(fetch, v.acts, point_rows, cfg.icon_size))
-    return out
+    return out, False

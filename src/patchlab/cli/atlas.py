@@ -39,6 +39,11 @@ def atlas_cmd(
     typer.echo(f"atlas written to {summary['out']}")
     for note in summary["notes"]:
         typer.echo(f"note: {note}")
+    m = summary.get("icon_measures") or {}
+    if m.get("icons"):
+        agree = "n/a" if m["top1_in_cell_top3"] is None else f"{m['top1_in_cell_top3']:.0%}"
+        typer.echo(f"icons ({m['icons_are']}, {m['icons']}): own top-1 among the cell's top-3 classes {agree}; "
+                   f"mean pairwise cosine of their pooled features {m['mean_pairwise_cosine']}")
     for d in summary.get("donors", []):
         sig = d["signals"]
         typer.echo(
