@@ -34,7 +34,7 @@ import torch
 from patchlab.data import load_images
 from patchlab.devices import generator
 from patchlab.classes import imagenet_classes
-from patchlab.library import index_library, library_photo_control, library_records, search_library
+from patchlab.library import index_library, library_control_photos, library_records, search_library
 from patchlab.library.index import AUTO_SPATIAL_DIM
 from patchlab.models import load_classifier
 from patchlab.patches.apply import CORNERS, apply_patch, named_centers
@@ -263,7 +263,7 @@ def pair_run(clf, library: Path, batch_size: int, seed: int, cache: Path, search
         print(f"  {c.name}: {p['file']} | {p['donor_name']} | {c.reads_as['name']} ({c.reads_as['prob']:.2f}) | "
               f"{p['method']} | {p['score_gain_logodds']:.2f} | {p['train_success']:.2f} | "
               f"{rate:.3f} ({a}, {pos}; {sel:.2f})")
-    ctrl = library_photo_control(clf, idx, n=20, generator=generator(seed + 1), exclude=(src, tgt))
+    ctrl = library_control_photos(clf, idx, n=20, generator=generator(seed + 1), exclude=(src, tgt))
     crates = [held_out_static(clf, c.patch, select, confirm, tgt)[0] for c in ctrl]
     print(f"top-10 held-out static: mean {np.mean(rates):.3f}, best {max(rates):.3f}; "
           f"control-library-photo (20 random whole photos, same protocol): median {np.median(crates):.3f}, "

@@ -12,7 +12,7 @@ from PIL import Image
 from patchlab.data import ImageRecord, load_images
 from patchlab.errors import UserError
 from patchlab.library import (
-    index_library, library_photo_control, random_library_photos, search_library, spatial_basis,
+    index_library, library_control_photos, random_library_photos, search_library, spatial_basis,
 )
 from patchlab.library.search import eligible_photos, index_proposals, library_direction, window_scores
 from patchlab.models import tiny_classifier
@@ -230,16 +230,22 @@ def test_labelled_library_excludes_target_and_source_photos(tmp_path, tmp_cache)
         library_direction(clf, index, source=0, target=5)
 
 
-def test_library_photo_control_is_seeded(tmp_path, tmp_cache):
+def test_library_control_photos_is_seeded(tmp_path, tmp_cache):
     lib = _write_library(tmp_path / "lib", n_textures=7)
     clf = tiny_classifier(seed=0)
     index = index_library(clf, lib)
-    a = library_photo_control(clf, index, n=4, generator=torch.Generator().manual_seed(3))
-    b = library_photo_control(clf, index, n=4, generator=torch.Generator().manual_seed(3))
+    a = library_control_photos(clf, index, n=4, generator=torch.Generator().manual_seed(3))
+    b = library_control_photos(clf, index, n=4, generator=torch.Generator().manual_seed(3))
     assert [c.provenance["file"] for c in a] == [c.provenance["file"] for c in b]
     assert len({c.provenance["file"] for c in a}) == 4
     assert all(c.kind == "control" and c.name.startswith("control-library-photo-") for c in a)
     assert a[0].patch.shape == (3, 32, 32)
+    # the pooled null control of the evaluator is made of the same photos
+    from patchlab.evaluate.controls import library_photo_control
+
+    pooled = library_photo_control(clf, index, 4, torch.Generator().manual_seed(3))
+    assert pooled.name == "control-library-photo" and pooled.kind == "control" and pooled.members.shape == (4, 3, 32, 32)
+    assert pooled.provenance["files"] == [c.provenance["file"] for c in a]
 
 
 def test_projected_spatial_store_projects_the_direction_on_demand(tmp_path):

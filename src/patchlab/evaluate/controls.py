@@ -86,10 +86,11 @@ def library_photo_control(classifier, library, n: int, generator: torch.Generato
     as a class in `exclude`), each pasted the same way; every results row is the median photo's.
     Answers "is the found photo special, or does any photo of that size do it?".
     `library`: a folder (indexed and cached by `patchlab.library`) or a LibraryIndex."""
-    from ..library import index_library, random_library_photos
+    from ..library import index_library, library_control_photos
 
     index = library if hasattr(library, "load_photos") else index_library(classifier, library)
-    photos = random_library_photos(index, n, generator, exclude=[c for c in exclude if c is not None])
+    per = library_control_photos(classifier, index, n, generator, exclude=[c for c in exclude if c is not None])
+    photos = torch.stack([c.patch for c in per])
     return Candidate(photos[0], NULL_KIND, LIBRARY_NAME,
                      {"control": f"median of {len(photos)} random library photos pasted the same way",
-                      "library": str(index.root)}, members=photos)
+                      "library": str(index.root), "files": [c.provenance["file"] for c in per]}, members=photos)

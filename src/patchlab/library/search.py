@@ -466,9 +466,10 @@ def random_library_photos(index: LibraryIndex, n: int, generator: torch.Generato
     return index.load_photos(_control_rows(index, n, generator, exclude).tolist())
 
 
-def library_photo_control(classifier, index: LibraryIndex, n: int = 20, generator: torch.Generator | None = None,
-                          exclude: Sequence[int] = ()) -> list[Candidate]:
-    """The `control-library-photo` null control: n random whole photos as control Candidates.
+def library_control_photos(classifier, index: LibraryIndex, n: int = 20, generator: torch.Generator | None = None,
+                           exclude: Sequence[int] = ()) -> list[Candidate]:
+    """n random whole photos (none of class `exclude`) as control Candidates with provenance: the
+    members of the `control-library-photo` null control (`patchlab.evaluate.controls`).
 
     Many unrelated photos flip near-boundary sources, so a natural patch is
     special only if it beats the median of these pasted the same way.
