@@ -201,7 +201,7 @@ def test_audit_writes_a_leaderboard_with_failures_recorded(resumed):
 
 def test_ray_audit_gives_the_same_leaderboard(workdir, resumed, tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         doc = _run(workdir, tmp_path / "ray", ray="auto")
     finally:

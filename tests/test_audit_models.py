@@ -233,7 +233,7 @@ def test_ray_audit_of_two_models_gives_the_in_process_leaderboard(stub_probe, pa
     local = _audit(pairs_file, tmp_path / "local", models=["tiny", "tiny48"])
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test file
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"worker_process_setup_hook": _ray_setup_hook()})
         doc = _audit(pairs_file, tmp_path / "ray", models=["tiny", "tiny48"], ray="auto", cpus_per_pair=1)
     finally:
