@@ -157,26 +157,32 @@ def test_head_alignment_recovers_planted_donor():
     assert head_alignment(big, 1, 2).shape == (1000,)
 
 
-def test_donor_ranking_recovers_planted_donor(tmp_path):
-    """Full pair pipeline from a class-folder dataset: the planted class ranks first on both signals."""
+def _write_planted_folder(clf, s: int, t: int, root: Path, pick) -> None:
+    """A class-folder dataset of 240 smooth images ordered by logit(t) - logit(s) (most target-like
+    first); pick(order) -> {class: image indices} says which images go in which class folder."""
     from PIL import Image
 
-    from patchlab.atlas import build_atlas
-
-    s, t, p, decoy = 3, 7, 12, 20
-    clf = _planted(source=s, target=t, planted=p)
     pool = _smooth_images(240, 9)
     with torch.no_grad():
         logits = clf(pool)
     order = torch.argsort(logits[:, t] - logits[:, s], descending=True)
-    folders = {s: order[-60:-50], t: order[50:60], p: order[:8], decoy: order[-8:], 15: order[100:108]}
-    names = clf.classes.names
-    for cls, idx in folders.items():
-        d = tmp_path / "data" / names[cls]
+    for cls, idx in pick(order).items():
+        d = root / clf.classes.names[cls]
         d.mkdir(parents=True)
         for k, i in enumerate(idx.tolist()):
             arr = (pool[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             Image.fromarray(arr).save(d / f"{k}.png")
+
+
+def test_donor_ranking_recovers_planted_donor(tmp_path):
+    """Full pair pipeline from a class-folder dataset: the planted class ranks first on both signals."""
+    from patchlab.atlas import build_atlas
+
+    s, t, p, decoy = 3, 7, 12, 20
+    clf = _planted(source=s, target=t, planted=p)
+    _write_planted_folder(clf, s, t, tmp_path / "data",
+                          lambda order: {s: order[-60:-50], t: order[50:60], p: order[:8], decoy: order[-8:],
+                                         15: order[100:108]})
     res = build_atlas(clf, s, t, images=tmp_path / "data", grid=6, n_donors=5, out=tmp_path / "run",
                       icons=False, shortlist_size=8, batch_size=16, pair_embed="pca", atlas_method="pca")
     df = res.donors
@@ -295,23 +301,12 @@ def test_whole_layer_atlas_of_a_folder_ranks_donors_without_pair_photos(tmp_path
     """atlas --data DIR with no --classes: every position of every photo (streamed in batches
     smaller than the folder), and --donors-for a pair that has no photo in the folder: the
     planted class ranks first on the layer's own activations."""
-    from PIL import Image
-
     from patchlab.atlas import build_atlas
 
     s, t, p, decoy = 3, 7, 12, 20
     clf = _planted(source=s, target=t, planted=p)
-    pool = _smooth_images(240, 9)
-    with torch.no_grad():
-        logits = clf(pool)
-    order = torch.argsort(logits[:, t] - logits[:, s], descending=True)
-    folders = {p: order[:8], decoy: order[-8:], 15: order[100:108], 5: order[150:158]}
-    for cls, idx in folders.items():
-        d = tmp_path / "data" / clf.classes.names[cls]
-        d.mkdir(parents=True)
-        for k, i in enumerate(idx.tolist()):
-            arr = (pool[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            Image.fromarray(arr).save(d / f"{k}.png")
+    _write_planted_folder(clf, s, t, tmp_path / "data",
+                          lambda order: {p: order[:8], decoy: order[-8:], 15: order[100:108], 5: order[150:158]})
     res = build_atlas(clf, images=tmp_path / "data", out=tmp_path / "run", icons=False, batch_size=8, atlas_grid=4,
                       atlas_method="pca", donor_pair=(clf.classes.names[s], clf.classes.names[t]), n_donors=3)
     summary = res.summary()
