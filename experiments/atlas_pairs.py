@@ -46,7 +46,8 @@ def natural_candidates(clf, pair, args):
     from patchlab.atlas.donors import head_alignment, shortlist
 
     plan = replace(BUDGETS["quick"], natural_top=args.top, n_donors_used=args.donors, donor_images=args.donor_images,
-                   sizes=tuple(args.sizes))  # search at the sizes the patches are counted at
+                   sizes=tuple(args.sizes),  # search at the sizes the patches are counted at
+                  library_search={} if args.final_keep is None else {"final_keep": args.final_keep})
     donors = shortlist(head_alignment(clf.head.weight, pair.source, pair.target), args.donors, (pair.source, pair.target))
     job = GeneratorJob(pair=pair, classifier=clf, budget=plan, generator=stage_generator(args.seed, "natural"),
                        donors=donors, library=args.library, seed=args.seed)
@@ -130,6 +131,8 @@ def main() -> None:
     ap.add_argument("--donors", type=int, default=3, help="without --library: donor classes to cut crops from")
     ap.add_argument("--donor-images", type=int, default=3)
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4], help="fractions of image area")
+    ap.add_argument("--final-keep", type=int, default=None,
+                    help="library search: proposals scored on every train image x size x corner (default: the search's)")
     ap.add_argument("--pairs", nargs="*", default=None, help="source prefixes to run (default: all three)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("reports/atlas_pairs.md"))

@@ -109,6 +109,18 @@ def test_random_positions_and_eot_placements_stay_inside():
     assert torch.equal(a, b), "same seed, same placements"
 
 
+def test_eot_log_uniform_areas():
+    n = 4000
+    uni = sample_placements(n, (H, W), EOT((0.04, 0.36)), torch.Generator().manual_seed(3))
+    log = sample_placements(n, (H, W), EOT((0.04, 0.36), area_sampling="log"), torch.Generator().manual_seed(3))
+    assert log.area.min() >= 0.04 - 1e-6 and log.area.max() <= 0.36 + 1e-6
+    # log-uniform: half of the draws below the geometric mean 0.12; uniform: a quarter
+    assert abs(float((log.area < 0.12).float().mean()) - 0.5) < 0.05
+    assert abs(float((uni.area < 0.12).float().mean()) - 0.25) < 0.05
+    with pytest.raises(ValueError):
+        EOT(area_sampling="cubic")
+
+
 def test_placement_grid_enumerates_every_combination():
     idx, areas, centers = placement_grid(3, [0.1, 0.2], POSITIONS, (H, W))
     assert len(idx) == len(areas) == len(centers) == 3 * 2 * len(POSITIONS)

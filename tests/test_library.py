@@ -110,6 +110,14 @@ def test_planted_photo_is_ranked_first(tmp_path, tmp_cache):
         assert prov["photo_label"] is None and prov["donor_class"] == prov["photo_top1"]["index"]
     assert stats["exactly_scored"] == 8 + 4 and stats["class_ranking"][0]["best_gain"] >= cands[0].score - 10
     assert stats["proposals"] == ranked and stats["seconds"] > 0
+    # with the final stage (every train image x size x corner for the 3 best): still first, ranked as counted
+    cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, top_k=2, shortlist=6, n_random=2,
+                                  fine_keep=4, final_keep=3, sizes=(0.1, 0.25), batch_size=32,
+                                  generator=torch.Generator().manual_seed(0))
+    assert cands[0].provenance["file"] == "planted.png" and stats["final_scored"] == 3
+    assert stats["exactly_scored"] == 8 + 4 + 3 and stats["pasted_forwards"] == 8 * 2 + 4 * 4 * 2 + 3 * 4 * 2 * 4
+    keys = [(c.provenance["train_static_success"], c.provenance["score_gain_logodds"]) for c in cands]
+    assert keys[0][0] >= keys[1][0] and cands[0].provenance["train_static_size"] in (0.1, 0.25)
 
 
 def test_corrupt_file_is_skipped_and_named(tmp_path, tmp_cache, caplog):
@@ -303,14 +311,27 @@ def test_real_photos_snorkel_to_scuba_diver(default_model, tmp_path, tmp_cache):
 
 
 def test_ranking_by_success_then_gain():
-    from patchlab.library.search import Proposals, _select
+    from patchlab.library.search import Proposals, _rank_key, _select
 
     props = Proposals(torch.arange(4), torch.tensor([[0.0, 0, 10, 10]]).repeat(4, 1), torch.zeros(4),
                       torch.ones(4, dtype=torch.bool))
     gain = torch.tensor([3.0, 2.0, 1.0, 0.5])
     win = torch.tensor([0.0, 0.5, 0.5, 0.25])
-    assert _select(props, gain, win, 4, 1, "success") == [1, 2, 3, 0]
-    assert _select(props, gain, win, 4, 1, "gain") == [0, 1, 2, 3]
+    assert _select(props, _rank_key(gain, win, "success"), 4, 1) == [1, 2, 3, 0]
+    assert _select(props, _rank_key(gain, win, "gain"), 4, 1) == [0, 1, 2, 3]
     same_photo = Proposals(torch.zeros(4, dtype=torch.long), torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30],
                            [0, 0, 10, 10], [40, 40, 50, 50]]), torch.zeros(4), torch.zeros(4, dtype=torch.bool))
-    assert _select(same_photo, gain, win, 4, 2, "gain") == [0, 1]  # two per photo at most
+    assert _select(same_photo, _rank_key(gain, win, "gain"), 4, 2) == [0, 1]  # two per photo at most
+
+
+def test_static_scores_take_the_best_size_averaged_over_positions():
+    from patchlab.library.search import static_scores
+
+    # 2 proposals x 2 sizes x 4 positions: the first wins everywhere at 0.25 only; the second
+    # wins at one corner of each size (a single lucky corner must not beat a robust size)
+    win = torch.tensor([[[0.0, 0, 0, 0], [1, 1, 1, 0.5]], [[1.0, 0, 0, 0], [0.5, 0, 0, 0]]])
+    gain = torch.arange(16, dtype=torch.float32).view(2, 2, 4)
+    st = static_scores(gain, win, (0.1, 0.25))
+    assert st["success"].tolist() == [0.875, 0.25]
+    assert st["size"].tolist() == [0.25, 0.1]
+    assert st["gain"].tolist() == [5.5, 9.5]

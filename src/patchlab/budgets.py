@@ -34,7 +34,8 @@ class Budget:
     icons: bool = False
     evaluate_untuned_disguised: bool = True  # also measure disguised feature patches before EOT tuning
     library_controls: int = 20  # random library photos behind control-library-photo (the median is reported)
-    natural: dict[str, Any] = field(default_factory=dict)  # extra arguments for the natural generator
+    natural: dict[str, Any] = field(default_factory=dict)  # extra arguments for the natural generator (donor crops)
+    library_search: dict[str, Any] = field(default_factory=dict)  # extra arguments for search_library (--library)
 
     def splits(self) -> SplitSizes:
         return SplitSizes(self.n_train, self.n_selection, self.n_confirmation, self.n_target)

@@ -6,14 +6,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..pipelines.synth import SYNTH_AREA, SYNTH_STEPS
 from .app import ModelArgs, emit_json, model_command
 
 
 @model_command("synth")
 def synth_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET (SOURCE may be `any`).")],
-    area: Annotated[tuple[float, float], typer.Option("--area", help="EOT area range, fraction of image area.")] = (0.05, 0.25),
-    steps: Annotated[int, typer.Option("--steps", min=1)] = 100,
+    area: Annotated[tuple[float, float], typer.Option("--area", help="EOT area range, fraction of image area (drawn log-uniformly).")] = SYNTH_AREA,
+    steps: Annotated[int, typer.Option("--steps", min=1)] = SYNTH_STEPS,
     patch_px: Annotated[int, typer.Option("--patch-px", min=2, help="Patch resolution in pixels.")] = 64,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     data: Annotated[Optional[Path], typer.Option("--data", help="Source images (folder/CSV); else exemplars.")] = None,

@@ -16,15 +16,19 @@ import torch
 
 from .apply import apply_patch, random_centers
 
+AREA_SAMPLING = ("uniform", "log")
+
 
 @dataclass(frozen=True)
 class EOT:
-    """The transformation ranges: area (lo, hi) fraction of the image area, drawn uniformly;
+    """The transformation ranges: area (lo, hi) fraction of the image area, drawn uniformly
+    (area_sampling 'uniform') or log-uniformly ('log': as many small patches as large ones);
     rotation uniform in +-rotation_deg degrees; shape 'square' or 'circle'."""
 
     area: tuple[float, float] = (0.05, 0.25)
     rotation_deg: float = 20.0
     shape: str = "square"
+    area_sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         lo, hi = self.area
@@ -34,6 +38,8 @@ class EOT:
             raise ValueError("rotation_deg must be >= 0")
         if self.shape not in ("square", "circle"):
             raise ValueError(f"unknown patch shape {self.shape!r}; use square or circle")
+        if self.area_sampling not in AREA_SAMPLING:
+            raise ValueError(f"unknown area sampling {self.area_sampling!r}; use {' or '.join(AREA_SAMPLING)}")
 
 
 @dataclass
@@ -57,7 +63,11 @@ def sample_placements(
 ) -> Placements:
     """Draw `n` random placements (area, location, rotation) for images of size `hw` = (H, W)."""
     device = torch.device(device)
-    area = _uniform(n, eot.area[0], eot.area[1], generator, device)
+    lo, hi = eot.area
+    if eot.area_sampling == "log":
+        area = _uniform(n, math.log(lo), math.log(hi), generator, device).exp()
+    else:
+        area = _uniform(n, lo, hi, generator, device)
     rot = math.radians(eot.rotation_deg)
     angle = _uniform(n, -rot, rot, generator, device)
     centers = random_centers(area, tuple(hw), generator).to(device)

@@ -87,18 +87,18 @@ def cut_crops(images: torch.Tensor, crops: CropSet, px: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_crops(
+def score_crops_by_setting(
     classifier, crops: torch.Tensor, images: torch.Tensor, source: int, target: int,
     areas: Sequence[float], positions: Sequence[str] = CORNERS, batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean gain in log p(target) - log p(source) over images x areas x positions
-    for each crop, and its targeted success rate: two (K,) tensors."""
+    """Per crop and setting (area, position): the mean gain in log p(target) - log p(source)
+    over the images, and the targeted success rate: two (K, len(areas), len(positions)) tensors."""
     dev = classifier.device
     images = images.to(dev)
     m, hw = len(images), images.shape[-2:]
     clean = classifier.logits(images).log_softmax(-1)
     base = (clean[:, target] - clean[:, source]).mean()
-    # one placement table for a single crop: (P,) image index, area, centers
+    # one placement table for a single crop, setting-major: (P,) image index, area, centers
     img_idx, area_v, centers = [], [], []
     for a in areas:
         for pos in positions:
@@ -109,6 +109,7 @@ def score_crops(
     img_idx, area_v, centers = torch.cat(img_idx), torch.cat(area_v), torch.cat(centers)
     per_crop = len(img_idx)
     crops_per_chunk = max(1, batch_size // per_crop)
+    shape = (len(areas), len(positions), m)
     gains, wins = [], []
     for i in range(0, len(crops), crops_per_chunk):
         chunk = crops[i : i + crops_per_chunk].to(dev)
@@ -116,10 +117,19 @@ def score_crops(
         rows = images[img_idx.repeat(c)]
         patched = apply_patch(rows, chunk.repeat_interleave(per_crop, 0), area_v.repeat(c), centers.repeat(c, 1))
         logp = classifier(patched).log_softmax(-1)
-        gain = (logp[:, target] - logp[:, source]).view(c, per_crop).mean(1) - base
-        gains.append(gain)
-        wins.append((logp.argmax(-1) == target).float().view(c, per_crop).mean(1))
+        gains.append((logp[:, target] - logp[:, source]).view(c, *shape).mean(-1) - base)
+        wins.append((logp.argmax(-1) == target).float().view(c, *shape).mean(-1))
     return torch.cat(gains), torch.cat(wins)
+
+
+def score_crops(
+    classifier, crops: torch.Tensor, images: torch.Tensor, source: int, target: int,
+    areas: Sequence[float], positions: Sequence[str] = CORNERS, batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean gain in log p(target) - log p(source) over images x areas x positions
+    for each crop, and its targeted success rate: two (K,) tensors."""
+    gain, win = score_crops_by_setting(classifier, crops, images, source, target, areas, positions, batch_size)
+    return gain.flatten(1).mean(1), win.flatten(1).mean(1)
 
 
 def distinct_top(scores: torch.Tensor, crops: CropSet, k: int, iou: float = 0.3) -> list[int]:
@@ -271,7 +281,8 @@ def propose(job: "GeneratorJob") -> list[Candidate]:
 
         index = index_library(clf, job.library, progress=job.progress)
         cands, stats = search_library(clf, index, pair.train, pair.source, pair.target, top_k=b.natural_top,
-                                      sizes=b.sizes, generator=job.generator, progress=job.progress)
+                                      sizes=b.sizes, generator=job.generator, progress=job.progress,
+                                      **b.library_search)
         photos = index.load_photos([c.provenance["library_row"] for c in cands]) if cands else []
         for cand, photo in zip(cands, photos):
             cand.source_view = with_box(photo, cand.provenance["box_xyxy"])

@@ -174,6 +174,7 @@ def synthesize_patch(
     source_weight: float = 0.0,
     restarts: int = 1,
     shape: str = "square",
+    area_sampling: str = "uniform",
     generator: torch.Generator | None = None,
     progress: bool = False,
     amp: bool | None = None,
@@ -189,7 +190,7 @@ def synthesize_patch(
     steps: optimization steps, each on `batch_size` images drawn at random
     with one random placement each: area uniform in `area` (fraction of the
     image area), rotation uniform in +-rotation_deg, location uniform inside
-    the image. lr: Adam learning rate on the sigmoid logits, or the pixel
+    the image (area_sampling 'log': log-uniform in `area`). lr: Adam learning rate on the sigmoid logits, or the pixel
     step of "pgd". source_weight: weight of -CE(source) in the loss.
     restarts: independent runs from fresh random patches; the best (highest
     batch success over the last fifth of the steps, then lowest loss) is kept.
@@ -203,7 +204,7 @@ def synthesize_patch(
     reads_as (the model's top-1 for the patch alone).
     """
     _check_args(classifier, images, target, source, steps, patch_px, batch_size, optimizer, source_weight, restarts)
-    eot = EOT(tuple(area), rotation_deg, shape)
+    eot = EOT(tuple(area), rotation_deg, shape, area_sampling)
     dev = classifier.device
     images = images.to(dev, torch.float32)
     if dev.type == "cuda":
@@ -228,7 +229,8 @@ def synthesize_patch(
     provenance = {
         "method": "Brown et al. 2017, Adversarial Patch (EOT)",
         "target": int(target), "source": None if source is None else int(source), "steps": steps,
-        "patch_px": patch_px, "area": list(eot.area), "rotation_deg": rotation_deg, "shape": shape,
+        "patch_px": patch_px, "area": list(eot.area), "area_sampling": area_sampling,
+        "rotation_deg": rotation_deg, "shape": shape,
         "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "source_weight": source_weight,
         "restarts": restarts, "best_restart": best, "restart_scores": [round(r[0], 4) for r in runs],
         "train_images": int(images.shape[0]), "sec_per_step": per_step, "device": str(dev),
