@@ -47,7 +47,7 @@ def natural_candidates(clf, pair, args):
 
     plan = replace(BUDGETS["quick"], natural_top=args.top, n_donors_used=args.donors, donor_images=args.donor_images,
                    sizes=tuple(args.sizes),  # search at the sizes the patches are counted at
-                  library_search={} if args.final_keep is None else {"final_keep": args.final_keep})
+                   library_search={} if args.final_keep is None else {"final_keep": args.final_keep})
     donors = shortlist(head_alignment(clf.head.weight, pair.source, pair.target), args.donors, (pair.source, pair.target))
     job = GeneratorJob(pair=pair, classifier=clf, budget=plan, generator=stage_generator(args.seed, "natural"),
                        donors=donors, library=args.library, seed=args.seed)

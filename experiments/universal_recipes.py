@@ -21,11 +21,14 @@ import time
 from pathlib import Path
 
 SHARED_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "realphotos"
-GRID = (
+GRID = (  # the recipes behind the default in pipelines/synth.py
     "steps=100 area=0.05,0.25",
     "steps=400 area=0.05,0.25",
     "steps=400 area=0.06,0.16",
     "steps=400 area=0.05,0.25 batch=16",
+    "steps=400 area=0.05,0.3 sampling=log",
+    "steps=400 area=0.05,0.3 sampling=log lr=0.3",
+    "steps=800 area=0.05,0.3 sampling=log",
 )
 SIZES = (0.05, 0.10, 0.25, 0.40)
 

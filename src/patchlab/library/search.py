@@ -366,7 +366,7 @@ def _final(classifier, pool, pixels, rows, fine, wins, train, source, target, si
     every size and position, ranked the way the static protocol counts (`static_scores`):
     pool rows, sort key, facts."""
     keep = _select(pool.take(rows), _rank_key(fine, wins, rank_by), keep_n, per_photo)
-    rows, fine, wins = rows[keep], fine[keep], wins[keep]
+    rows, fine = rows[keep], fine[keep]
     g, w = score_crops_by_setting(classifier, pixels[rows], train, source, target, sizes, positions, batch_size)
     st = {k: v.cpu() for k, v in static_scores(g, w, sizes).items()}
     facts = {"score_gain_logodds": g.flatten(1).mean(1).cpu(), "train_success": w.flatten(1).mean(1).cpu(),

@@ -190,8 +190,9 @@ def synthesize_patch(
     steps: optimization steps, each on `batch_size` images drawn at random
     with one random placement each: area uniform in `area` (fraction of the
     image area), rotation uniform in +-rotation_deg, location uniform inside
-    the image (area_sampling 'log': log-uniform in `area`). lr: Adam learning rate on the sigmoid logits, or the pixel
-    step of "pgd". source_weight: weight of -CE(source) in the loss.
+    the image (area_sampling 'log': log-uniform in `area`). lr: Adam learning
+    rate on the sigmoid logits, or the pixel step of "pgd". source_weight:
+    weight of -CE(source) in the loss.
     restarts: independent runs from fresh random patches; the best (highest
     batch success over the last fifth of the steps, then lowest loss) is kept.
     amp: bfloat16 autocast (None: where the device runs it natively, see amp_dtype).
