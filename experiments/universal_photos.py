@@ -11,6 +11,7 @@ evaluator's rule).
     python experiments/universal_photos.py                      # defaults, photos
     python experiments/universal_photos.py --steps 300 --amp off
     python experiments/universal_photos.py --synthesized        # the same on synthesized images
+    python experiments/universal_photos.py --from-run RUN_DIR   # the tables of a finished synth or evaluate run
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def area_table(results: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def show(results: pd.DataFrame, seconds: float, label: str, sec_per_step: float | None) -> None:
-    print(f"\n== {label}: {seconds:.0f} s in all" + (f", {sec_per_step:.3f} s/step" if sec_per_step else ""))
+    took = f": {seconds:.0f} s in all" if seconds == seconds else ""  # NaN: not timed here
+    print(f"\n== {label}{took}" + (f", {sec_per_step:.3f} s/step" if sec_per_step else ""))
     for split in ("selection", "confirmation"):
         t = area_table(results, split)
         print(f"  {split} (n = {int(t['n'].max())} photos; static = mean of 4 corners + centre):")
@@ -55,7 +57,12 @@ def main() -> None:
     ap.add_argument("--budget", default="quick")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("reports/universal"))
+    ap.add_argument("--from-run", type=Path, default=None, help="print the tables of this run folder; run nothing")
     args = ap.parse_args()
+    if args.from_run:
+        results = pd.read_csv(args.from_run / "results.csv")
+        show(results, float("nan"), f"run folder {args.from_run}", None)
+        return
     import patchlab
 
     kw = {} if args.steps is None else {"steps": args.steps}

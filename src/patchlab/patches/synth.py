@@ -30,6 +30,7 @@ from .candidate import Candidate
 from .eot import EOT, sample_placements
 
 OPTIMIZERS = ("adam", "pgd")
+SCHEDULES = ("constant", "cosine")
 
 if TYPE_CHECKING:
     from .registry import GeneratorJob
@@ -92,7 +93,8 @@ def _init_param(optimizer: str, patch_px: int, generator: torch.Generator | None
 
 
 def _check_args(classifier: Classifier, images: torch.Tensor, target: int, source: int | None, steps: int,
-                patch_px: int, batch_size: int, optimizer: str, source_weight: float, restarts: int) -> None:
+                patch_px: int, batch_size: int, optimizer: str, source_weight: float, restarts: int,
+                schedule: str = "constant", average: float = 0.0) -> None:
     if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
         raise ValueError(f"images must be a non-empty (N,3,H,W) batch, got {tuple(images.shape)}")
     for name, cls in (("target", target), ("source", source)):
@@ -100,6 +102,10 @@ def _check_args(classifier: Classifier, images: torch.Tensor, target: int, sourc
             raise ValueError(f"{name} class {cls} out of range for {classifier.num_classes} classes")
     if steps < 1 or patch_px < 2 or batch_size < 1 or restarts < 1:
         raise ValueError("steps, batch_size and restarts must be >= 1 and patch_px >= 2")
+    if not 0 <= average < 1:
+        raise ValueError(f"average must be in [0, 1), got {average}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
     if source_weight and source is None:
@@ -119,6 +125,7 @@ def _optimize(
     patch_px: int, batch_size: int, lr: float, optimizer: str, source_weight: float,
     generator: torch.Generator | None, dtype: torch.dtype | None, progress: bool, desc: str,
     init: torch.Tensor | None = None, patch_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    schedule: str = "constant", average: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One optimization run: returns the patch (3,p,p), a (steps,2) tensor of (loss, success), s/step."""
     dev = images.device
@@ -126,10 +133,12 @@ def _optimize(
     gen_dev = generator.device if generator is not None else dev
     param = _init_param(optimizer, patch_px, generator, dev, init)
     opt = torch.optim.Adam([param], lr=lr) if optimizer == "adam" else SignGradient([param], lr=lr)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if schedule == "cosine" else None
     to_patch = torch.sigmoid if optimizer == "adam" else (lambda w: w)
     tgt = torch.full((batch_size,), int(target), device=dev, dtype=torch.long)
     src = torch.full((batch_size,), int(source), device=dev, dtype=torch.long) if source is not None else None
     record = torch.zeros(steps, 2, device=dev)
+    mean_patch = to_patch(param.detach()).clone() if average else None
     t_first = time.perf_counter()
     for step in _steps(steps, progress, desc):
         if step == 1:  # time from here: step 0 pays one-off warm-up costs
@@ -150,13 +159,18 @@ def _optimize(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if decay is not None:
+            decay.step()
+        if mean_patch is not None:  # exponential moving average of the patch (Polyak & Juditsky 1992)
+            mean_patch.lerp_(to_patch(param.detach()), 1.0 - average)
         with torch.no_grad():  # bookkeeping only; stays on the device (no sync per step)
             record[step, 0] = loss.detach()
             record[step, 1] = (logits.argmax(1) == tgt).float().mean()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     per_step = (time.perf_counter() - t_first) / max(1, steps - 1)
-    return to_patch(param.detach()).clamp(0, 1), record.cpu(), per_step
+    final = mean_patch if mean_patch is not None else to_patch(param.detach())
+    return final.clamp(0, 1), record.cpu(), per_step
 
 
 def synthesize_patch(
@@ -181,6 +195,9 @@ def synthesize_patch(
     name: str | None = None,
     init: torch.Tensor | None = None,
     patch_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    schedule: str = "constant",
+    average: float = 0.0,
+    fixed_fraction: float = 0.0,
 ) -> Candidate:
     """Train a universal targeted patch with EOT (Brown et al. 2017).
 
@@ -200,12 +217,18 @@ def synthesize_patch(
     init: optional (3,p,p) patch to start from instead of noise (every restart).
     patch_loss: optional callable(patch (3,p,p)) -> scalar added to the loss
     (used by feature tuning to keep a patch feature-like or disguised).
+    schedule: 'constant' learning rate, or 'cosine' annealing to zero over the steps
+    (Loshchilov & Hutter 2017, SGDR, without restarts). average: in [0,1); when > 0 the
+    returned patch is the exponential moving average of the iterates with this decay
+    (Polyak & Juditsky 1992 averaging), not the last iterate. fixed_fraction: share of
+    the placements put unrotated at the evaluator's fixed positions (corners, centre; see EOT).
     Returns Candidate(kind="synth") with curve rows {step, loss, success}
     (success = fraction of the step's batch whose top-1 is the target) and
     reads_as (the model's top-1 for the patch alone).
     """
-    _check_args(classifier, images, target, source, steps, patch_px, batch_size, optimizer, source_weight, restarts)
-    eot = EOT(tuple(area), rotation_deg, shape, area_sampling)
+    _check_args(classifier, images, target, source, steps, patch_px, batch_size, optimizer, source_weight, restarts,
+                schedule, average)
+    eot = EOT(tuple(area), rotation_deg, shape, area_sampling, fixed_fraction)
     dev = classifier.device
     images = images.to(dev, torch.float32)
     if dev.type == "cuda":
@@ -216,7 +239,7 @@ def synthesize_patch(
     for r in range(restarts):
         patch, record, per_step = _optimize(
             classifier, images, target, source, eot, steps, patch_px, batch_size, lr, optimizer, source_weight,
-            generator, dtype, progress, f"synth {r + 1}/{restarts}", init, patch_loss,
+            generator, dtype, progress, f"synth {r + 1}/{restarts}", init, patch_loss, schedule, average,
         )
         tail = record[-window:]
         runs.append((float(tail[:, 1].mean()), -float(tail[:, 0].mean()), patch, record, per_step))
@@ -230,9 +253,9 @@ def synthesize_patch(
     provenance = {
         "method": "Brown et al. 2017, Adversarial Patch (EOT)",
         "target": int(target), "source": None if source is None else int(source), "steps": steps,
-        "patch_px": patch_px, "area": list(eot.area), "area_sampling": area_sampling,
+        "patch_px": patch_px, "area": list(eot.area), "area_sampling": area_sampling, "fixed_fraction": fixed_fraction,
         "rotation_deg": rotation_deg, "shape": shape,
-        "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "source_weight": source_weight,
+        "batch_size": batch_size, "lr": lr, "schedule": schedule, "average": average, "optimizer": optimizer, "source_weight": source_weight,
         "restarts": restarts, "best_restart": best, "restart_scores": [round(r[0], 4) for r in runs],
         "train_images": int(images.shape[0]), "sec_per_step": per_step, "device": str(dev),
         "autocast": None if dtype is None else str(dtype).replace("torch.", ""),
