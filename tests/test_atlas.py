@@ -358,3 +358,27 @@ def test_icon_measures_on_the_tiny_model():
     assert same["mean_pairwise_cosine"] == pytest.approx(1.0, abs=1e-4) and same["top1_in_cell_top3"] is None
     assert m["mean_pairwise_cosine"] < same["mean_pairwise_cosine"]
     assert cell_top_classes(clf, "act1", pooled) is None  # no exact attribution off the head's input
+
+
+def test_icon_directions_center_the_cell_means_on_the_count_weighted_mean():
+    from patchlab.atlas.config import AtlasConfig
+    from patchlab.atlas.grid import Cells
+    from patchlab.atlas.run import icon_directions
+
+    rng = np.random.default_rng(0)
+    common = rng.uniform(1, 2, 16).astype(np.float32)  # post-ReLU maps share a large positive part
+    vectors = common + 0.1 * rng.standard_normal((5, 16)).astype(np.float32)
+    count = np.array([1, 2, 3, 4, 10])
+    k = np.arange(5)
+    cells = Cells(4, k, k % 4, k // 4, count, vectors, np.full(5, np.nan), None, [[]] * 5, np.zeros(0, int))
+    centered = icon_directions(cells, "centered")
+    assert np.allclose((count[:, None] * centered).sum(0), 0, atol=1e-4)
+    assert np.allclose(icon_directions(cells, "mean"), vectors)
+
+    def mean_cos(v):
+        n = v / np.linalg.norm(v, axis=1, keepdims=True)
+        return float((n @ n.T)[~np.eye(5, dtype=bool)].mean())
+
+    assert mean_cos(vectors) > 0.9 and mean_cos(centered) < 0.5  # centered directions differ from cell to cell
+    with pytest.raises(UserError, match="icon-direction"):
+        AtlasConfig(icon_direction="whitened")

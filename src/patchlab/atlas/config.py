@@ -26,6 +26,9 @@ PURPOSES = {
 }  # cell icons: stage "atlas:icons:<first cell>" per render batch (see icons.render_icons)
 
 
+ICON_DIRECTIONS = ("centered", "mean")
+
+
 @dataclass(frozen=True)
 class AtlasConfig:
     """Settings of `build_atlas` (recorded in manifest.json; defaults as in the command line).
@@ -33,7 +36,9 @@ class AtlasConfig:
     layer: None = the model's feature layer. grid: cells per side of the pair
     view (and of the class atlas unless atlas_grid). n_donors: donors listed.
     icons: optvis icons (else member-image crops), icon_steps/icon_size their
-    render steps and pixels. n_exemplars: synthesized images per class when no
+    render steps and pixels; icon_direction: what an icon renders, "centered"
+    (the cell's mean minus the mean of all the view's activations: what sets the
+    cell apart) or "mean" (the cell's mean vector as it is). n_exemplars: synthesized images per class when no
     images are given. donor_exemplars/donor_steps: rendered images per
     shortlisted donor class without data, and their most steps.
     shortlist_size: donor classes scored on activations. max_images: images
@@ -50,6 +55,7 @@ class AtlasConfig:
     icons: bool = True
     icon_steps: int = 96
     icon_size: int = 96
+    icon_direction: str = "centered"
     n_exemplars: int = 8
     donor_exemplars: int = 2
     donor_steps: int = 64
@@ -66,6 +72,8 @@ class AtlasConfig:
     def __post_init__(self) -> None:
         if self.grid < 2 or self.grid > 320:
             raise UserError(f"--grid must be between 2 and 320, got {self.grid}")
+        if self.icon_direction not in ICON_DIRECTIONS:
+            raise UserError(f"--icon-direction must be one of {', '.join(ICON_DIRECTIONS)}, got {self.icon_direction!r}")
 
     def generator(self, purpose: str) -> torch.Generator:
         """The CPU generator of one purpose (see PURPOSES), derived from the run seed and its name."""

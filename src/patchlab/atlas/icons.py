@@ -1,7 +1,8 @@
 """Cell icons and the composed atlas image (Activation Atlas, Carter et al. 2019).
 
 Each kept cell is shown by a feature visualization of its MEAN activation
-vector, rendered with the optvis engine and the atlas objective
+vector (by default minus the mean of all cells: `run.icon_directions`),
+rendered with the optvis engine and the atlas objective
 dot(h, v) * cos(h, v)^2 averaged over positions, a batch of cells per call.
 Icons shrink in sparse cells. Without optvis (or with icons=False) a cell
 shows a crop of its most typical member image around the member's position.

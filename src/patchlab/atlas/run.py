@@ -51,7 +51,7 @@ def build_atlas(
     [0,1], or a `patchlab.data.Images`. Source/target: index or name.
     out: the run directory (default reports/atlas-...-TIME). Settings: an
     `AtlasConfig`, and/or any of its fields as keywords (they override it):
-    layer, grid, n_donors, icons, icon_steps, icon_size, n_exemplars,
+    layer, grid, n_donors, icons, icon_steps, icon_size, icon_direction, n_exemplars,
     donor_exemplars, donor_steps, shortlist_size, max_images, atlas_grid,
     pair_embed, atlas_method, batch_size, seed.
     """
@@ -184,8 +184,22 @@ def _measure_icons(run: AtlasRun, cells: Cells, icons: torch.Tensor, rendered: b
         for j in range(top.shape[1]):
             cells.extra[f"top_class_{j + 1}"] = np.array([clf.classes.label(int(c)) for c in top[:, j]])
     measures = icon_measures(clf, run.config.layer, icons, top)
-    measures["icons_are"] = "optvis renders of cell means" if rendered else "member-photo crops"
+    what = "centered cell means" if run.config.icon_direction == "centered" else "cell means"
+    measures["icons_are"] = f"optvis renders of {what}" if rendered else "member-photo crops"
     return measures
+
+
+def icon_directions(cells: Cells, how: str) -> np.ndarray:
+    """The vectors a view's icons render: each cell's mean ("mean"), or minus the mean of all
+    the view's gridded activations ("centered"; the count-weighted mean of the cell means).
+    Post-ReLU activations share a large common part, so uncentered cell means point almost
+    the same way and their icons look alike (the atlas's icons should tell cells apart)."""
+    vectors = np.asarray(cells.vectors, dtype=np.float32)
+    if how == "mean" or len(cells) == 0:
+        return vectors
+    weights = np.asarray(cells.count, dtype=np.float64)
+    common = (weights[:, None] * vectors).sum(0) / max(weights.sum(), 1.0)
+    return (vectors - common).astype(np.float32)
 
 
 def _tiles(run: AtlasRun, views: list[View], pool) -> tuple[list[torch.Tensor], bool]:
@@ -202,7 +216,7 @@ def _tiles(run: AtlasRun, views: list[View], pool) -> tuple[list[torch.Tensor], 
             run.log.notes.append("optvis render is not available: icons are member-image crops")
             icons = False
     if icons:
-        vecs = np.concatenate([v.cells.vectors for v in views])
+        vecs = np.concatenate([icon_directions(v.cells, cfg.icon_direction) for v in views])
         rendered = render_icons(run.classifier, cfg.layer, vecs, size=cfg.icon_size, steps=cfg.icon_steps, seed=cfg.seed)
         out, i = [], 0
         for v in views:

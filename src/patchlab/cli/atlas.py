@@ -18,6 +18,7 @@ def atlas_cmd(
     donors: Annotated[int, typer.Option("--donors", min=1, help="How many donor classes to list.")] = 10,
     icons: Annotated[Optional[bool], typer.Option("--icons/--no-icons", help="Render cell icons with optvis (else member-image crops); default: on with CUDA, off on CPU.")] = None,
     icon_steps: Annotated[int, typer.Option("--icon-steps", min=1, help="Optimization steps per icon batch.")] = 96,
+    icon_direction: Annotated[str, typer.Option("--icon-direction", help="Icons render each cell's mean minus the mean of all cells (centered) or the mean itself (mean).")] = "centered",
     donors_for: Annotated[Optional[tuple[str, str]], typer.Option("--donors-for", help="Whole-layer atlas: SOURCE TARGET whose donor table is computed from the layer's activations.")] = None,
     max_images: Annotated[Optional[int], typer.Option("--max-images", min=1, help="Whole-layer atlas: most images drawn from --data (default: all).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default reports/atlas-SOURCE-to-TARGET-TIME).")] = None,
@@ -30,7 +31,7 @@ def atlas_cmd(
     source, target = classes if classes else (None, None)
     summary = atlas(
         source, target, model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed, data=data,
-        layer=layer, grid=grid, donors=donors, icons=icons, icon_steps=icon_steps, donors_for=donors_for,
+        layer=layer, grid=grid, donors=donors, icons=icons, icon_steps=icon_steps, icon_direction=icon_direction, donors_for=donors_for,
         max_images=max_images, out=out, progress=opts.verbose,
     )
     if opts.json_out:
