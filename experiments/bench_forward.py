@@ -38,7 +38,8 @@ def measure(device: str, batch_size: int, rounds: int) -> dict[str, float]:
     out = {}
     for name, net in (("as the checkpoint defines it", unfolded), ("folded (patchlab)", clf.net)):
         for dtype in (None, torch.bfloat16):
-            ctx = torch.autocast(clf.device.type, dtype=dtype) if dtype else torch.autocast(clf.device.type, enabled=False)
+            ctx = (torch.autocast(clf.device.type, dtype=dtype) if dtype
+                   else torch.autocast(clf.device.type, enabled=False))
             with torch.inference_mode(), ctx:
                 net(x)
                 if clf.device.type == "cuda":

@@ -323,6 +323,31 @@ def test_whole_layer_atlas_of_a_folder_ranks_donors_without_pair_photos(tmp_path
         build_atlas(clf, s, t, images=tmp_path / "data", out=tmp_path / "run2", icons=False, donor_pair=("a", "b"))
 
 
+def test_atlas_icons_render_the_centered_cell_means_by_default(tmp_path, monkeypatch):
+    """build_atlas passes icon_direction through to the renderer (here a stub that records what it gets)."""
+    from patchlab.atlas import build_atlas, icons
+
+    got = {}
+
+    def fake_render(classifier, layer, vectors, size=96, **kw):
+        got["vectors"] = np.asarray(vectors)
+        return torch.full((len(vectors), 3, size, size), 0.5)
+
+    monkeypatch.setattr(icons, "render_icons", fake_render)
+    s, t, p = 3, 7, 12
+    clf = _planted(source=s, target=t, planted=p)
+    _write_planted_folder(clf, s, t, tmp_path / "data", lambda order: {p: order[:8], 15: order[100:108]})
+    kw = dict(images=tmp_path / "data", icons=True, icon_size=8, batch_size=8, atlas_grid=3, atlas_method="pca")
+    res = build_atlas(clf, out=tmp_path / "run", **kw)
+    cells = np.genfromtxt(tmp_path / "run" / "cells.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
+    centered = got["vectors"]
+    assert np.abs((cells["count"][:, None] * centered).sum(0)).max() < 1e-3 * np.abs(centered).sum()
+    assert res.summary()["icon_measures"]["icons_are"] == "optvis renders of centered cell means"
+    res = build_atlas(clf, out=tmp_path / "run2", icon_direction="mean", **kw)
+    assert (got["vectors"] >= 0).all() and not np.allclose(got["vectors"], centered)  # post-ReLU means as they are
+    assert res.summary()["icon_measures"]["icons_are"] == "optvis renders of cell means"
+
+
 def test_top_position_mean_matches_a_loop():
     from patchlab.atlas.donors import top_position_mean
 

@@ -248,3 +248,4 @@ def test_keep_freed_memory_is_set_once_on_glibc_and_can_be_turned_off(monkeypatc
     on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert cpu_memory.keep_freed_memory() is on_glibc
     assert cpu_memory.keep_freed_memory() is on_glibc  # idempotent
+    assert max(cpu_memory.MMAP_THRESHOLD, cpu_memory.TRIM_THRESHOLD) < 2**31  # mallopt takes a C int

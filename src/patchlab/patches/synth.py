@@ -138,7 +138,7 @@ def _optimize(
     tgt = torch.full((batch_size,), int(target), device=dev, dtype=torch.long)
     src = torch.full((batch_size,), int(source), device=dev, dtype=torch.long) if source is not None else None
     record = torch.zeros(steps, 2, device=dev)
-    mean_patch = to_patch(param.detach()).clone() if average else None
+    mean_patch: torch.Tensor | None = None
     t_first = time.perf_counter()
     for step in _steps(steps, progress, desc):
         if step == 1:  # time from here: step 0 pays one-off warm-up costs
@@ -161,8 +161,9 @@ def _optimize(
         opt.step()
         if decay is not None:
             decay.step()
-        if mean_patch is not None:  # exponential moving average of the patch (Polyak & Juditsky 1992)
-            mean_patch.lerp_(to_patch(param.detach()), 1.0 - average)
+        if average:  # exponential moving average of the iterates, from the first (Polyak & Juditsky 1992)
+            now = to_patch(param.detach())
+            mean_patch = now.clone() if mean_patch is None else mean_patch.lerp_(now, 1.0 - average)
         with torch.no_grad():  # bookkeeping only; stays on the device (no sync per step)
             record[step, 0] = loss.detach()
             record[step, 1] = (logits.argmax(1) == tgt).float().mean()
@@ -255,7 +256,8 @@ def synthesize_patch(
         "target": int(target), "source": None if source is None else int(source), "steps": steps,
         "patch_px": patch_px, "area": list(eot.area), "area_sampling": area_sampling, "fixed_fraction": fixed_fraction,
         "rotation_deg": rotation_deg, "shape": shape,
-        "batch_size": batch_size, "lr": lr, "schedule": schedule, "average": average, "optimizer": optimizer, "source_weight": source_weight,
+        "batch_size": batch_size, "lr": lr, "schedule": schedule, "average": average,
+        "optimizer": optimizer, "source_weight": source_weight,
         "restarts": restarts, "best_restart": best, "restart_scores": [round(r[0], 4) for r in runs],
         "train_images": int(images.shape[0]), "sec_per_step": per_step, "device": str(dev),
         "autocast": None if dtype is None else str(dtype).replace("torch.", ""),

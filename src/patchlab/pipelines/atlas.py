@@ -39,7 +39,8 @@ def atlas(
     data: an image folder (default: synthesized exemplars). grid: cells per
     side. donors: how many donor classes to list. icons: optvis cell icons
     (None: on with CUDA; on CPU, member-image crops, since rendering takes
-    minutes there); icon_direction: "centered" or "mean" (see AtlasConfig). out: the run folder (default reports/atlas-...-TIME).
+    minutes there); icon_direction: "centered" or "mean" (see AtlasConfig).
+    out: the run folder (default reports/atlas-...-TIME).
     Whole-layer mode: donors_for (SOURCE, TARGET) adds that pair's donor table
     computed from the layer's own activations (real photos need no source or
     target photo); max_images caps the photos drawn from `data` (None: all).
@@ -54,11 +55,12 @@ def atlas(
     if data is not None and not Path(data).exists():
         raise UserError(f"--data {data} does not exist")
     clf = load_classifier(model, device, weights=str(weights) if weights else None)
-    if icons is None:  # a pair atlas's 32 icons take ~2.5 minutes of a 2-core CPU (README, Icons)
+    if icons is None:  # a pair atlas's 32 icons: ~2.5 minutes on one CPU thread (README, Icons)
         icons = clf.device.type == "cuda"
         if not icons:
             log.info("on CPU cells show member-image crops; --icons (icons=True) renders optvis icons (slow here)")
     result = build_atlas(clf, source, target, images=data, layer=layer, grid=grid, n_donors=donors, out=out, seed=seed,
-                         progress=progress, icons=icons, icon_steps=icon_steps, icon_direction=icon_direction, layer_images=max_images,
+                         progress=progress, icons=icons, icon_steps=icon_steps, icon_direction=icon_direction,
+                         layer_images=max_images,
                          donor_pair=tuple(donors_for) if donors_for else None)
     return result.summary()
