@@ -45,7 +45,8 @@ def natural_candidates(clf, pair, args):
 
     from patchlab.atlas.donors import head_alignment, shortlist
 
-    plan = replace(BUDGETS["quick"], natural_top=max(args.top, args.shortlist), n_donors_used=args.donors, donor_images=args.donor_images,
+    plan = replace(BUDGETS["quick"], natural_top=max(args.top, args.shortlist), n_donors_used=args.donors,
+                   donor_images=args.donor_images,
                    sizes=tuple(args.sizes),  # search at the sizes the patches are counted at
                    library_search={} if args.final_keep is None else {"final_keep": args.final_keep})
     donors = shortlist(head_alignment(clf.head.weight, pair.source, pair.target), args.donors, (pair.source, pair.target))

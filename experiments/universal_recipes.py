@@ -30,6 +30,7 @@ GRID = (  # the recipes behind the default in pipelines/synth.py
     "steps=400 area=0.05,0.3 sampling=log lr=0.3",
     "steps=800 area=0.05,0.3 sampling=log",
     "steps=800 area=0.05,0.3 sampling=log sched=cosine",
+    "steps=800 area=0.05,0.3 sampling=log sched=cosine lr=0.2",
     "steps=800 area=0.05,0.3 sampling=log init=target",
     "steps=1200 area=0.05,0.3 sampling=log",
     "steps=1200 area=0.05,0.3 sampling=log ema=0.99",
@@ -42,7 +43,8 @@ SIZES = (0.05, 0.10, 0.25, 0.40)
 def parse_recipe(text: str) -> dict:
     """'steps=400 area=0.05,0.25 batch=16 lr=0.1 px=64' -> synthesize_patch keyword arguments."""
     names = {"steps": "steps", "area": "area", "batch": "batch_size", "lr": "lr", "px": "patch_px",
-             "rot": "rotation_deg", "sampling": "area_sampling", "sched": "schedule", "init": "init", "ema": "average", "fixed": "fixed_fraction"}
+             "rot": "rotation_deg", "sampling": "area_sampling", "sched": "schedule", "init": "init",
+             "ema": "average", "fixed": "fixed_fraction"}
     out = {}
     for part in text.split():
         key, _, value = part.partition("=")
@@ -60,13 +62,15 @@ def parse_recipe(text: str) -> dict:
 
 
 def target_crop(clf, images, target: int, px: int):
-    """Centre crop (60 %) of the image the model finds most target-like, resized to px."""
+    """The target-photo reference patch of `make_controls` (centre crop of the most target-like
+    image), resized to px."""
     import torch.nn.functional as F
 
-    from patchlab.evaluate.controls import center_crop
+    from patchlab.evaluate.controls import make_controls
+    from patchlab.patches.candidate import REFERENCE_KIND
 
-    best = int(clf.logits(images).softmax(-1)[:, target].argmax())
-    return F.interpolate(center_crop(images[best], 0.6)[None], size=(px, px), mode="area")[0]
+    ref = next(c for c in make_controls(clf, None, images, target=target) if c.kind == REFERENCE_KIND)
+    return F.interpolate(ref.patch[None], size=(px, px), mode="area")[0]
 
 
 def main() -> None:
@@ -82,16 +86,14 @@ def main() -> None:
     from patchlab.devices import stage_generator
     from patchlab.evaluate.core import evaluate
     from patchlab.models import load_classifier
-    from patchlab.pairdata import SplitSizes, load_pair
     from patchlab.patches.apply import POSITIONS
     from patchlab.patches.synth import synthesize_patch
+    from patchlab.pipelines.synth import synth_pair
 
     clf = load_classifier("efficientnet_lite0", "auto")
     tgt = clf.classes.resolve(args.target)
     plan = get_budget(args.budget)
-    # the split `patchlab synth --data` makes (pipelines/synth.py)
-    pair = load_pair(clf, None, tgt, SplitSizes(10**9, plan.n_selection, plan.n_confirmation, plan.n_target),
-                     data=args.data, seed=args.seed, photo_factor=2)
+    pair = synth_pair(clf, None, tgt, plan, args.data, args.seed)  # the split `patchlab synth --data` makes
     print(f"any -> {clf.classes.label(tgt)}: {len(pair.train)} train photos, {len(pair.selection)} selection photos "
           "(confirmation photos unused here)")
     rows = []

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module  # the global module-hook registries
 
 # (repeats, kernel, stride, expand_ratio, in_channels, out_channels) per stage
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -94,10 +95,8 @@ class SameConv2d(nn.Conv2d):
 
 
 def _hooked(m: nn.Module) -> bool:
-    from torch.nn.modules import module as _mod
-
     return bool(m._forward_hooks or m._backward_hooks or m._backward_pre_hooks
-                or _mod._global_forward_hooks or _mod._global_backward_hooks)
+                or _module._global_forward_hooks or _module._global_backward_hooks)
 
 
 def _relu6(h: torch.Tensor, *observed: nn.Module) -> torch.Tensor:

@@ -21,6 +21,17 @@ SYNTH_AREA = (0.05, 0.30)
 SYNTH_AREA_SAMPLING = "log"
 SYNTH_AVERAGE = 0.99
 SYNTH_FIXED_FRACTION = 0.5
+SYNTH_PHOTO_FACTOR = 2  # selection / confirmation take up to 2x the budget's sizes of photos
+
+
+def synth_pair(classifier, source: int | None, target: int, plan, data, seed: int, progress: bool = False):
+    """The PairData `synth` trains and counts on: with photos every train photo of the split
+    rule trains, and selection / confirmation take up to SYNTH_PHOTO_FACTOR x the budget's sizes."""
+    from ..pairdata import SplitSizes, load_pair
+
+    sizes = SplitSizes(10**9 if data else plan.n_train, plan.n_selection, plan.n_confirmation, plan.n_target)
+    return load_pair(classifier, source, target, sizes, data=data, seed=seed, photo_factor=SYNTH_PHOTO_FACTOR,
+                     progress=progress)
 
 
 def synth(
@@ -55,7 +66,7 @@ def synth(
     from ..evaluate.controls import make_controls
     from ..evaluate.core import evaluate
     from ..models import load_classifier
-    from ..pairdata import ANY, SplitSizes, load_pair, synthesized_sources
+    from ..pairdata import ANY, synthesized_sources
     from ..patches.synth import synthesize_patch
     from ..report import start_run, write_run
     from ..runio import new_manifest
@@ -80,8 +91,7 @@ def synth(
               "batch_size": batch_size, "data": str(data) if data else None, "mix": mix, "budget": budget, "weights": str(weights) if weights else None}
     manifest = new_manifest("synth", config, seed, clf.spec)
     start_run(run_dir, manifest)
-    sizes_for_split = SplitSizes(10**9 if data else plan.n_train, plan.n_selection, plan.n_confirmation, plan.n_target)
-    pair = load_pair(clf, src, tgt, sizes_for_split, data=data, seed=seed, photo_factor=2, progress=progress)
+    pair = synth_pair(clf, src, tgt, plan, data, seed, progress)
     if mix:
         pair = pair.with_extra_train(*synthesized_sources(clf, src, tgt, mix, seed=seed, progress=progress))
     cand = synthesize_patch(clf, pair.train, tgt, src, steps=steps, patch_px=patch_px, area=(lo, hi),
