@@ -202,3 +202,17 @@ def test_iter_batches_with_worker_processes(image_zoo):
     recs = [ImageRecord(image_zoo[k]) for k in ("chelsea_png", "text_jpg", "coffee_jpg")]
     batches = list(iter_batches(recs, 16, batch_size=2, workers=1))
     assert sum(len(b) for b in batches) == 2 and sum(len(b.skipped) for b in batches) == 1
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_iter_batches_uint8_is_the_float_batch_in_a_quarter_of_the_bytes(image_zoo, workers):
+    from patchlab.data import pixels_to_float
+
+    recs = [ImageRecord(image_zoo[k]) for k in ("chelsea_png", "coffee_jpg", "gray16_png")]
+    ref = next(iter_batches(recs, 24, batch_size=3)).images
+    got = next(iter_batches(recs, 24, batch_size=3, workers=workers, uint8=True)).images
+    assert got.dtype == torch.uint8 and got.shape == ref.shape == (3, 3, 24, 24)
+    assert got.is_contiguous(memory_format=torch.channels_last)  # what the index feeds the model
+    as_float = pixels_to_float(got)
+    assert as_float.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(as_float, ref)

@@ -90,6 +90,16 @@ def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Im
 
 def to_model_input(img: Image.Image, size: int, crop_pct: float = 0.875) -> torch.Tensor:
     """Resize the short side to size/crop_pct (bicubic), center-crop size x size; (3,H,W) in [0,1]."""
+    return pixels_to_float(torch.from_numpy(to_model_pixels(img, size, crop_pct)).permute(2, 0, 1))
+
+
+def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (...,3,H,W) -> float32 in [0,1], keeping the memory layout (channels-last stays so)."""
+    return pixels.float().div_(255.0)
+
+
+def to_model_pixels(img: Image.Image, size: int, crop_pct: float = 0.875) -> np.ndarray:
+    """`to_model_input` as uint8 (H,W,3): the same pixels, a quarter of the bytes to move."""
     w, h = img.size
     short = max(size, round(size / crop_pct))
     scale = short / min(w, h)
@@ -97,8 +107,7 @@ def to_model_input(img: Image.Image, size: int, crop_pct: float = 0.875) -> torc
     img = img.resize((nw, nh), Image.BICUBIC)
     left, top = (nw - size) // 2, (nh - size) // 2
     img = img.crop((left, top, left + size, top + size))
-    arr = np.asarray(img, dtype=np.uint8).copy()
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+    return np.asarray(img, dtype=np.uint8).copy()
 
 
 @dataclass
@@ -121,10 +130,11 @@ class Images:
 
 
 class ImageFolderDataset(Dataset):
-    """Decodes records lazily; a bad file yields its error message instead of a tensor."""
+    """Decodes records lazily; a bad file yields its error message instead of a tensor.
+    uint8: yield (H,W,3) uint8 arrays instead of float (3,H,W) tensors (see `iter_batches`)."""
 
-    def __init__(self, records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875):
-        self.records, self.size, self.crop_pct = list(records), size, crop_pct
+    def __init__(self, records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, uint8: bool = False):
+        self.records, self.size, self.crop_pct, self.uint8 = list(records), size, crop_pct, uint8
 
     def __len__(self) -> int:
         return len(self.records)
@@ -133,7 +143,10 @@ class ImageFolderDataset(Dataset):
         rec = self.records[i]
         label = -1 if rec.label is None else rec.label
         try:
-            return to_model_input(decode_image(rec.path), self.size, self.crop_pct), label, str(rec.path), None
+            img = decode_image(rec.path)
+            if self.uint8:
+                return torch.from_numpy(to_model_pixels(img, self.size, self.crop_pct)), label, str(rec.path), None
+            return to_model_input(img, self.size, self.crop_pct), label, str(rec.path), None
         except BadImage as exc:
             return None, label, str(rec.path), str(exc)
 
@@ -142,19 +155,24 @@ def _collate(items):
     good = [it for it in items if it[0] is not None]
     bad = [it[3] for it in items if it[0] is None]
     images = torch.stack([it[0] for it in good]) if good else torch.empty(0, 3, 0, 0)
+    if images.dtype == torch.uint8 and images.dim() == 4:  # (N,H,W,3) -> (N,3,H,W), channels-last in memory
+        images = images.permute(0, 3, 1, 2)
     labels = torch.tensor([it[1] for it in good], dtype=torch.long)
     return Images(images, labels, [it[2] for it in good], bad)
 
 
 def iter_batches(
-    records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, batch_size: int = 32, workers: int = 0
+    records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, batch_size: int = 32, workers: int = 0,
+    uint8: bool = False,
 ) -> Iterator[Images]:
     """Stream decoded batches (a large folder is never held in memory at once).
 
-    Each skipped file is logged as a warning naming it.
+    Each skipped file is logged as a warning naming it. uint8: images come as uint8
+    (N,3,H,W) laid out channels-last, a quarter of the bytes through the decode
+    workers' shared memory; `pixels_to_float` turns them into the float batch.
     """
     loader = DataLoader(
-        ImageFolderDataset(records, size, crop_pct), batch_size=batch_size, shuffle=False,
+        ImageFolderDataset(records, size, crop_pct, uint8), batch_size=batch_size, shuffle=False,
         num_workers=workers, collate_fn=_collate,
     )
     for batch in loader:

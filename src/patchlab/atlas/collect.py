@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import pixels_to_float
+
 log = logging.getLogger("patchlab")
 
 
@@ -196,6 +198,8 @@ def collect(
         if len(images) == 0:
             continue
         images = images.to(classifier.device, non_blocking=True)
+        if images.dtype == torch.uint8:  # folder_batches(uint8=True): converted on the device
+            images = pixels_to_float(images)
         h, pa, pc, _ = attribute_batch(classifier, images, layer, pair, classes)
         n, C, H, W = h.shape
         hw = (H, W)
@@ -239,10 +243,12 @@ def tensor_batches(
         yield images[i : i + batch_size], names[i : i + batch_size], labels[i : i + batch_size]
 
 
-def folder_batches(records, classifier, batch_size: int = 32, workers: int | None = None):
-    """Batches decoded from `patchlab.data` records (bad files skipped with a warning)."""
+def folder_batches(records, classifier, batch_size: int = 32, workers: int | None = None, uint8: bool = False):
+    """Batches decoded from `patchlab.data` records (bad files skipped with a warning); uint8:
+    as channels-last uint8 pixels, which `collect` converts on the device."""
     from ..data import iter_batches
 
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
-    for b in iter_batches(records, classifier.input_size, classifier.crop_pct, batch_size=batch_size, workers=workers):
+    for b in iter_batches(records, classifier.input_size, classifier.crop_pct, batch_size=batch_size, workers=workers,
+                          uint8=uint8):
         yield b.images, b.paths, b.labels.tolist()

@@ -32,9 +32,10 @@ class ImagePool:
     def __len__(self) -> int:
         return len(self.names)
 
-    def batches(self, batch_size: int):
+    def batches(self, batch_size: int, uint8: bool = False):
+        """(images, names, labels) batches; uint8: folder images as uint8 pixels (for `collect`)."""
         if self.records is not None:
-            return folder_batches(self.records, self.classifier, batch_size)
+            return folder_batches(self.records, self.classifier, batch_size, uint8=uint8)
         return tensor_batches(self.images, self.names, self.labels, batch_size)
 
     def fetch_by_name(self, names: list[str]) -> torch.Tensor:
@@ -160,7 +161,7 @@ def layer_pool(run: AtlasRun, images) -> ImagePool:
 def collect_pool(run: AtlasRun, pool: ImagePool, name: str, pair: tuple[int, int] | None, classes=()) -> Activations:
     """The pool's activations at the run's layer, stored as OUT/<name>.f16 with OUT/<name>-index.npz."""
     cfg = run.config
-    acts = collect(run.classifier, pool.batches(cfg.batch_size), cfg.layer, pair=pair, classes=classes,
+    acts = collect(run.classifier, pool.batches(cfg.batch_size, uint8=True), cfg.layer, pair=pair, classes=classes,
                    store=run.out / f"{name}.f16", seed=cfg.seed, progress=run.progress)
     save_index(run.out / f"{name}-index.npz", acts)
     return acts

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..cache import cache_dir
-from ..data import ImageRecord, discover, iter_batches, list_image_files, load_images
+from ..data import ImageRecord, discover, iter_batches, list_image_files, load_images, pixels_to_float
 from ..errors import UserError
 
 log = logging.getLogger("patchlab")
@@ -195,7 +195,7 @@ def _default_workers(n: int, batch_size: int, device: torch.device) -> int:
 
 def _batches(records, classifier, batch_size: int, workers: int, progress: bool) -> Iterator[tuple[Any, list]]:
     """Decoded batches with the records that failed in each (DataLoader order is kept)."""
-    it = iter_batches(records, classifier.input_size, classifier.crop_pct, batch_size, workers)
+    it = iter_batches(records, classifier.input_size, classifier.crop_pct, batch_size, workers, uint8=True)
     if progress:
         from tqdm import tqdm
 
@@ -267,8 +267,10 @@ class _Store:
 
 @torch.inference_mode()
 def _forward(classifier, images: torch.Tensor, basis: torch.Tensor | None):
-    """One forward pass: pooled (B,C), spatial (B,h,w,D), top-1 and its prob (channels-last input)."""
-    x = images.to(classifier.device).contiguous(memory_format=torch.channels_last)
+    """One forward pass on uint8 or float images: pooled (B,C), spatial (B,h,w,D), top-1 and its
+    prob (channels-last input)."""
+    x = images.to(classifier.device)
+    x = (pixels_to_float(x) if x.dtype == torch.uint8 else x).contiguous(memory_format=torch.channels_last)
     logits, acts = classifier.run(x, [classifier.feature_layer])
     fmap = acts[classifier.feature_layer].float()
     spatial = fmap.permute(0, 2, 3, 1)
