@@ -101,16 +101,19 @@ def _throughput(clf, library: Path, batch_size: int, rounds: int) -> None:
           f"{torch.get_num_threads()} threads, {rounds} alternating rounds")
     plain_forward(clf, images[: 2 * batch_size], batch_size, True)  # warm-up
     n = len(images)
-    res: dict[str, list[tuple[float, float]]] = {"plain": [], "plain_cl": [], "index": []}
+    res: dict[str, list[tuple[float, float]]] = {"plain": [], "plain_cl": [], "index": [], "index_w0": [],
+                                                 "index_w1": []}
 
-    def index_once():
+    def index_once(workers: int | None):
         with tempfile.TemporaryDirectory() as cache:
-            index_library(clf, library, batch_size=batch_size, cache_root=cache)
+            index_library(clf, library, batch_size=batch_size, cache_root=cache, workers=workers)
 
     for r in range(rounds):
         res["plain"].append(timed(lambda: _plain(clf, images, batch_size, False)))
         res["plain_cl"].append(timed(lambda: _plain(clf, images, batch_size, True)))
-        res["index"].append(timed(index_once))
+        res["index"].append(timed(lambda: index_once(None)))  # the default number of decode workers
+        res["index_w0"].append(timed(lambda: index_once(0)))  # decoding in turn with the forward
+        res["index_w1"].append(timed(lambda: index_once(1)))  # one decode worker process
         print(f"  round {r + 1}: " + "  ".join(f"{k} {n / v[-1][0]:.1f} img/s ({v[-1][1] / n * 1000:.0f} CPU-ms/img)"
                                             for k, v in res.items()))
     wall = {k: statistics.median(n / w for w, _ in v) for k, v in res.items()}
@@ -118,7 +121,8 @@ def _throughput(clf, library: Path, batch_size: int, rounds: int) -> None:
     best = max(wall["plain"], wall["plain_cl"])
     print(f"  median wall: plain forward {wall['plain']:.1f}, channels-last forward {wall['plain_cl']:.1f}, "
           f"index {wall['index']:.1f} img/s -> index / best plain forward {wall['index'] / best:.2f} "
-          "(wall clock: at the mercy of other load on the machine)")
+          "(wall clock: at the mercy of other load on the machine); decoding in turn "
+          f"{wall['index_w0']:.1f}, with one decode worker {wall['index_w1']:.1f} img/s")
     print(f"  median CPU per image: plain {cpu['plain'] * 1000:.0f} ms, channels-last {cpu['plain_cl'] * 1000:.0f} ms, "
           f"index {cpu['index'] * 1000:.0f} ms (decode worker included) -> throughput ratio on an otherwise idle "
           f"machine ~ {min(cpu['plain'], cpu['plain_cl']) / cpu['index']:.2f} (CPU-bound; load-independent estimate)")

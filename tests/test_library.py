@@ -112,8 +112,8 @@ def test_planted_photo_is_ranked_first(tmp_path, tmp_cache):
     assert stats["proposals"] == ranked and stats["seconds"] > 0
     # with the final stage (every train image x size x corner for the 3 best): still first, ranked as counted
     cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, top_k=2, shortlist=6, n_random=2,
-                                  fine_keep=4, final_keep=3, sizes=(0.1, 0.25), batch_size=32,
-                                  generator=torch.Generator().manual_seed(0))
+                                  whole_sweep=0, coarse_images=2, fine_keep=4, final_keep=3, sizes=(0.1, 0.25),
+                                  batch_size=32, generator=torch.Generator().manual_seed(0))
     assert cands[0].provenance["file"] == "planted.png" and stats["final_scored"] == 3
     assert stats["exactly_scored"] == 8 + 4 + 3 and stats["pasted_forwards"] == 8 * 2 + 4 * 4 * 2 + 3 * 4 * 2 * 4
     keys = [(c.provenance["train_static_success"], c.provenance["score_gain_logodds"]) for c in cands]
@@ -197,7 +197,7 @@ def test_interrupted_index_is_not_used(tmp_path, tmp_cache, monkeypatch):
 def test_small_batches_stream_and_match_one_batch(tmp_path):
     lib = _write_library(tmp_path / "lib", n_textures=4)  # 5 photos
     clf = tiny_classifier(seed=0)
-    small = index_library(clf, lib, batch_size=2, cache_root=tmp_path / "c2")  # 3 batches, one decode worker
+    small = index_library(clf, lib, batch_size=2, cache_root=tmp_path / "c2", workers=1)  # 3 batches, a decode worker
     whole = index_library(clf, lib, batch_size=5, cache_root=tmp_path / "c5")
     assert small.manifest["workers"] == 1 and whole.manifest["workers"] == 0
     assert small.paths == whole.paths and len(small) == 5
@@ -209,6 +209,20 @@ def test_small_batches_stream_and_match_one_batch(tmp_path):
     with torch.no_grad():
         f = pooled_features(clf, photos)
     np.testing.assert_allclose(f.numpy(), small.pooled[[4, 0]].astype(np.float32), atol=2e-3)
+
+
+def test_default_decode_workers(monkeypatch):
+    from patchlab.library import index as index_mod
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(index_mod.os, "cpu_count", lambda: 16)
+    assert index_mod._default_workers(10, 8, cpu) == 0  # a couple of batches: decode in turn
+    assert index_mod._default_workers(1000, 8, cuda) == 8
+    monkeypatch.setattr(index_mod.torch, "get_num_threads", lambda: 2)
+    assert index_mod._default_workers(1000, 8, cpu) == 1  # cores to spare beside the forward's threads
+    monkeypatch.setattr(index_mod.os, "cpu_count", lambda: 2)
+    assert index_mod._default_workers(1000, 8, cpu) == 0  # none: the worker would compete with the forward
+    assert index_mod._default_workers(1000, 8, cuda) == 1
 
 
 def test_labelled_library_excludes_target_and_source_photos(tmp_path, tmp_cache):
@@ -315,13 +329,24 @@ def test_ranking_by_success_then_gain():
 
     props = Proposals(torch.arange(4), torch.tensor([[0.0, 0, 10, 10]]).repeat(4, 1), torch.zeros(4),
                       torch.ones(4, dtype=torch.bool))
-    gain = torch.tensor([3.0, 2.0, 1.0, 0.5])
-    win = torch.tensor([0.0, 0.5, 0.5, 0.25])
+    gain = torch.tensor([3.0, 2.0, 1.0, 0.5])[:, None]  # (K, areas): one area
+    win = torch.tensor([0.0, 0.5, 0.5, 0.25])[:, None]
     assert _select(props, _rank_key(gain, win, "success"), 4, 1) == [1, 2, 3, 0]
     assert _select(props, _rank_key(gain, win, "gain"), 4, 1) == [0, 1, 2, 3]
     same_photo = Proposals(torch.zeros(4, dtype=torch.long), torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30],
                            [0, 0, 10, 10], [40, 40, 50, 50]]), torch.zeros(4), torch.zeros(4, dtype=torch.bool))
     assert _select(same_photo, _rank_key(gain, win, "gain"), 4, 2) == [0, 1]  # two per photo at most
+
+
+def test_static_ranking_takes_each_proposals_best_area():
+    from patchlab.library.search import _rank_key
+
+    # 3 proposals x 2 areas: by mean success 2 and 0 tie (2 has more mean gain) and 1 is last; by the
+    # best area 1 and 2 tie at 0.75 (1 has more gain there) and 0 is last
+    win = torch.tensor([[0.5, 0.5], [0.0, 0.75], [0.25, 0.75]])
+    gain = torch.tensor([[1.0, 1.0], [0.0, 2.0], [5.0, 1.0]])
+    assert _rank_key(gain, win, "success").argsort(descending=True).tolist() == [2, 0, 1]
+    assert _rank_key(gain, win, "static").argsort(descending=True).tolist() == [1, 2, 0]
 
 
 def test_static_scores_take_the_best_size_averaged_over_positions():

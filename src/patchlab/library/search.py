@@ -11,7 +11,7 @@ direction d at the feature layer (head row target minus source):
    cell, score the area-weighted mean of d . spatial over the cells they cover;
    the best whole photos and the best crops make a shortlist (whole photos
    always have their own share: the article's patches were whole photos);
-2. the shortlist is cut (roi_align) and scored exactly: pasted on a couple of
+2. the shortlist is cut (roi_align) and scored exactly: pasted on a few of
    the pair's training images at one size (coarse), then the best on all
    training images at every size and several corners (fine), ranked by train
    success (top-1 = target) and the mean gain in log p(target) - log p(source).
@@ -20,18 +20,21 @@ Crops are square patches when pasted: a 4:3 or 3:4 crop is resampled
 (stretched) to the square, keeping all of it (padding would add flat gray,
 itself a known weak control).
 
-The defaults cost ~660 pasted forward passes (about 30 s for 500 photos and 8
-training images on 2 CPU cores). Measured on snorkel -> scuba diver with the
-default model and 500 ImageNet photos: d . pooled ranks whole photos with a
-rank correlation of 0.51 against their exact gain, and its top 80 hold 13 of
-the 20 best whole photos (random: about 3). Scoring every whole photo exactly
-as well (`whole_sweep=1024`, and searching at the counted sizes 10-40 %) found
-the same three best photos and a top-10 mean of 51.2 % static on confirmation
-snorkels (55.0 % without), at about three times the search time: off by default.
-A final stage that re-scores the 16 best on every train image, size and corner
-and ranks them the way the static protocol counts (`final_keep=16`) found the
-same best photo (a puck, 68.8 %) and a top-10 mean of 45.6 %: with 8 train
-images the ranking is limited by the images, not the placements. Off by default.
+The index ranks whole photos only loosely (rank correlation 0.2-0.5 with their
+exact gain on the default model and 500 ImageNet photos), so with the defaults
+every whole photo up to `whole_sweep` (512, in index order) is scored exactly:
+coarse on 4 train images, then the 96 best on every train image at every size
+(one corner each, rotating). On snorkel -> scuba diver with 24 pair-aware
+synthesized train snorkels, the top 10 chosen that way flip 73.8 % of 16
+confirmation snorkels statically (the earlier defaults, 64 whole photos by
+index, 2 coarse images, 24 fine: 60.6 %). A brute force over every whole photo
+on the selection and confirmation images (`experiments/library_ceiling.py`)
+bounds it: its top 10 chosen on selection reach 81.9 %, and the 10 best whole
+photos by their confirmation rate itself 84.4 %. Ranking by the best size's
+success (`rank_by="static"`) did not beat the mean success on selection images
+(77.5 % both, 48 fine); nor did a final stage on every placement (`final_keep`,
+off by default: with 8 train images it found the same best photo and a lower
+top-10 mean, 45.6 % against 55.0 %).
 """
 from __future__ import annotations
 
@@ -205,21 +208,20 @@ def score_rotated(
     classifier, crops: torch.Tensor, images: torch.Tensor, source: int, target: int, areas: Sequence[float],
     positions: Sequence[str] = CORNERS, per_image: int | None = None, batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`score_crops` where image i sees `per_image` of the positions, rotating through them
-    (all positions when None): the same mean gain and success over fewer placements."""
+    """`score_crops_by_setting` where image i sees `per_image` of the positions, rotating through
+    them (all positions when None), averaged over images and positions: the mean gain and success
+    per crop and area, two (K, len(areas)) tensors."""
     p = len(positions)
-    if per_image is None or per_image >= p:
-        gain, win = score_crops(classifier, crops, images, source, target, areas, positions, batch_size)
-        return gain.cpu(), win.cpu()
+    per_image = p if per_image is None else min(per_image, p)
     groups: dict[tuple[str, ...], list[int]] = {}
     for i in range(len(images)):
         groups.setdefault(tuple(positions[(i * per_image + j) % p] for j in range(per_image)), []).append(i)
-    gain = torch.zeros(len(crops), device=classifier.device)
-    win = torch.zeros(len(crops), device=classifier.device)
+    gain = torch.zeros(len(crops), len(areas), device=classifier.device)
+    win = torch.zeros(len(crops), len(areas), device=classifier.device)
     for pos, idx in groups.items():
-        g, w = score_crops(classifier, crops, images[idx], source, target, areas, pos, batch_size)
-        gain += g * len(idx) / len(images)
-        win += w * len(idx) / len(images)
+        g, w = score_crops_by_setting(classifier, crops, images[idx], source, target, areas, pos, batch_size)
+        gain += g.mean(2) * len(idx) / len(images)
+        win += w.mean(2) * len(idx) / len(images)
     return gain.cpu(), win.cpu()
 
 
@@ -264,10 +266,20 @@ def _class_ranking(classifier, index: LibraryIndex, props: Proposals, gain: torc
     return sorted(rows, key=lambda r: -r["best_gain"])
 
 
+RANK_BY = ("success", "gain", "static")
+
+
 def _rank_key(gain: torch.Tensor, win: torch.Tensor, rank_by: str) -> torch.Tensor:
-    """A sort key (higher is better): the gain, or success first with the gain breaking ties."""
+    """A sort key (higher is better) from per-area scores (K, areas): the mean gain ("gain"); the
+    mean success, the mean gain breaking ties ("success"); or the success at the proposal's best
+    area, the gain there breaking ties ("static": the static protocol fixes one size)."""
     if rank_by == "gain":
-        return gain.float()
+        return gain.mean(1).float()
+    if rank_by == "static":
+        win, best = win.max(1)
+        gain = gain.gather(1, best[:, None])[:, 0]
+    else:
+        win, gain = win.mean(1), gain.mean(1)
     order = torch.from_numpy(np.lexsort((gain.numpy(), win.numpy())))
     return torch.empty(len(order)).index_copy_(0, order, torch.arange(len(order), dtype=torch.float32))
 
@@ -360,18 +372,26 @@ def _candidates(classifier, index, pool, pixels, coarse, rows, key, facts, is_ra
     return out
 
 
+def _fine_facts(gain: torch.Tensor, win: torch.Tensor, sizes: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Provenance facts from per-area fine scores (K, areas): the mean gain and success, and the
+    best area's success (one corner per image, rotating) and area."""
+    best_win, best = win.max(1)
+    return {"score_gain_logodds": gain.mean(1), "train_success": win.mean(1), "train_best_size_success": best_win,
+            "train_best_size": torch.as_tensor(sizes, dtype=torch.float64)[best]}
+
+
 def _final(classifier, pool, pixels, rows, fine, wins, train, source, target, sizes, positions, keep_n, per_photo,
            rank_by, batch_size):
     """The final stage: the `keep_n` best distinct fine-scored proposals on every train image at
     every size and position, ranked the way the static protocol counts (`static_scores`):
     pool rows, sort key, facts."""
     keep = _select(pool.take(rows), _rank_key(fine, wins, rank_by), keep_n, per_photo)
-    rows, fine = rows[keep], fine[keep]
+    rows, fine = rows[keep], fine[keep].mean(1)
     g, w = score_crops_by_setting(classifier, pixels[rows], train, source, target, sizes, positions, batch_size)
     st = {k: v.cpu() for k, v in static_scores(g, w, sizes).items()}
     facts = {"score_gain_logodds": g.flatten(1).mean(1).cpu(), "train_success": w.flatten(1).mean(1).cpu(),
              "train_static_success": st["success"], "train_static_size": st["size"], "fine_gain": fine}
-    return rows, _rank_key(st["gain"], st["success"], "success"), facts
+    return rows, _rank_key(st["gain"][:, None], st["success"][:, None], "success"), facts
 
 
 def search_library(
@@ -391,11 +411,11 @@ def search_library(
     scales: Sequence[float] = CROP_SCALES,
     aspects: Sequence[float] = CROP_ASPECTS,
     whole_share: float = 0.5,
-    whole_sweep: int = 0,
+    whole_sweep: int = 512,
     n_random: int = 8,
-    coarse_images: int = 2,
+    coarse_images: int = 4,
     coarse_size: float | None = None,
-    fine_keep: int = 24,
+    fine_keep: int = 96,
     fine_corners_per_image: int | None = 1,
     per_photo: int = 1,
     patch_px: int = 128,
@@ -411,7 +431,8 @@ def search_library(
     images x `sizes` x `fine_corners_per_image` corners each (None: all
     `positions`) -> `top_k` distinct candidates, `per_photo` per photo, ranked
     by train success, ties by the mean gain in log p(target) - log p(source)
-    ("success"), or by the gain alone ("gain"). The coarse stage always ranks by
+    ("success"), by the success at the proposal's best size, ties by the gain there
+    ("static"), or by the gain alone ("gain"). The coarse stage always ranks by
     gain. Success is the default: a photo pasted large can cut p(source) (a high
     gain) yet be read as its own class, and on snorkel -> scuba diver the
     gain-ranked top 10 held three photos that flipped no held-out image.
@@ -422,8 +443,8 @@ def search_library(
     ties by the gain there.
     Returns (candidates, stats).
     """
-    if rank_by not in ("gain", "success"):
-        raise ValueError(f"rank_by must be 'gain' or 'success', got {rank_by!r}")
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}")
     if len(train_images) == 0:
         raise UserError("search_library needs at least one training image of the source class")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -440,7 +461,7 @@ def search_library(
     t.append(time.perf_counter())
     csize = float(coarse_size if coarse_size is not None else max(sizes))
     coarse_imgs = _coarse_images(train, coarse_images, gen)
-    coarse, _ = score_rotated(classifier, pixels, coarse_imgs, source, target, (csize,), positions, 1, batch_size)
+    coarse = score_rotated(classifier, pixels, coarse_imgs, source, target, (csize,), positions, 1, batch_size)[0][:, 0]
     t.append(time.perf_counter())
     say(f"[library] coarse: {len(pool)} proposals x {len(coarse_imgs)} images in {t[-1] - t[-2]:.1f} s")
     rows = _fine_rows(pool, coarse, max(fine_keep, top_k, final_keep), max(top_k, final_keep), per_photo + 1)
@@ -455,7 +476,7 @@ def search_library(
         say(f"[library] final: {len(rows)} proposals x {len(train)} images x all settings in "
             f"{time.perf_counter() - t[-1]:.1f} s")
     else:
-        key, facts = _rank_key(fine, wins, rank_by), {"score_gain_logodds": fine, "train_success": wins}
+        key, facts = _rank_key(fine, wins, rank_by), _fine_facts(fine, wins, sizes)
     t.append(time.perf_counter())
     cands = _candidates(classifier, index, pool, pixels, coarse, rows, key, facts, is_random, top_k, per_photo)
     t.append(time.perf_counter())
