@@ -50,7 +50,7 @@ import torch
 from ..errors import UserError
 from ..patches.apply import CORNERS
 from ..patches.candidate import Candidate, reads_as
-from ..patches.natural import CropSet, cut_crops, distinct_top, score_crops, score_crops_by_setting
+from ..patches.natural import CropSet, cut_crops, distinct_top, score_crops_by_setting
 from .index import LibraryIndex
 
 CROP_SCALES = (0.35, 0.5, 0.7)
