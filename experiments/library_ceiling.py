@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from patchlab.devices import stage_generator
 from patchlab.evaluate.core import evaluate

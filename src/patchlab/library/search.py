@@ -269,6 +269,13 @@ def _class_ranking(classifier, index: LibraryIndex, props: Proposals, gain: torc
 RANK_BY = ("success", "gain", "static")
 
 
+def _at_best_area(gain: torch.Tensor, win: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From per-area scores (K, areas): each proposal's success at its best area (by success),
+    the gain there, and that area's index."""
+    success, best = win.max(1)
+    return success, gain.gather(1, best[:, None])[:, 0], best
+
+
 def _rank_key(gain: torch.Tensor, win: torch.Tensor, rank_by: str) -> torch.Tensor:
     """A sort key (higher is better) from per-area scores (K, areas): the mean gain ("gain"); the
     mean success, the mean gain breaking ties ("success"); or the success at the proposal's best
@@ -276,8 +283,7 @@ def _rank_key(gain: torch.Tensor, win: torch.Tensor, rank_by: str) -> torch.Tens
     if rank_by == "gain":
         return gain.mean(1).float()
     if rank_by == "static":
-        win, best = win.max(1)
-        gain = gain.gather(1, best[:, None])[:, 0]
+        win, gain, _ = _at_best_area(gain, win)
     else:
         win, gain = win.mean(1), gain.mean(1)
     order = torch.from_numpy(np.lexsort((gain.numpy(), win.numpy())))
@@ -302,10 +308,8 @@ def static_scores(gain: torch.Tensor, win: torch.Tensor, sizes: Sequence[float])
     """From per-setting scores (K, sizes, positions): each proposal's best size by success
     averaged over the positions (the static protocol fixes one size for every image), its
     success and gain there."""
-    by_size = win.mean(2)
-    success, best = by_size.max(1)
-    return {"success": success, "gain": gain.mean(2).gather(1, best[:, None])[:, 0],
-            "size": torch.as_tensor(sizes, dtype=torch.float64)[best]}
+    success, gain_there, best = _at_best_area(gain.mean(2), win.mean(2))
+    return {"success": success, "gain": gain_there, "size": torch.as_tensor(sizes, dtype=torch.float64)[best]}
 
 
 def _top1_dict(classifier, index: LibraryIndex, row: int) -> dict[str, Any]:
@@ -375,7 +379,7 @@ def _candidates(classifier, index, pool, pixels, coarse, rows, key, facts, is_ra
 def _fine_facts(gain: torch.Tensor, win: torch.Tensor, sizes: Sequence[float]) -> dict[str, torch.Tensor]:
     """Provenance facts from per-area fine scores (K, areas): the mean gain and success, and the
     best area's success (one corner per image, rotating) and area."""
-    best_win, best = win.max(1)
+    best_win, _, best = _at_best_area(gain, win)
     return {"score_gain_logodds": gain.mean(1), "train_success": win.mean(1), "train_best_size_success": best_win,
             "train_best_size": torch.as_tensor(sizes, dtype=torch.float64)[best]}
 
