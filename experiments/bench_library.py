@@ -10,12 +10,16 @@ Default run (prints its figures):
   --scale N  repeats the library's photos with flips and crops into N files
              (for the timing only), indexes them (projected spatial store),
              reports time and peak RSS and projects to 1.28 M photos.
+  --decode   CPU-ms per photo of decoding and of the two ways to resample the
+             centre crop (resize the whole photo then crop, as before; resample
+             only the centre box, as `patchlab.data.to_model_pixels` does now)
+             and how far their pixels differ.
   --pair     end to end with 24 pair-aware snorkels: 8 train the search, 16
              held out; each of the top 10 is placed at the best (size, corner)
              on 8 held-out images and counted on the other 8; plus the median of
              20 random library photos placed the same way.
 
-    python experiments/bench_library.py [--library DIR] [--rounds 2] [--scale 5000] [--pair] [--device cuda]
+    python experiments/bench_library.py [--library DIR] [--rounds 2] [--scale 5000] [--pair] [--decode] [--device cuda]
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patchlab.data import load_images
+from patchlab.data import decode_image, load_images, to_model_pixels
 from patchlab.devices import generator
 from patchlab.classes import imagenet_classes
 from patchlab.library import index_library, library_control_photos, library_records, search_library
@@ -76,6 +80,34 @@ def _plain(clf, images: torch.Tensor, batch_size: int, channels_last: bool) -> f
     if clf.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t
+
+
+def resize_then_crop(img, size: int, crop_pct: float) -> np.ndarray:
+    """The earlier decode path (for comparison only): resize the whole photo, then crop its centre."""
+    from PIL import Image
+
+    w, h = img.size
+    scale = max(size, round(size / crop_pct)) / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(img.resize((nw, nh), Image.BICUBIC).crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def decode_costs(clf, library: Path, n: int, rounds: int) -> None:
+    """CPU-ms per photo: decode, resize-then-crop, centre-box resampling; and their pixel difference."""
+    paths = [r.path for r in library_records(library, clf.classes)][:n]
+    blobs = [p.read_bytes() for p in paths]
+    photos = [decode_image(b) for b in blobs]
+    s, c = clf.input_size, clf.crop_pct
+    steps = {"decode": lambda: [decode_image(b) for b in blobs],
+             "resize then crop": lambda: [resize_then_crop(im, s, c) for im in photos],
+             "centre box": lambda: [to_model_pixels(im, s, c) for im in photos]}
+    ms = {k: statistics.median(timed(f)[1] for _ in range(rounds)) / len(paths) * 1000 for k, f in steps.items()}
+    diff = np.stack([np.abs(resize_then_crop(im, s, c).astype(np.int16) - to_model_pixels(im, s, c)) for im in photos])
+    print(f"decode: {len(paths)} photos, median of {rounds} rounds, CPU-ms per photo: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
+          + f"; centre box / resize then crop {ms['centre box'] / ms['resize then crop']:.2f}; pixels differing by "
+          f"more than 1: {100 * (diff > 1).mean():.3f} %, mean |difference| {diff.mean():.3f} (0-255)")
 
 
 def subset_folder(library: Path, n: int, out: Path) -> Path:
@@ -293,6 +325,7 @@ def main() -> None:
     ap.add_argument("--spatial-dim", type=int, default=AUTO_SPATIAL_DIM, help="projected spatial dims for --scale")
     ap.add_argument("--pair", action="store_true", help="end-to-end snorkel -> scuba diver with held-out figures")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--decode", action="store_true", help="only the per-photo decode costs (before / after)")
     ap.add_argument("--search-kw", default="", help="extra search_library keywords for --pair, e.g. 'coarse_size=0.1'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None, help="library cache folder (default: a temporary one)")
@@ -302,6 +335,9 @@ def main() -> None:
     clf = load_classifier(args.model, args.device)
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
+        if args.decode:
+            decode_costs(clf, args.library, args.throughput_photos or 10**9, args.rounds)
+            return
         if args.scale:
             scale_run(clf, args.library, args.scale, args.batch_size, args.spatial_dim, args.seed)
             return

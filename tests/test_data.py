@@ -97,6 +97,27 @@ def test_to_model_input_shape_and_range(image_zoo):
     assert tiny.shape == (3, 16, 16) and torch.allclose(tiny[0], torch.ones(16, 16))
 
 
+@pytest.mark.parametrize("wh", [(500, 375), (333, 500), (224, 224), (97, 301), (5, 3)])
+def test_model_pixels_match_resize_then_crop(wh):
+    """The centre-box resampling keeps the grid of resizing the whole photo and cropping its centre."""
+    from patchlab.data import to_model_pixels
+
+    g = np.random.default_rng(0)
+    w, h = wh
+    smooth = np.kron(g.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3)), np.ones((4, 4, 1)))[:h, :w]
+    img = Image.fromarray(smooth.astype(np.uint8))
+    size, crop_pct = 64, 0.875
+    short = round(size / crop_pct)
+    scale = short / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (nw - size) // 2, (nh - size) // 2
+    ref = np.asarray(img.resize((nw, nh), Image.BICUBIC).crop((left, top, left + size, top + size)), dtype=np.int16)
+    got = to_model_pixels(img, size, crop_pct).astype(np.int16)
+    assert got.shape == (size, size, 3)
+    diff = np.abs(got - ref)
+    assert diff.mean() < 0.5 and (diff <= 1).mean() > 0.98
+
+
 def test_gradient_reaches_model_input_unclipped(image_zoo):
     x = to_model_input(decode_image(image_zoo["gray16_png"]), 32, crop_pct=1.0)  # central crop of the ramp
     assert abs(x.mean().item() - 0.5) < 0.02 and x.max() < 0.7  # mid-gray, not clipped to white
@@ -202,6 +223,18 @@ def test_iter_batches_with_worker_processes(image_zoo):
     recs = [ImageRecord(image_zoo[k]) for k in ("chelsea_png", "text_jpg", "coffee_jpg")]
     batches = list(iter_batches(recs, 16, batch_size=2, workers=1))
     assert sum(len(b) for b in batches) == 2 and sum(len(b.skipped) for b in batches) == 1
+
+
+def test_iter_batches_threads_keep_order_and_skips(image_zoo):
+    """Decoding a batch on several threads gives what one thread gives, in the same order."""
+    keys = ("chelsea_png", "text_jpg", "coffee_jpg", "gray16_png", "truncated_jpg", "chelsea_png", "coffee_jpg")
+    recs = [ImageRecord(image_zoo[k], i) for i, k in enumerate(keys)]
+    one = list(iter_batches(recs, 16, batch_size=4, threads=1))
+    many = list(iter_batches(recs, 16, batch_size=4, threads=3))
+    assert [b.paths for b in many] == [b.paths for b in one] and [len(b) for b in many] == [3, 2]
+    assert [b.labels.tolist() for b in many] == [[0, 2, 3], [5, 6]]
+    assert [b.skipped for b in many] == [b.skipped for b in one] and len(many[0].skipped) == len(many[1].skipped) == 1
+    assert all(torch.equal(a.images, b.images) for a, b in zip(one, many))
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -15,8 +15,10 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,7 @@ log = logging.getLogger("patchlab")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 MAX_PIXELS = 89_478_485  # PIL's default bomb threshold (~0.25 GB of RGB)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+DECODE_VERSION = 2  # bump when decoded pixels change (keys the library index cache); 2: centre-box resampling
 
 
 class BadImage(Exception):
@@ -99,15 +102,20 @@ def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def to_model_pixels(img: Image.Image, size: int, crop_pct: float = 0.875) -> np.ndarray:
-    """`to_model_input` as uint8 (H,W,3): the same pixels, a quarter of the bytes to move."""
+    """`to_model_input` as uint8 (H,W,3): the same pixels, a quarter of the bytes to move.
+
+    Only the centre crop is resampled (PIL's `box`): the sampling grid of resizing the whole
+    photo and then cropping, at about 60 % of the cost on ImageNet-sized photos
+    (`experiments/bench_library.py --decode`); pixels match the resize-then-crop to
+    8-bit rounding (a few pixels near strong edges differ more)."""
     w, h = img.size
     short = max(size, round(size / crop_pct))
     scale = short / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((nw, nh), Image.BICUBIC)
     left, top = (nw - size) // 2, (nh - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8).copy()
+    sx, sy = w / nw, h / nh  # source pixels per resized pixel
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return np.asarray(img.resize((size, size), Image.BICUBIC, box=box), dtype=np.uint8).copy()
 
 
 @dataclass
@@ -161,20 +169,36 @@ def _collate(items):
     return Images(images, labels, [it[2] for it in good], bad)
 
 
+def _decode_in_threads(dataset: ImageFolderDataset, batch_size: int, threads: int) -> Iterator[Images]:
+    """Batches of `dataset` in order, each decoded on a pool of `threads` threads."""
+    if threads <= 1:
+        for i in range(0, len(dataset), batch_size):
+            yield _collate([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for i in range(0, len(dataset), batch_size):
+            yield _collate(list(pool.map(dataset.__getitem__, range(i, min(i + batch_size, len(dataset))))))
+
+
 def iter_batches(
     records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, batch_size: int = 32, workers: int = 0,
-    uint8: bool = False,
+    uint8: bool = False, threads: int | None = None,
 ) -> Iterator[Images]:
     """Stream decoded batches (a large folder is never held in memory at once).
 
     Each skipped file is logged as a warning naming it. uint8: images come as uint8
     (N,3,H,W) laid out channels-last, a quarter of the bytes through the decode
     workers' shared memory; `pixels_to_float` turns them into the float batch.
+    workers > 0: DataLoader worker processes decode ahead; 0: this process decodes
+    each batch when asked, on `threads` threads (default: one per core; PIL releases
+    the GIL while it decodes and resamples).
     """
-    loader = DataLoader(
-        ImageFolderDataset(records, size, crop_pct, uint8), batch_size=batch_size, shuffle=False,
-        num_workers=workers, collate_fn=_collate,
-    )
+    dataset = ImageFolderDataset(records, size, crop_pct, uint8)
+    if workers > 0:
+        loader: Iterator[Images] = iter(DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                                   collate_fn=_collate))
+    else:
+        loader = _decode_in_threads(dataset, batch_size, threads or os.cpu_count() or 1)
     for batch in loader:
         for msg in batch.skipped:
             log.warning("skipped %s", msg)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..cache import cache_dir
-from ..data import ImageRecord, discover, iter_batches, list_image_files, load_images, pixels_to_float
+from ..data import DECODE_VERSION, ImageRecord, discover, iter_batches, list_image_files, load_images, pixels_to_float
 from ..errors import UserError
 
 log = logging.getLogger("patchlab")
@@ -186,9 +186,10 @@ def spatial_basis(classifier, channels: int, dim: int) -> tuple[np.ndarray | Non
 # -- building -----------------------------------------------------------------------
 def _default_workers(n: int, batch_size: int, device: torch.device) -> int:
     """Decoding processes: none for a couple of batches; on a GPU, enough to keep up with it
-    (up to 8); on CPU one if a core is left over by the forward's threads, else none: on 2
-    cores a decode worker beside the 2-thread forward was slower than decoding in turn
-    (61.9 against 78.5 img/s, `experiments/bench_library.py`)."""
+    (up to 8); on CPU one if a core is left over by the forward's threads, else none (this
+    process then decodes each batch in turn on one thread per core): on 2 cores a decode
+    worker beside the 2-thread forward was slower than decoding in turn (61.9 against
+    78.5 img/s, `experiments/bench_library.py`; on two threads 85.8 against 64.5)."""
     cores = os.cpu_count() or 1
     if n <= 2 * batch_size or cores < 2:
         return 0
@@ -402,7 +403,7 @@ def index_library(
     root = Path(folder).resolve()
     records = library_records(root, classifier.classes)
     cache_root = Path(cache_root) if cache_root is not None else cache_dir() / "library"
-    key = cache_key(kind="library", version=VERSION, model=model_fingerprint(classifier),
+    key = cache_key(kind="library", version=VERSION, decode=DECODE_VERSION, model=model_fingerprint(classifier),
                     layer=classifier.feature_layer, size=classifier.input_size, crop_pct=classifier.crop_pct,
                     spatial_dim=spatial_dim, files=content_digest(root, records))
     final = cache_root / key
