@@ -4,13 +4,15 @@ Carter et al. 2019 pasted 10 natural photo patches per attack (plus a random
 noise control) on source-class images, in a corner; static = one size and corner
 for all images, dynamic = best of 4 corners x sizes per image. Here the 10
 patches are found automatically: with --library, by the photo-library search
-(`patchlab.library`); without, as crops of the atlas's donor exemplars. Each
+(`patchlab.library`; the 10 best on selection images of the search's 30); without,
+as crops of the atlas's donor exemplars. Each
 patch's size and corner are chosen on the pair's SELECTION images and every rate
 is counted on separate CONFIRMATION images (`patchlab.pairdata`), against null
 controls (noise, gray, a source photo and, with a library, the median of 20
 random library photos pasted the same way).
 
     python experiments/atlas_pairs.py --library ../shared/realphotos     # natural patches from photos
+    python experiments/atlas_pairs.py --library ../shared/realphotos --train 24 --selection 24 --confirmation 48
     python experiments/atlas_pairs.py                                   # donor-exemplar crops (no photos)
     python experiments/atlas_pairs.py --data IMAGENET_TREE              # real source photos too
 
@@ -133,8 +135,10 @@ def main() -> None:
     ap.add_argument("--selection", type=int, default=8, help="source images that choose each patch's size and corner")
     ap.add_argument("--confirmation", type=int, default=16, help="source images the rates are counted on")
     ap.add_argument("--top", type=int, default=10, help="natural patches per attack (the article used 10)")
-    ap.add_argument("--shortlist", type=int, default=10,
-                    help="natural candidates the search passes on; the --top best on selection images are reported")
+    ap.add_argument("--shortlist", type=int, default=None,
+                    help="natural candidates the search passes on; the --top best on selection images are reported "
+                         "(default: 30 with --library, chosen on development seed 1 with "
+                         "experiments/library_topk_rules.py; 10 without)")
     ap.add_argument("--donors", type=int, default=3, help="without --library: donor classes to cut crops from")
     ap.add_argument("--donor-images", type=int, default=3)
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4], help="fractions of image area")
@@ -144,6 +148,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("reports/atlas_pairs.md"))
     args = ap.parse_args()
+    if args.shortlist is None:
+        args.shortlist = 30 if args.library else 10
     clf = load_classifier("efficientnet_lite0", "auto")
     rows = []
     t0 = time.perf_counter()
