@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patchlab.data import decode_image, load_images, to_model_pixels
+from patchlab.data import decode_image, load_images, resized_size, to_model_pixels
 from patchlab.devices import generator
 from patchlab.classes import imagenet_classes
 from patchlab.library import index_library, library_control_photos, library_records, search_library
@@ -86,9 +86,7 @@ def resize_then_crop(img, size: int, crop_pct: float) -> np.ndarray:
     """The earlier decode path (for comparison only): resize the whole photo, then crop its centre."""
     from PIL import Image
 
-    w, h = img.size
-    scale = max(size, round(size / crop_pct)) / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    nw, nh = resized_size(*img.size, size, crop_pct)
     left, top = (nw - size) // 2, (nh - size) // 2
     return np.asarray(img.resize((nw, nh), Image.BICUBIC).crop((left, top, left + size, top + size)), dtype=np.uint8)
 

@@ -1,7 +1,7 @@
 """Which rule picks the library search's top 10? Compared on a development seed, never on the counted one.
 
-`atlas_pairs.py --library` reports the search's own top 10 (`--shortlist 10`):
-the selection images only choose each patch's size and corner. This script asks
+`atlas_pairs.py --library --shortlist 10` reports the search's own top 10: the
+selection images only choose each patch's size and corner. This script asks
 whether letting the selection images choose the 10 among more of the search's
 candidates does better, or a pooled estimate of train and selection success.
 It runs the search once per pair with a longer shortlist, counts every

@@ -118,6 +118,17 @@ def test_model_pixels_match_resize_then_crop(wh):
     assert diff.mean() < 0.5 and (diff <= 1).mean() > 0.98
 
 
+@pytest.mark.parametrize("size", [224, 240, 260])
+def test_model_pixels_exact_at_the_resized_size(size):
+    """A picture already at round(size / crop_pct) px (how exemplar PNGs are saved) reads back as its exact centre."""
+    from patchlab.data import resized_size, to_model_pixels
+
+    full = resized_size(1, 1, size, 0.875)[0]
+    a = np.random.default_rng(size).integers(0, 256, (full, full, 3), dtype=np.uint8)
+    off = (full - size) // 2
+    assert np.array_equal(to_model_pixels(Image.fromarray(a), size, 0.875), a[off : off + size, off : off + size])
+
+
 def test_gradient_reaches_model_input_unclipped(image_zoo):
     x = to_model_input(decode_image(image_zoo["gray16_png"]), 32, crop_pct=1.0)  # central crop of the ramp
     assert abs(x.mean().item() - 0.5) < 0.02 and x.max() < 0.7  # mid-gray, not clipped to white

@@ -101,6 +101,12 @@ def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().div_(255.0)
 
 
+def resized_size(w: int, h: int, size: int, crop_pct: float = 0.875) -> tuple[int, int]:
+    """The photo's size once its short side is resized to size / crop_pct (before the centre crop)."""
+    scale = max(size, round(size / crop_pct)) / min(w, h)
+    return max(size, round(w * scale)), max(size, round(h * scale))
+
+
 def to_model_pixels(img: Image.Image, size: int, crop_pct: float = 0.875) -> np.ndarray:
     """`to_model_input` as uint8 (H,W,3): the same pixels, a quarter of the bytes to move.
 
@@ -109,9 +115,7 @@ def to_model_pixels(img: Image.Image, size: int, crop_pct: float = 0.875) -> np.
     (`experiments/bench_library.py --decode`); pixels match the resize-then-crop to
     8-bit rounding (a few pixels near strong edges differ more)."""
     w, h = img.size
-    short = max(size, round(size / crop_pct))
-    scale = short / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    nw, nh = resized_size(w, h, size, crop_pct)
     left, top = (nw - size) // 2, (nh - size) // 2
     sx, sy = w / nw, h / nh  # source pixels per resized pixel
     box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
