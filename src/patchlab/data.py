@@ -175,11 +175,7 @@ def _collate(items):
 
 def _decode_in_threads(dataset: ImageFolderDataset, batch_size: int, threads: int) -> Iterator[Images]:
     """Batches of `dataset` in order, each decoded on a pool of `threads` threads."""
-    if threads <= 1:
-        for i in range(0, len(dataset), batch_size):
-            yield _collate([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
-        return
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(max(1, threads)) as pool:
         for i in range(0, len(dataset), batch_size):
             yield _collate(list(pool.map(dataset.__getitem__, range(i, min(i + batch_size, len(dataset))))))
 

@@ -189,7 +189,8 @@ def _default_workers(n: int, batch_size: int, device: torch.device) -> int:
     (up to 8); on CPU one if a core is left over by the forward's threads, else none (this
     process then decodes each batch in turn on one thread per core): on 2 cores a decode
     worker beside the 2-thread forward was slower than decoding in turn (61.9 against
-    78.5 img/s, `experiments/bench_library.py`; on two threads 85.8 against 64.5)."""
+    78.5 img/s, `experiments/bench_library.py`; with the centre-box resampling and two
+    decode threads 100.2 against 73.3)."""
     cores = os.cpu_count() or 1
     if n <= 2 * batch_size or cores < 2:
         return 0

@@ -29,10 +29,11 @@ synthesized train snorkels, the top 10 chosen that way flip 73.8 % of 16
 confirmation snorkels statically (the earlier defaults, 64 whole photos by
 index, 2 coarse images, 24 fine: 60.6 %), and 67.1 % of 48; letting 24 selection
 images pick the 10 among the search's top 30 gives 69.2 % of the 48
-(`experiments/atlas_pairs.py`, `experiments/library_topk_rules.py`). A brute force over every whole photo
-on the selection and confirmation images (`experiments/library_ceiling.py`)
-bounds it: its top 10 chosen on selection reach 81.9 %, and the 10 best whole
-photos by their confirmation rate itself 84.4 %. Ranking by the best size's
+(`experiments/atlas_pairs.py`, `experiments/library_topk_rules.py`). A brute
+force over every whole photo on the selection and confirmation images
+(`experiments/library_ceiling.py`; 8 and 16 images) bounds it: its top 10
+chosen on selection reach 81.9 %, and the 10 best whole photos by their
+confirmation rate itself 84.4 %. Ranking by the best size's
 success (`rank_by="static"`) did not beat the mean success on selection images
 (77.5 % both, 48 fine); nor did a final stage on every placement (`final_keep`,
 off by default: with 8 train images it found the same best photo and a lower
