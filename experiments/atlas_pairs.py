@@ -15,6 +15,12 @@ random library photos pasted the same way).
     python experiments/atlas_pairs.py --library ../shared/realphotos --train 24 --selection 24 --confirmation 48
     python experiments/atlas_pairs.py                                   # donor-exemplar crops (no photos)
     python experiments/atlas_pairs.py --data IMAGENET_TREE              # real source photos too
+    python experiments/atlas_pairs.py --band 0.45 0.65 --near-band 0.08 0.15 --sources-only
+
+--band / --near-band set the synthesized sources' p(source) / p(target) bands
+(`patchlab.exemplars`); every table states the sources' median p(source) and
+p(target) on the confirmation images, since flip rates depend on how close to
+the boundary the sources sit. --sources-only prints that and stops.
 
 Prints a markdown table next to the article's figures and writes it to --out.
 """
@@ -28,6 +34,7 @@ from patchlab.budgets import BUDGETS
 from patchlab.devices import stage_generator
 from patchlab.evaluate.controls import library_photo_control, make_controls
 from patchlab.evaluate.core import evaluate
+from patchlab.exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND
 from patchlab.models import load_classifier
 from patchlab.pairdata import SplitSizes, load_pair
 from patchlab.patches.apply import CORNERS
@@ -63,9 +70,24 @@ def _rate(entry: dict, proto: str, where: str = "confirmation") -> float:
     return 100 * (entry[proto] if where == "confirmation" else entry["selection"][proto])["rate"]
 
 
+def _pair(clf, s: int, t: int, args):
+    bands = None
+    if args.band or args.near_band:
+        bands = (tuple(args.band or DEFAULT_BAND), tuple(args.near_band or DEFAULT_NEAR_BAND))
+    return load_pair(clf, s, t, SplitSizes(args.train, args.selection, args.confirmation), data=args.data,
+                     seed=args.seed, bands=bands)
+
+
+def source_calibration(clf, pair) -> dict:
+    """Median p(source) and p(target) of the confirmation images (how close to the boundary they sit)."""
+    p = clf.logits(pair.images["confirmation"]).softmax(1)
+    return {"p_source": float(p[:, pair.source].median()), "p_target": float(p[:, pair.target].median()),
+            "how": pair.how}
+
+
 def run_pair(clf, src_name: str, tgt_name: str, args) -> dict:
     s, t = clf.classes.resolve(src_name), clf.classes.resolve(tgt_name)
-    pair = load_pair(clf, s, t, SplitSizes(args.train, args.selection, args.confirmation), data=args.data, seed=args.seed)
+    pair = _pair(clf, s, t, args)
     cands, notes, seconds = natural_candidates(clf, pair, args)
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(args.seed, "controls"), source=s, target=t)
     if args.library:
@@ -87,7 +109,7 @@ def run_pair(clf, src_name: str, tgt_name: str, args) -> dict:
     return {
         "pair": f"{clf.classes.label(s)} -> {clf.classes.label(t)}", "key": src_name, "data": pair.kind,
         "selection": ev.splits["selection"]["denominator"], "confirmation": ev.denominator, "n_natural": len(natural),
-        "shortlist": len(cands),
+        "shortlist": len(cands), "sources": source_calibration(clf, pair),
         "top_static": sum(_rate(e, "static") for e in natural) / max(1, len(natural)),
         "top_dynamic": sum(_rate(e, "dynamic") for e in natural) / max(1, len(natural)),
         "best": best, "best_null": best_null, "reference": ref, "seconds": seconds, "notes": notes,
@@ -113,8 +135,8 @@ def table(rows: list[dict], how: str) -> str:
         "",
         "| attack | best natural static | best natural dynamic | lift (static) over best null | top-10 mean static "
         "| top-10 mean dynamic | best null static / dynamic | target photo (reference) static | article static "
-        "| article dynamic | article noise | images (selection / confirmation) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| article dynamic | article noise | images (selection / confirmation) | sources: median p(source) / p(target) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         a = ARTICLE[r["key"]]
@@ -123,7 +145,8 @@ def table(rows: list[dict], how: str) -> str:
         lines.append(
             f"| {r['pair']} | {_best_cells(r)} | {r['top_static']:.1f} % | {r['top_dynamic']:.1f} % "
             f"| {_rate(ns, 'static'):.1f} % ({ns['name']}) / {_rate(nd, 'dynamic'):.1f} % ({nd['name']}) | {ref} "
-            f"| {a[0]} % | {a[1]} % | {a[2]} % / {a[3]} % | {r['selection']} / {r['confirmation']} |")
+            f"| {a[0]} % | {a[1]} % | {a[2]} % / {a[3]} % | {r['selection']} / {r['confirmation']} "
+            f"| {r['sources']['p_source']:.2f} / {r['sources']['p_target']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,6 +168,11 @@ def main() -> None:
     ap.add_argument("--final-keep", type=int, default=None,
                     help="library search: proposals scored on every train image x size x corner (default: the search's)")
     ap.add_argument("--pairs", nargs="*", default=None, help="source prefixes to run (default: all three)")
+    ap.add_argument("--band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help=f"synthesized sources: p(source) band (default {DEFAULT_BAND[0]:g} {DEFAULT_BAND[1]:g})")
+    ap.add_argument("--near-band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help=f"synthesized sources: p(target) band (default {DEFAULT_NEAR_BAND[0]:g} {DEFAULT_NEAR_BAND[1]:g})")
+    ap.add_argument("--sources-only", action="store_true", help="print the sources' calibration and stop")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("reports/atlas_pairs.md"))
     args = ap.parse_args()
@@ -156,12 +184,20 @@ def main() -> None:
     for s, t in PAIRS:
         if args.pairs and not any(s.startswith(p) for p in args.pairs):
             continue
+        if args.sources_only:
+            pair = _pair(clf, clf.classes.resolve(s), clf.classes.resolve(t), args)
+            c = source_calibration(clf, pair)
+            print(f"{s} -> {t}: {len(pair.images['confirmation'])} confirmation sources, median p(source) "
+                  f"{c['p_source']:.3f}, p(target) {c['p_target']:.3f}; {c['how']}", flush=True)
+            continue
         rows.append(run_pair(clf, s, t, args))
         r = rows[-1]
         print(f"{r['pair']}: best natural {_best_cells(r)}; top-{r['n_natural']} mean static {r['top_static']:.1f} % "
               f"(chosen on selection from {r['shortlist']}; {r['seconds']:.0f} s search)", flush=True)
         for line in r["names"]:
             print("   ", line)
+    if args.sources_only:
+        return
     how = f"photo library {args.library}" if args.library else "crops of donor exemplars"
     kind = "real" if args.data else "synthesized pair-aware"
     md = table(rows, f"{how}; {kind} source images") + f"\nTotal time {time.perf_counter() - t0:.0f} s on {clf.device}.\n"

@@ -84,6 +84,33 @@ def test_exemplar_indices_keep_their_split(monkeypatch, tmp_path):
     assert big.counts() == {"train": 8, "selection": 8, "confirmation": 16, "target": 2}
 
 
+def test_bands_reach_the_source_exemplars_only(monkeypatch, tmp_path):
+    """load_pair(bands=...) sets the pair-aware source exemplars' bands; target exemplars keep the defaults."""
+    import patchlab.exemplars as ex
+
+    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    class Fake:
+        def __init__(self, n):
+            self.images = torch.zeros(n, 3, 32, 32)
+            self.settings = {}
+
+    def fake(clf, cls, n, **k):
+        calls.append((cls, k))
+        return Fake(n)
+
+    monkeypatch.setattr(ex, "exemplars", fake)
+    monkeypatch.setattr(ex, "describe", lambda s: "fake")
+    load_pair(tiny_classifier(), 507, 983, SplitSizes(2, 2, 4), seed=5, bands=((0.45, 0.65), (0.08, 0.15)))
+    (src_cls, src), (tgt_cls, tgt) = calls
+    assert (src_cls, src["band"], src["near"], src["near_band"]) == (507, (0.45, 0.65), 983, (0.08, 0.15))
+    assert tgt_cls == 983 and "band" not in tgt and "near_band" not in tgt
+    calls.clear()
+    load_pair(tiny_classifier(), 507, 983, SplitSizes(2, 2, 4), seed=5)
+    assert calls[0][1]["band"] == ex.DEFAULT_BAND and calls[0][1]["near_band"] == ex.DEFAULT_NEAR_BAND
+
+
 def test_too_few_photos_is_a_user_error(tmp_path):
     (tmp_path / "d" / "combination_lock").mkdir(parents=True)
     Image.fromarray(np.zeros((36, 36, 3), dtype=np.uint8)).save(tmp_path / "d" / "combination_lock" / "a.png")

@@ -127,17 +127,21 @@ class PairData:
                    meta["seed"], list(meta["skipped"]), list(meta["target_names"]))
 
 
+Band = tuple[float, float]
+
+
 def load_pair(
     classifier, source: int | None, target: int, sizes: SplitSizes, *, data: str | Path | None = None,
-    seed: int = 0, photo_factor: int = 4, progress: bool = False,
+    seed: int = 0, photo_factor: int = 4, progress: bool = False, bands: tuple[Band, Band] | None = None,
 ) -> PairData:
     """PairData from photos (`data`: any layout `patchlab.data.discover` reads) or, without
     data, from calibrated pair-aware exemplars (Carter et al. 2019's sources sit near the
     pair's boundary). Photos: selection and confirmation take up to `photo_factor` x
-    their sizes (more real photos, tighter intervals)."""
+    their sizes (more real photos, tighter intervals). `bands`: the source exemplars'
+    (p(source), p(target)) bands (default: `patchlab.exemplars`' defaults); photos ignore it."""
     if data is not None:
         return _from_photos(classifier, source, target, sizes, Path(data), seed, photo_factor)
-    return _from_exemplars(classifier, source, target, sizes, seed, progress)
+    return _from_exemplars(classifier, source, target, sizes, seed, progress, bands)
 
 
 def _split_tensor(images: torch.Tensor, names: list[str], idx: dict[str, list[int]]):
@@ -152,14 +156,18 @@ def _require(images: dict[str, torch.Tensor], where: str) -> None:
 
 
 def synthesized_sources(classifier, source: int | None, target: int, n: int, seed: int = 0,
-                        progress: bool = False) -> tuple[torch.Tensor, list[str], str]:
-    """n calibrated exemplars of the source (pair-aware, near the target), or, when source is
+                        progress: bool = False, bands: tuple[Band, Band] | None = None,
+                        ) -> tuple[torch.Tensor, list[str], str]:
+    """n calibrated exemplars of the source (pair-aware, near the target; `bands`: their
+    (p(source), p(target)) bands, default the exemplars' defaults), or, when source is
     None, ceil(n / ANY_CLASSES) of each of ANY_CLASSES random classes but the target (at
     least n): (images, names, how they were made)."""
-    from .exemplars import describe, exemplars
+    from .exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND, describe, exemplars
 
     if source is not None:
-        ex = exemplars(classifier, source, n, near=target, seed=seed, progress=progress)
+        band, near_band = bands or (DEFAULT_BAND, DEFAULT_NEAR_BAND)
+        ex = exemplars(classifier, source, n, band=band, near=target, near_band=near_band, seed=seed,
+                       progress=progress)
         images, how = ex.images.cpu(), describe(ex.settings)
         names = [f"exemplar {classifier.classes.label(source)} #{i}" for i in range(n)]
     else:
@@ -174,10 +182,11 @@ def synthesized_sources(classifier, source: int | None, target: int, n: int, see
     return images, names, how
 
 
-def _from_exemplars(classifier, source, target, sizes: SplitSizes, seed: int, progress: bool) -> PairData:
+def _from_exemplars(classifier, source, target, sizes: SplitSizes, seed: int, progress: bool,
+                    bands: tuple[Band, Band] | None = None) -> PairData:
     from .exemplars import exemplars
 
-    images, names, how = synthesized_sources(classifier, source, target, sizes.items_needed(), seed, progress)
+    images, names, how = synthesized_sources(classifier, source, target, sizes.items_needed(), seed, progress, bands)
     idx = split_indices(len(images), seed, sizes)
     split, split_names = _split_tensor(images, names, idx)
     tgt = exemplars(classifier, target, sizes.target, seed=seed + 1, progress=progress).images.cpu()
