@@ -80,7 +80,7 @@ def _pair(clf, s: int, t: int, args):
 
 def source_calibration(clf, pair) -> dict:
     """Median p(source) and p(target) of the confirmation images (how close to the boundary they sit)."""
-    p = clf.logits(pair.images["confirmation"]).softmax(1)
+    p = clf.logits(pair.confirmation).softmax(1)
     return {"p_source": float(p[:, pair.source].median()), "p_target": float(p[:, pair.target].median()),
             "how": pair.how}
 
@@ -187,7 +187,7 @@ def main() -> None:
         if args.sources_only:
             pair = _pair(clf, clf.classes.resolve(s), clf.classes.resolve(t), args)
             c = source_calibration(clf, pair)
-            print(f"{s} -> {t}: {len(pair.images['confirmation'])} confirmation sources, median p(source) "
+            print(f"{s} -> {t}: {len(pair.confirmation)} confirmation sources, median p(source) "
                   f"{c['p_source']:.3f}, p(target) {c['p_target']:.3f}; {c['how']}", flush=True)
             continue
         rows.append(run_pair(clf, s, t, args))
