@@ -48,6 +48,15 @@ ARTICLE = {  # ANCHORS.md: static / dynamic / noise static / noise dynamic (%), 
 }
 
 
+def search_overrides(args) -> dict:
+    """`search_library` keyword arguments from --final-keep and --search NAME=VALUE (numbers)."""
+    out = {} if getattr(args, "final_keep", None) is None else {"final_keep": args.final_keep}
+    for item in getattr(args, "search", None) or []:
+        name, _, value = item.partition("=")
+        out[name] = float(value) if "." in value else int(value)
+    return out
+
+
 def natural_candidates(clf, pair, args):
     """The `--shortlist` natural candidates of the registry's natural generator, ranked on the pair's train split."""
     from dataclasses import replace
@@ -57,7 +66,7 @@ def natural_candidates(clf, pair, args):
     plan = replace(BUDGETS["quick"], natural_top=max(args.top, args.shortlist), n_donors_used=args.donors,
                    donor_images=args.donor_images,
                    sizes=tuple(args.sizes),  # search at the sizes the patches are counted at
-                   library_search={} if args.final_keep is None else {"final_keep": args.final_keep})
+                   library_search=search_overrides(args))
     donors = shortlist(head_alignment(clf.head.weight, pair.source, pair.target), args.donors, (pair.source, pair.target))
     job = GeneratorJob(pair=pair, classifier=clf, budget=plan, generator=stage_generator(args.seed, "natural"),
                        donors=donors, library=args.library, seed=args.seed)
@@ -70,7 +79,16 @@ def _rate(entry: dict, proto: str, where: str = "confirmation") -> float:
     return 100 * (entry[proto] if where == "confirmation" else entry["selection"][proto])["rate"]
 
 
-def _pair(clf, s: int, t: int, args):
+def add_band_args(ap: argparse.ArgumentParser) -> None:
+    """--band / --near-band: the synthesized sources' p(source) / p(target) bands (read by `pair_data`)."""
+    ap.add_argument("--band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help=f"synthesized sources: p(source) band (default {DEFAULT_BAND[0]:g} {DEFAULT_BAND[1]:g})")
+    ap.add_argument("--near-band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help=f"synthesized sources: p(target) band (default {DEFAULT_NEAR_BAND[0]:g} {DEFAULT_NEAR_BAND[1]:g})")
+
+
+def pair_data(clf, s: int, t: int, args):
+    """The pair's train / selection / confirmation images for these arguments (sizes, --data, --seed, bands)."""
     bands = None
     if args.band or args.near_band:
         bands = (tuple(args.band or DEFAULT_BAND), tuple(args.near_band or DEFAULT_NEAR_BAND))
@@ -87,7 +105,7 @@ def source_calibration(clf, pair) -> dict:
 
 def run_pair(clf, src_name: str, tgt_name: str, args) -> dict:
     s, t = clf.classes.resolve(src_name), clf.classes.resolve(tgt_name)
-    pair = _pair(clf, s, t, args)
+    pair = pair_data(clf, s, t, args)
     cands, notes, seconds = natural_candidates(clf, pair, args)
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(args.seed, "controls"), source=s, target=t)
     if args.library:
@@ -167,11 +185,10 @@ def main() -> None:
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4], help="fractions of image area")
     ap.add_argument("--final-keep", type=int, default=None,
                     help="library search: proposals scored on every train image x size x corner (default: the search's)")
+    ap.add_argument("--search", nargs="*", default=None, metavar="NAME=VALUE",
+                    help="library search: other search_library arguments, e.g. shortlist=320 (default: the search's)")
     ap.add_argument("--pairs", nargs="*", default=None, help="source prefixes to run (default: all three)")
-    ap.add_argument("--band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                    help=f"synthesized sources: p(source) band (default {DEFAULT_BAND[0]:g} {DEFAULT_BAND[1]:g})")
-    ap.add_argument("--near-band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                    help=f"synthesized sources: p(target) band (default {DEFAULT_NEAR_BAND[0]:g} {DEFAULT_NEAR_BAND[1]:g})")
+    add_band_args(ap)
     ap.add_argument("--sources-only", action="store_true", help="print the sources' calibration and stop")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("reports/atlas_pairs.md"))
@@ -185,7 +202,7 @@ def main() -> None:
         if args.pairs and not any(s.startswith(p) for p in args.pairs):
             continue
         if args.sources_only:
-            pair = _pair(clf, clf.classes.resolve(s), clf.classes.resolve(t), args)
+            pair = pair_data(clf, clf.classes.resolve(s), clf.classes.resolve(t), args)
             c = source_calibration(clf, pair)
             print(f"{s} -> {t}: {len(pair.confirmation)} confirmation sources, median p(source) "
                   f"{c['p_source']:.3f}, p(target) {c['p_target']:.3f}; {c['how']}", flush=True)

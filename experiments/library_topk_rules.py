@@ -11,6 +11,8 @@ seed than the one whose confirmation images the README counts (default: seed 1;
 atlas_pairs counts seed 0), so a rule is chosen on development images only.
 
     python experiments/library_topk_rules.py --library ../shared/realphotos --pairs snorkel --seed 1
+    python experiments/library_topk_rules.py --library ../shared/realphotos --pairs snorkel --seed 1 \
+        --band 0.45 0.65 --near-band 0.08 0.15 --candidates 60     # sources as close as the issue's
 """
 from __future__ import annotations
 
@@ -18,12 +20,11 @@ import argparse
 import time
 from pathlib import Path
 
-from atlas_pairs import PAIRS, natural_candidates
+from atlas_pairs import PAIRS, add_band_args, natural_candidates, pair_data
 
 from patchlab.devices import stage_generator
 from patchlab.evaluate.core import evaluate
 from patchlab.models import load_classifier
-from patchlab.pairdata import SplitSizes, load_pair
 from patchlab.patches.apply import CORNERS
 
 
@@ -48,7 +49,7 @@ def rules(entries: list[dict], top: int, n_train: int, n_selection: int) -> dict
 
 def run(clf, src: str, tgt: str, args) -> None:
     s, t = clf.classes.resolve(src), clf.classes.resolve(tgt)
-    pair = load_pair(clf, s, t, SplitSizes(args.train, args.selection, args.confirmation), seed=args.seed)
+    pair = pair_data(clf, s, t, args)
     args.shortlist = args.candidates
     cands, _notes, seconds = natural_candidates(clf, pair, args)
     ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": pair.confirmation}, s, t,
@@ -68,6 +69,13 @@ def run(clf, src: str, tgt: str, args) -> None:
         best = max(disguised, key=lambda e: e["selection"]["static"]["rate"], default=None)
         best_txt = "–" if best is None else f"{100 * best['static']['rate']:.1f} % ({best['name']})"
         print(f"| {name} | {conf:.1f} % | {on_sel:.1f} % | {best_txt} |", flush=True)
+    bound = sorted(entries, key=lambda e: -e["static"]["rate"])[: args.top]  # not a rule: chosen on what it counts
+    print(f"| (bound, not a rule: the {args.top} best by their confirmation rate itself) | "
+          f"{100 * sum(e['static']['rate'] for e in bound) / len(bound):.1f} % | – | – |")
+    print("\ncandidates in search order: selection / confirmation static (%), file, reads as")
+    for e in entries:
+        print(f"  {e['name']}: {100 * e['selection']['static']['rate']:.1f} / {100 * e['static']['rate']:.1f}, "
+              f"{e['provenance'].get('file')}, {e['provenance'].get('method')}, {e['reads_as']['name']}", flush=True)
 
 
 def main() -> None:
@@ -81,6 +89,9 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=30, help="search candidates the rules choose from")
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
+    add_band_args(ap)
+    ap.add_argument("--search", nargs="*", default=None, metavar="NAME=VALUE",
+                    help="other search_library arguments, e.g. shortlist=320 (default: the search's)")
     args = ap.parse_args()
     args.donors, args.donor_images, args.final_keep, args.data = 3, 3, None, None
     clf = load_classifier("efficientnet_lite0", "auto")
