@@ -49,12 +49,27 @@ ARTICLE = {  # ANCHORS.md: static / dynamic / noise static / noise dynamic (%), 
 
 
 def search_overrides(args) -> dict:
-    """`search_library` keyword arguments from --final-keep and --search NAME=VALUE (numbers)."""
+    """`search_library` keyword arguments from --final-keep and --search NAME=VALUE."""
     out = {} if getattr(args, "final_keep", None) is None else {"final_keep": args.final_keep}
     for item in getattr(args, "search", None) or []:
         name, _, value = item.partition("=")
-        out[name] = float(value) if "." in value else int(value)
+        out[name] = _number_or_text(value)
     return out
+
+
+def _number_or_text(value: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def add_search_arg(ap: argparse.ArgumentParser) -> None:
+    """--search NAME=VALUE: other `search_library` arguments (read by `search_overrides`)."""
+    ap.add_argument("--search", nargs="*", default=None, metavar="NAME=VALUE",
+                    help="library search: other search_library arguments, e.g. shortlist=320 (default: the search's)")
 
 
 def natural_candidates(clf, pair, args):
@@ -185,8 +200,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4], help="fractions of image area")
     ap.add_argument("--final-keep", type=int, default=None,
                     help="library search: proposals scored on every train image x size x corner (default: the search's)")
-    ap.add_argument("--search", nargs="*", default=None, metavar="NAME=VALUE",
-                    help="library search: other search_library arguments, e.g. shortlist=320 (default: the search's)")
+    add_search_arg(ap)
     ap.add_argument("--pairs", nargs="*", default=None, help="source prefixes to run (default: all three)")
     add_band_args(ap)
     ap.add_argument("--sources-only", action="store_true", help="print the sources' calibration and stop")

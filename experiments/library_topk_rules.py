@@ -20,7 +20,7 @@ import argparse
 import time
 from pathlib import Path
 
-from atlas_pairs import PAIRS, add_band_args, natural_candidates, pair_data
+from atlas_pairs import PAIRS, add_band_args, add_search_arg, natural_candidates, pair_data
 
 from patchlab.devices import stage_generator
 from patchlab.evaluate.core import evaluate
@@ -90,8 +90,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
     add_band_args(ap)
-    ap.add_argument("--search", nargs="*", default=None, metavar="NAME=VALUE",
-                    help="other search_library arguments, e.g. shortlist=320 (default: the search's)")
+    add_search_arg(ap)
     args = ap.parse_args()
     args.donors, args.donor_images, args.final_keep, args.data = 3, 3, None, None
     clf = load_classifier("efficientnet_lite0", "auto")
