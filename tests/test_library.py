@@ -360,3 +360,33 @@ def test_static_scores_take_the_best_size_averaged_over_positions():
     assert st["success"].tolist() == [0.875, 0.25]
     assert st["size"].tolist() == [0.25, 0.1]
     assert st["gain"].tolist() == [5.5, 9.5]
+
+
+def test_mirrored_proposals_are_flipped_cuts_and_compete_with_their_original(tmp_path, tmp_cache):
+    from patchlab.library.search import Proposals, cut_proposals
+
+    lib = _write_library(tmp_path / "lib")
+    clf = _planted_classifier(lib)
+    index = index_library(clf, lib, batch_size=4)
+    s = index.input_size
+    props = Proposals(torch.tensor([0, 7]), torch.tensor([[0.0, 0, s, s], [2.0, 4, 20, 30]]), torch.zeros(2),
+                      torch.tensor([True, False]))
+    plain, flipped = cut_proposals(index, props, 24), cut_proposals(index, props.mirrored(), 24)
+    assert torch.equal(flipped, plain.flip(-1)) and not torch.equal(flipped, plain)
+    assert Proposals.cat([props, props.mirrored()]).mirror.tolist() == [False, False, True, True]
+    def search(mirror_top: int):
+        return search_library(clf, index, _train_images(), SOURCE, TARGET, top_k=4, shortlist=6, n_random=2,
+                              whole_sweep=0, fine_keep=5, mirror_top=mirror_top, batch_size=32,
+                              generator=torch.Generator().manual_seed(0))
+
+    def key(c):
+        return c.provenance["train_success"], c.provenance["score_gain_logodds"]
+
+    plain_cands, plain_stats = search(0)
+    cands, stats = search(3)
+    assert plain_stats["mirrored"] == 0 and not any(c.provenance["mirrored"] for c in plain_cands)
+    assert key(cands[0]) >= key(plain_cands[0])  # mirrors only add options
+    assert stats["mirrored"] == 3 and stats["fine_scored"] == 5 + 3 and stats["coarse_scored"] == 8
+    assert len({c.provenance["file"] for c in cands}) == len(cands)  # a mirror never doubles its photo
+    for c in cands:
+        assert c.provenance["mirrored"] == c.provenance["method"].endswith(", mirrored")
