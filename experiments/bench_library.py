@@ -10,7 +10,10 @@ Default run (prints its figures):
   --scale N  repeats the library's photos with flips and crops into N files
              (for the timing only), indexes them (projected spatial store),
              reports time and peak RSS and projects to 1.28 M photos.
-  --decode   CPU-ms per photo of decoding and of the two ways to resample the
+  --decode   CPU-ms per photo of decoding (at full size, and at a reduced DCT scale
+             for JPEGs at least twice the resized short side, as `patchlab.data.decode_image`
+             does now; `--upscale N` enlarges the photos N times first, phone-sized, for
+             the timing only) and of the two ways to resample the
              centre crop (resize the whole photo then crop, as before; resample
              only the centre box, as `patchlab.data.to_model_pixels` does now)
              and how far their pixels differ.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import os
 import resource
 import statistics
@@ -35,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patchlab.data import decode_image, load_images, resized_size, to_model_pixels
+from patchlab.data import decode_image, load_images, pixels_to_float, resized_size, short_side, to_model_pixels
 from patchlab.devices import generator
 from patchlab.classes import imagenet_classes
 from patchlab.library import index_library, library_control_photos, library_records, search_library
@@ -91,21 +95,53 @@ def resize_then_crop(img, size: int, crop_pct: float) -> np.ndarray:
     return np.asarray(img.resize((nw, nh), Image.BICUBIC).crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def decode_costs(clf, library: Path, n: int, rounds: int) -> None:
-    """CPU-ms per photo: decode, resize-then-crop, centre-box resampling; and their pixel difference."""
-    paths = [r.path for r in library_records(library, clf.classes)][:n]
+def upscaled_jpegs(blobs: list[bytes], factor: int) -> list[bytes]:
+    """The photos enlarged `factor` times and saved again as JPEG (quality 90): phone-sized photos, for timing only."""
+    from PIL import Image
+
+    out = []
+    for b in blobs:
+        im = decode_image(b)
+        buf = io.BytesIO()
+        im.resize((im.width * factor, im.height * factor), Image.BICUBIC).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def decode_costs(clf, library: Path, n: int, rounds: int, upscale: int = 1) -> None:
+    """CPU-ms per photo: decode at full size and DCT-scaled (large JPEGs), resize-then-crop, centre-box
+    resampling; and how far the model's pixels move with each change."""
+    records = library_records(library, clf.classes)[:n]
+    paths = [r.path for r in records]
     blobs = [p.read_bytes() for p in paths]
+    if upscale > 1:
+        blobs = upscaled_jpegs(blobs, upscale)
     photos = [decode_image(b) for b in blobs]
     s, c = clf.input_size, clf.crop_pct
+    side = short_side(s, c)
+    scaled = [decode_image(b, min_side=side) for b in blobs]
     steps = {"decode": lambda: [decode_image(b) for b in blobs],
+             "decode DCT-scaled": lambda: [decode_image(b, min_side=side) for b in blobs],
              "resize then crop": lambda: [resize_then_crop(im, s, c) for im in photos],
              "centre box": lambda: [to_model_pixels(im, s, c) for im in photos]}
     ms = {k: statistics.median(timed(f)[1] for _ in range(rounds)) / len(paths) * 1000 for k, f in steps.items()}
-    diff = np.stack([np.abs(resize_then_crop(im, s, c).astype(np.int16) - to_model_pixels(im, s, c)) for im in photos])
-    print(f"decode: {len(paths)} photos, median of {rounds} rounds, CPU-ms per photo: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
+    box = [to_model_pixels(im, s, c) for im in photos]
+    diff = np.stack([np.abs(resize_then_crop(im, s, c).astype(np.int16) - b) for im, b in zip(photos, box)])
+    dct = np.stack([np.abs(to_model_pixels(im, s, c).astype(np.int16) - b) for im, b in zip(scaled, box)])
+    n_scaled = sum(a.size != b.size for a, b in zip(scaled, photos))
+    labels = torch.tensor([-1 if r.label is None else r.label for r in records])
+    top1 = {}
+    for name, pixels in (("full", box), ("scaled", [to_model_pixels(im, s, c) for im in scaled])):
+        top1[name] = clf.logits(pixels_to_float(torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2))).argmax(1).cpu()
+    print(f"decode: {len(paths)} photos{f' enlarged {upscale}x as JPEG (timing only)' if upscale > 1 else ''}, "
+          f"median of {rounds} rounds, CPU-ms per photo: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
           + f"; centre box / resize then crop {ms['centre box'] / ms['resize then crop']:.2f}; pixels differing by "
-          f"more than 1: {100 * (diff > 1).mean():.3f} %, mean |difference| {diff.mean():.3f} (0-255)")
+          f"more than 1: {100 * (diff > 1).mean():.3f} %, mean |difference| {diff.mean():.3f} (0-255); "
+          f"DCT-scaled / full decode {ms['decode DCT-scaled'] / ms['decode']:.2f} ({n_scaled} photos decoded "
+          f"scaled), their model pixels differing by more than 1: {100 * (dct > 1).mean():.3f} %, "
+          f"mean |difference| {dct.mean():.3f}; the model's top-1 agrees on {int((top1['full'] == top1['scaled']).sum())} "
+          f"of {len(paths)}, right (labelled photos) {int((top1['full'] == labels).sum())} full -> "
+          f"{int((top1['scaled'] == labels).sum())} DCT-scaled")
 
 
 def subset_folder(library: Path, n: int, out: Path) -> Path:
@@ -324,6 +360,7 @@ def main() -> None:
     ap.add_argument("--pair", action="store_true", help="end-to-end snorkel -> scuba diver with held-out figures")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--decode", action="store_true", help="only the per-photo decode costs (before / after)")
+    ap.add_argument("--upscale", type=int, default=1, help="--decode on the photos enlarged N times (phone-sized; timing only)")
     ap.add_argument("--search-kw", default="", help="extra search_library keywords for --pair, e.g. 'coarse_size=0.1'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None, help="library cache folder (default: a temporary one)")
@@ -334,7 +371,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
         if args.decode:
-            decode_costs(clf, args.library, args.throughput_photos or 10**9, args.rounds)
+            decode_costs(clf, args.library, args.throughput_photos or 10**9, args.rounds, args.upscale)
             return
         if args.scale:
             scale_run(clf, args.library, args.scale, args.batch_size, args.spatial_dim, args.seed)

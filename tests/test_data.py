@@ -90,6 +90,20 @@ def test_decompression_bombs_are_rejected(image_zoo):
         decode_image(image_zoo["chelsea_png"], max_pixels=1000)
 
 
+def test_large_jpegs_decode_at_a_reduced_dct_scale_that_keeps_min_side(image_zoo, tmp_path):
+    coffee = decode_image(image_zoo["coffee_jpg"])  # 600x400
+    assert decode_image(image_zoo["coffee_jpg"], min_side=150).size == (300, 200)  # 1/2: both sides stay >= 150
+    assert decode_image(image_zoo["coffee_jpg"], min_side=100).size == (150, 100)  # 1/4
+    assert decode_image(image_zoo["coffee_jpg"], min_side=50).size == (75, 50)  # 1/8
+    assert decode_image(image_zoo["coffee_jpg"], min_side=201).size == coffee.size  # 1/2 would go below 201
+    assert decode_image(image_zoo["chelsea_png"], min_side=50).size == image_zoo.chelsea.shape[1::-1]  # not a JPEG
+    full = to_model_input(coffee, 64, 0.875)
+    scaled = to_model_input(decode_image(image_zoo["coffee_jpg"], min_side=73), 64, 0.875)
+    assert (full - scaled).abs().mean() < 2 / 255  # the same picture, resampled from fewer pixels
+    records = [ImageRecord(image_zoo["coffee_jpg"])]  # what the loaders use: the resized short side
+    assert torch.equal(load_images(records, 64, 0.875).images[0], scaled)
+
+
 def test_to_model_input_shape_and_range(image_zoo):
     x = to_model_input(decode_image(image_zoo["coffee_jpg"]), 64)
     assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1

@@ -35,7 +35,8 @@ log = logging.getLogger("patchlab")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 MAX_PIXELS = 89_478_485  # PIL's default bomb threshold (~0.25 GB of RGB)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-DECODE_VERSION = 2  # bump when decoded pixels change (keys the library index cache); 2: centre-box resampling
+DECODE_VERSION = 3  # bump when decoded pixels change (keys the library index cache); 2: centre-box resampling;
+# 3: large JPEGs decoded at a reduced DCT scale
 
 
 class BadImage(Exception):
@@ -58,8 +59,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open, check and normalize one image to upright 8-bit RGB; raises BadImage."""
+def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
+    """Open, check and normalize one image to upright 8-bit RGB; raises BadImage.
+
+    min_side: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg's
+    scaled decoding, PIL's `draft`) as long as both sides stay >= min_side, which makes large
+    photos several times cheaper to decode; other formats decode at full size."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
     opened = None
@@ -70,6 +75,8 @@ def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Im
             w, h = opened.size
             if w * h > max_pixels:
                 raise BadImage(f"{name}: {w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb)")
+            if min_side and opened.format == "JPEG" and min(w, h) >= 2 * min_side:
+                opened.draft(None, (min_side, min_side))
             opened.load()
             img = ImageOps.exif_transpose(opened)
             if img.size[0] < 1 or img.size[1] < 1:
@@ -101,9 +108,14 @@ def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().div_(255.0)
 
 
+def short_side(size: int, crop_pct: float = 0.875) -> int:
+    """The short side a photo is resized to before the centre crop: size / crop_pct."""
+    return max(size, round(size / crop_pct))
+
+
 def resized_size(w: int, h: int, size: int, crop_pct: float = 0.875) -> tuple[int, int]:
     """The photo's size once its short side is resized to size / crop_pct (before the centre crop)."""
-    scale = max(size, round(size / crop_pct)) / min(w, h)
+    scale = short_side(size, crop_pct) / min(w, h)
     return max(size, round(w * scale)), max(size, round(h * scale))
 
 
@@ -155,7 +167,7 @@ class ImageFolderDataset(Dataset):
         rec = self.records[i]
         label = -1 if rec.label is None else rec.label
         try:
-            img = decode_image(rec.path)
+            img = decode_image(rec.path, min_side=short_side(self.size, self.crop_pct))
             if self.uint8:
                 return torch.from_numpy(to_model_pixels(img, self.size, self.crop_pct)), label, str(rec.path), None
             return to_model_input(img, self.size, self.crop_pct), label, str(rec.path), None
