@@ -269,14 +269,20 @@ def scale_run(clf, library: Path, n: int, batch_size: int, spatial_dim: int, see
         for i in range(0, len(idx), 4096):
             idx.cell_scores(d, slice(i, i + 4096))
         print(f"  index-only ranking of every photo and cell: {time.perf_counter() - t:.2f} s")
+        sample = load_images(library_records(folder, clf.classes)[: 4 * batch_size], clf.input_size, clf.crop_pct).images
+        plain_forward(clf, sample[:batch_size], batch_size, True)  # warm-up
+        bare = statistics.median(plain_forward(clf, sample, batch_size, True) for _ in range(3))
+        print(f"  bare channels-last forward on {len(sample)} of them already decoded, batch {batch_size}: {bare:.1f} "
+              f"img/s -> index / bare forward {m['images_per_s'] / bare:.2f}")
         c, (h, w) = idx.pooled.shape[1], idx.grid_hw
         rate = m["images_per_s"]
         gib = FULL_IMAGENET * 2 / 2**30  # float16 bytes per stored number, in GiB
-        print(f"  projection to {FULL_IMAGENET:,} photos on this CPU: {FULL_IMAGENET / rate / 3600:.1f} h; memmaps: "
+        print(f"  projection to {FULL_IMAGENET:,} photos on this {clf.device.type.upper()}: {FULL_IMAGENET / rate / 3600:.1f} h; memmaps: "
               f"pooled {gib * c:.1f} GiB + spatial {gib * h * w * spatial_dim:.1f} GiB (projected, {spatial_dim} "
               f"dims; full {c} dims would be {gib * h * w * c:.0f} GiB); "
               f"manifest ~{FULL_IMAGENET * 60 / 2**20:.0f} MiB")
-        print("  GPU projection: run with --device cuda")
+        if clf.device.type != "cuda":
+            print("  GPU projection: run with --device cuda")
 
 
 # -- --pair: end-to-end held-out figures --------------------------------------------------------------
