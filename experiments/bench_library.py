@@ -125,14 +125,14 @@ def decode_costs(clf, library: Path, n: int, rounds: int, upscale: int = 1) -> N
              "resize then crop": lambda: [resize_then_crop(im, s, c) for im in photos],
              "centre box": lambda: [to_model_pixels(im, s, c) for im in photos]}
     ms = {k: statistics.median(timed(f)[1] for _ in range(rounds)) / len(paths) * 1000 for k, f in steps.items()}
-    box = [to_model_pixels(im, s, c) for im in photos]
-    diff = np.stack([np.abs(resize_then_crop(im, s, c).astype(np.int16) - b) for im, b in zip(photos, box)])
-    dct = np.stack([np.abs(to_model_pixels(im, s, c).astype(np.int16) - b) for im, b in zip(scaled, box)])
+    box = np.stack([to_model_pixels(im, s, c) for im in photos])
+    box_scaled = np.stack([to_model_pixels(im, s, c) for im in scaled])
+    diff = np.abs(np.stack([resize_then_crop(im, s, c) for im in photos]).astype(np.int16) - box)
+    dct = np.abs(box_scaled.astype(np.int16) - box)
     n_scaled = sum(a.size != b.size for a, b in zip(scaled, photos))
     labels = torch.tensor([-1 if r.label is None else r.label for r in records])
-    top1 = {}
-    for name, pixels in (("full", box), ("scaled", [to_model_pixels(im, s, c) for im in scaled])):
-        top1[name] = clf.logits(pixels_to_float(torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2))).argmax(1).cpu()
+    top1 = {name: clf.logits(pixels_to_float(torch.from_numpy(px).permute(0, 3, 1, 2))).argmax(1).cpu()
+            for name, px in (("full", box), ("scaled", box_scaled))}
     print(f"decode: {len(paths)} photos{f' enlarged {upscale}x as JPEG (timing only)' if upscale > 1 else ''}, "
           f"median of {rounds} rounds, CPU-ms per photo: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
           + f"; centre box / resize then crop {ms['centre box'] / ms['resize then crop']:.2f}; pixels differing by "

@@ -390,3 +390,11 @@ def test_mirrored_proposals_are_flipped_cuts_and_compete_with_their_original(tmp
     assert len({c.provenance["file"] for c in cands}) == len(cands)  # a mirror never doubles its photo
     for c in cands:
         assert c.provenance["mirrored"] == c.provenance["method"].endswith(", mirrored")
+        assert (c.provenance["coarse_gain"] is None) == c.provenance["mirrored"]  # a mirror has no coarse gain
+        c.save(tmp_path / "saved")  # provenance is valid JSON (no NaN)
+
+
+def test_unmeasured_provenance_numbers_are_none_not_nan():
+    from patchlab.library.search import _measured
+
+    assert _measured(torch.tensor(1.23456)) == 1.2346 and _measured(float("nan")) is None

@@ -75,7 +75,7 @@ def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, min_s
             w, h = opened.size
             if w * h > max_pixels:
                 raise BadImage(f"{name}: {w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb)")
-            if min_side and opened.format == "JPEG" and min(w, h) >= 2 * min_side:
+            if min_side and opened.format == "JPEG":  # draft keeps full scale unless both sides stay >= min_side
                 opened.draft(None, (min_side, min_side))
             opened.load()
             img = ImageOps.exif_transpose(opened)

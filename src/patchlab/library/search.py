@@ -344,6 +344,13 @@ def _top1_dict(classifier, index: LibraryIndex, row: int) -> dict[str, Any]:
     return {"index": c, "name": classifier.classes.label(c), "prob": round(float(index.top1_prob[row]), 4)}
 
 
+def _measured(value) -> float | None:
+    """A provenance number, rounded; None where nothing was measured (NaN: a random baseline
+    photo has no index score, a mirror no coarse gain), as the JSON files allow no NaN."""
+    v = float(value)
+    return round(v, 4) if math.isfinite(v) else None
+
+
 def _candidate(classifier, index: LibraryIndex, rank: int, props: Proposals, j: int, patch: torch.Tensor,
                facts: dict[str, float], alone: dict[str, Any]) -> Candidate:
     row = int(props.photo[j])
@@ -362,7 +369,7 @@ def _candidate(classifier, index: LibraryIndex, rank: int, props: Proposals, j: 
         "photo_label_name": None if label < 0 else classifier.classes.label(label),
         "photo_top1": _top1_dict(classifier, index, row),
         "donor_class": donor, "donor_name": classifier.classes.label(donor),
-        **{k: round(float(v), 4) for k, v in facts.items()},
+        **{k: _measured(v) for k, v in facts.items()},
     }
     return Candidate(patch, "natural", f"natural-{rank}", provenance=prov, score=float(facts["score_gain_logodds"]),
                      reads_as=alone)
@@ -379,7 +386,8 @@ def _random_whole(index: LibraryIndex, eligible: np.ndarray, n: int, generator: 
 def _with_mirrors(classifier, pool, is_random, pixels, coarse, rows, fine, wins, n, rank_by, train, source, target,
                   sizes, positions, corners_per_image, batch_size):
     """Add the `n` best fine-scored shortlist proposals mirrored (flipped left-right), scored on the
-    same train images, sizes and corners: pool, is_random, pixels, coarse, rows, fine, wins."""
+    same train images, sizes and corners (no coarse gain: NaN): pool, is_random, pixels, coarse, rows,
+    fine, wins."""
     own = torch.nonzero(~is_random[rows]).flatten()
     if n <= 0 or not len(own):
         return pool, is_random, pixels, coarse, rows, fine, wins
@@ -389,7 +397,8 @@ def _with_mirrors(classifier, pool, is_random, pixels, coarse, rows, fine, wins,
     new = torch.arange(len(pool), len(pool) + len(best))
     return (Proposals.cat([pool, pool.take(best).mirrored()]),
             torch.cat([is_random, torch.zeros(len(best), dtype=torch.bool)]), torch.cat([pixels, flipped]),
-            torch.cat([coarse, coarse[best]]), torch.cat([rows, new]), torch.cat([fine, g]), torch.cat([wins, w]))
+            torch.cat([coarse, torch.full((len(best),), float("nan"))]), torch.cat([rows, new]), torch.cat([fine, g]),
+            torch.cat([wins, w]))
 
 
 def _coarse_images(train: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
