@@ -4,10 +4,11 @@ Carter et al. 2019 pasted 10 natural photo patches per attack (plus a random
 noise control) on source-class images, in a corner; static = one size and corner
 for all images, dynamic = best of 4 corners x sizes per image. Here the 10
 patches are found automatically: with --library, by the photo-library search
-(`patchlab.library`; the 10 best on selection images of the search's 30); without,
-as crops of the atlas's donor exemplars. Each
-patch's size and corner are chosen on the pair's SELECTION images and every rate
-is counted on separate CONFIRMATION images (`patchlab.pairdata`), against null
+(`patchlab.library`; the 10 best of the search's 30); without, as crops of the
+atlas's donor exemplars. Each patch's size and corner, the best patch and the 10
+are chosen on the pair's TRAIN and SELECTION images pooled (`--choose-on`; the
+train images are the ones the search ranked on) and every rate is counted on
+separate CONFIRMATION images (`patchlab.pairdata`), against null
 controls (noise, gray, a source photo and, with a library, the median of 20
 random library photos pasted the same way).
 
@@ -34,6 +35,7 @@ from patchlab.budgets import BUDGETS
 from patchlab.devices import stage_generator
 from patchlab.evaluate.controls import library_photo_control, make_controls
 from patchlab.evaluate.core import evaluate
+from patchlab.evaluate.summary import pool_selection, summarize
 from patchlab.exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND
 from patchlab.models import load_classifier
 from patchlab.pairdata import SplitSizes, load_pair
@@ -118,6 +120,14 @@ def source_calibration(clf, pair) -> dict:
             "how": pair.how}
 
 
+def top_natural(summary: list[dict], cands, top: int) -> list[dict]:
+    """The `top` candidates by their selection static rate (then dynamic, then search rank)."""
+    entries = {e["name"]: e for e in summary}
+    ranked = sorted(range(len(cands)), key=lambda i: (-entries[cands[i].name]["selection"]["static"]["rate"],
+                                                      -entries[cands[i].name]["selection"]["dynamic"]["rate"], i))
+    return [entries[cands[i].name] for i in ranked[:top]]
+
+
 def run_pair(clf, src_name: str, tgt_name: str, args) -> dict:
     s, t = clf.classes.resolve(src_name), clf.classes.resolve(tgt_name)
     pair = pair_data(clf, s, t, args)
@@ -126,25 +136,30 @@ def run_pair(clf, src_name: str, tgt_name: str, args) -> dict:
     if args.library:
         controls.append(library_photo_control(clf, args.library, 20, stage_generator(args.seed, "library-control"),
                                               exclude=(s, t)))
-    ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": pair.confirmation}, s, t, sizes=args.sizes,
-                  positions=CORNERS, protocols=("static", "dynamic"), controls=controls,
-                  generator=stage_generator(args.seed, "evaluate"))
-    entries = {e["name"]: e for e in ev.summary}
-    # the top-k are chosen on selection images (then search rank), like the best one; counted on confirmation
-    ranked = sorted(range(len(cands)), key=lambda i: (-entries[cands[i].name]["selection"]["static"]["rate"],
-                                                      -entries[cands[i].name]["selection"]["dynamic"]["rate"], i))
-    natural = [entries[cands[i].name] for i in ranked[: args.top]]
+    kw = dict(sizes=args.sizes, positions=CORNERS, protocols=("static", "dynamic"), controls=controls,
+              generator=stage_generator(args.seed, "evaluate"))
+    ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": pair.confirmation}, s, t, **kw)
+    summary, choosing = ev.summary, ev.splits["selection"]["denominator"]
+    if args.choose_on == "train+selection":
+        on_train = evaluate(clf, cands, pair.train, s, t, n_examples=0, **kw)  # one split, measured once
+        choosing += on_train.denominator
+        looks = {e["name"]: e["reads_as"] for e in ev.summary}
+        summary = summarize(pool_selection(ev.results, on_train.results), cands + controls, looks, ev.primary_protocol)
+    natural = top_natural(summary, cands, args.top)
+    entries = {e["name"]: e for e in summary}
     disguised = [entries[c.name] for c in cands if entries[c.name]["reads_as"]["index"] != t]
     best = max(disguised, key=lambda e: (e["selection"]["static"]["rate"], e["selection"]["dynamic"]["rate"]), default=None)
-    nulls = [e for e in ev.summary if e["kind"] == "control"]
+    nulls = [e for e in summary if e["kind"] == "control"]
     best_null = {p: max(nulls, key=lambda e: e["selection"][p]["rate"]) for p in ("static", "dynamic")}
-    ref = next((e for e in ev.summary if e["kind"] == "reference"), None)
+    ref = next((e for e in summary if e["kind"] == "reference"), None)
+    selection_only = top_natural(ev.summary, cands, args.top)
     return {
         "pair": f"{clf.classes.label(s)} -> {clf.classes.label(t)}", "key": src_name, "data": pair.kind,
-        "selection": ev.splits["selection"]["denominator"], "confirmation": ev.denominator, "n_natural": len(natural),
+        "selection": choosing, "confirmation": ev.denominator, "n_natural": len(natural),
         "shortlist": len(cands), "sources": source_calibration(clf, pair),
         "top_static": sum(_rate(e, "static") for e in natural) / max(1, len(natural)),
         "top_dynamic": sum(_rate(e, "dynamic") for e in natural) / max(1, len(natural)),
+        "top_static_selection_only": sum(_rate(e, "static") for e in selection_only) / max(1, len(selection_only)),
         "best": best, "best_null": best_null, "reference": ref, "seconds": seconds, "notes": notes,
         "names": [f"{e['name']} ({(e['provenance'].get('file') or e['provenance'].get('donor_image'))}, "
                   f"reads as {e['reads_as']['name']})" for e in natural],
@@ -161,14 +176,14 @@ def _best_cells(r: dict) -> str:
             f"| {100 * lift.get('value', float('nan')):+.1f} [{100 * lo:+.0f}, {100 * hi:+.0f}] vs {lift.get('control')}")
 
 
-def table(rows: list[dict], how: str) -> str:
+def table(rows: list[dict], how: str, choose_on: str) -> str:
     lines = [
-        f"Natural patches found by patchlab ({how}) on EfficientNet-Lite0; settings and the top-10 chosen on selection images, "
+        f"Natural patches found by patchlab ({how}) on EfficientNet-Lite0; settings and the top-10 chosen on {choose_on} images, "
         "rates counted on confirmation images; article: InceptionV1, real photos, 10 patches picked by hand.",
         "",
         "| attack | best natural static | best natural dynamic | lift (static) over best null | top-10 mean static "
         "| top-10 mean dynamic | best null static / dynamic | target photo (reference) static | article static "
-        "| article dynamic | article noise | images (selection / confirmation) | sources: median p(source) / p(target) |",
+        "| article dynamic | article noise | images (choosing / confirmation) | sources: median p(source) / p(target) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -195,6 +210,10 @@ def main() -> None:
                     help="natural candidates the search passes on; the --top best on selection images are reported "
                          "(default: 30 with --library, chosen on development seed 1 with "
                          "experiments/library_topk_rules.py; 10 without)")
+    ap.add_argument("--choose-on", choices=("train+selection", "selection"), default="train+selection",
+                    help="images that fix each patch's size and corner and choose the best and the top 10: the "
+                         "selection images, or the train and selection images pooled (default; chosen on development "
+                         "seed 1 with experiments/library_topk_rules.py --cell-rules)")
     ap.add_argument("--donors", type=int, default=3, help="without --library: donor classes to cut crops from")
     ap.add_argument("--donor-images", type=int, default=3)
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4], help="fractions of image area")
@@ -224,14 +243,15 @@ def main() -> None:
         rows.append(run_pair(clf, s, t, args))
         r = rows[-1]
         print(f"{r['pair']}: best natural {_best_cells(r)}; top-{r['n_natural']} mean static {r['top_static']:.1f} % "
-              f"(chosen on selection from {r['shortlist']}; {r['seconds']:.0f} s search)", flush=True)
+              f"(chosen on {args.choose_on} from {r['shortlist']}; on selection alone "
+              f"{r['top_static_selection_only']:.1f} %; {r['seconds']:.0f} s search)", flush=True)
         for line in r["names"]:
             print("   ", line)
     if args.sources_only:
         return
     how = f"photo library {args.library}" if args.library else "crops of donor exemplars"
     kind = "real" if args.data else "synthesized pair-aware"
-    md = table(rows, f"{how}; {kind} source images") + f"\nTotal time {time.perf_counter() - t0:.0f} s on {clf.device}.\n"
+    md = table(rows, f"{how}; {kind} source images", args.choose_on) + f"\nTotal time {time.perf_counter() - t0:.0f} s on {clf.device}.\n"
     atomic_write_text(args.out, md)
     print(md)
     print(f"written to {args.out}")

@@ -27,7 +27,6 @@ Default run (prints its figures):
 from __future__ import annotations
 
 import argparse
-import ast
 import io
 import os
 import resource
@@ -38,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from atlas_pairs import add_search_arg, search_overrides
 
 from patchlab.data import decode_image, load_images, pixels_to_float, resized_size, short_side, to_model_pixels
 from patchlab.devices import generator
@@ -229,8 +230,6 @@ def make_scaled_library(library: Path, n: int, out: Path, seed: int) -> int:
     """Write n JPEGs made of the library's photos with flips and random 70-100 % crops."""
     from PIL import ImageOps
 
-    from patchlab.data import decode_image
-
     files = [r.path for r in library_records(library, imagenet_classes())]
     rng = np.random.default_rng(seed)
     for k in range(n):
@@ -367,7 +366,7 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--decode", action="store_true", help="only the per-photo decode costs (before / after)")
     ap.add_argument("--upscale", type=int, default=1, help="--decode on the photos enlarged N times (phone-sized; timing only)")
-    ap.add_argument("--search-kw", default="", help="extra search_library keywords for --pair, e.g. 'coarse_size=0.1'")
+    add_search_arg(ap)  # --search NAME=VALUE for --pair, as in atlas_pairs.py
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None, help="library cache folder (default: a temporary one)")
     args = ap.parse_args()
@@ -385,8 +384,7 @@ def main() -> None:
         if not args.skip_throughput:
             throughput(clf, args.library, args.batch_size, args.rounds, args.throughput_photos)
         if args.pair:
-            kw = {k: ast.literal_eval(v) for k, v in (p.split("=", 1) for p in args.search_kw.split(",") if p)}
-            pair_run(clf, args.library, args.batch_size, args.seed, cache, kw)
+            pair_run(clf, args.library, args.batch_size, args.seed, cache, search_overrides(args))
         else:
             search_timing(clf, args.library, args.batch_size, args.seed, cache)
     print(f"peak RSS {peak_rss_mb():.0f} MiB; pid {os.getpid()}")

@@ -13,12 +13,19 @@ atlas_pairs counts seed 0), so a rule is chosen on development images only.
     python experiments/library_topk_rules.py --library ../shared/realphotos --pairs snorkel --seed 1
     python experiments/library_topk_rules.py --library ../shared/realphotos --pairs snorkel --seed 1 \
         --band 0.45 0.65 --near-band 0.08 0.15 --candidates 60     # sources as close as the issue's
+
+--cell-rules also counts the candidates on the train images and asks which
+images should fix each candidate's static size and corner (selection, or train
+and selection pooled: `patchlab.evaluate.summary.pool_selection`) and which
+should rank them.
 """
 from __future__ import annotations
 
 import argparse
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from atlas_pairs import PAIRS, add_band_args, add_search_arg, natural_candidates, pair_data
 
@@ -47,6 +54,35 @@ def rules(entries: list[dict], top: int, n_train: int, n_selection: int) -> dict
     return out
 
 
+def static_cells(results: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Static rows of one split as (candidate, size, placement) -> successes, n."""
+    rows = results[(results["split"] == split) & (results["protocol"] == "static")]
+    return rows.set_index(["candidate", "size", "placement"])[["successes", "n"]]
+
+
+def cell_rules(train: pd.DataFrame, sel: pd.DataFrame, conf: pd.DataFrame, names: list[str], top: int) -> dict:
+    """Rule name -> mean confirmation rate (%) of the `top` candidates it picks, where each rule
+    fixes every candidate's static size and corner on one set of images (selection, or train and
+    selection pooled) and ranks the candidates on one set, at that cell (ties: the smaller patch)."""
+    pooled = train.add(sel, fill_value=0)
+    rate = {"selection": sel["successes"] / sel["n"], "train + selection": pooled["successes"] / pooled["n"]}
+    conf_rate = conf["successes"] / conf["n"]
+    out = {}
+    for cell_on, cell_rate in rate.items():
+        cells = {}
+        for name in names:
+            g = cell_rate.loc[name]
+            order = sorted(g.index, key=lambda k: (-g[k], k[0]))
+            cells[name] = (name, *order[0])
+        for rank_on, rank_rate in rate.items():
+            picked = sorted(names, key=lambda n: -rank_rate[cells[n]])[:top]
+            out[(cell_on, rank_on)] = 100 * sum(conf_rate[cells[n]] for n in picked) / len(picked)
+        bound = sorted(names, key=lambda n: -conf_rate[cells[n]])[:top]
+        out[(cell_on, "(bound: confirmation itself)")] = 100 * sum(conf_rate[cells[n]] for n in bound) / len(bound)
+        out[(cell_on, "(all candidates, mean)")] = 100 * sum(conf_rate[cells[n]] for n in names) / len(names)
+    return out
+
+
 def run(clf, src: str, tgt: str, args) -> None:
     s, t = clf.classes.resolve(src), clf.classes.resolve(tgt)
     pair = pair_data(clf, s, t, args)
@@ -72,6 +108,17 @@ def run(clf, src: str, tgt: str, args) -> None:
     bound = sorted(entries, key=lambda e: -e["static"]["rate"])[: args.top]  # not a rule: chosen on what it counts
     print(f"| (bound, not a rule: the {args.top} best by their confirmation rate itself) | "
           f"{100 * sum(e['static']['rate'] for e in bound) / len(bound):.1f} % | – | – |")
+    if args.cell_rules:
+        on_train = evaluate(clf, cands, pair.train, s, t, sizes=args.sizes, positions=CORNERS, protocols=("static",),
+                            generator=stage_generator(args.seed, "evaluate"), n_examples=0)
+        names = [c.name for c in cands]
+        table = cell_rules(static_cells(on_train.results, "confirmation"), static_cells(ev.results, "selection"),
+                           static_cells(ev.results, "confirmation"), names, args.top)
+        print(f"\nstatic cell (size x corner) and top {args.top} chosen on: mean confirmation static of the {args.top}")
+        print("| cell chosen on | ranked on | top-10 mean static, confirmation |")
+        print("|---|---|---|")
+        for (cell_on, rank_on), value in table.items():
+            print(f"| {cell_on} | {rank_on} | {value:.1f} % |")
     print("\ncandidates in search order: selection / confirmation static (%), file, reads as")
     for e in entries:
         print(f"  {e['name']}: {100 * e['selection']['static']['rate']:.1f} / {100 * e['static']['rate']:.1f}, "
@@ -88,6 +135,9 @@ def main() -> None:
     ap.add_argument("--confirmation", type=int, default=48)
     ap.add_argument("--candidates", type=int, default=30, help="search candidates the rules choose from")
     ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--cell-rules", action="store_true",
+                    help="also count the candidates on the train images and compare rules that fix each static "
+                         "size x corner on selection or on train + selection pooled")
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
     add_band_args(ap)
     add_search_arg(ap)

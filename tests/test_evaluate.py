@@ -11,6 +11,7 @@ from torch import nn
 from patchlab.classes import generic_classes
 from patchlab.evaluate import CONTROL_NAMES, evaluate, make_controls
 from patchlab.evaluate.controls import REFERENCE_NAME
+from patchlab.evaluate.summary import pool_selection, summarize
 from patchlab.models import Classifier
 from patchlab.patches.candidate import Candidate
 from patchlab.stats import difference_interval, wilson_interval
@@ -147,6 +148,31 @@ def test_setting_is_chosen_on_selection_and_counted_on_confirmation(toy):
     assert s["random"]["size"] == 0.10 and s["random"]["rate"] == pytest.approx(0.2)
     assert ev.splits["selection"]["denominator"] == 4 and ev.splits["confirmation"]["denominator"] == 5
     assert ev.best()["name"] == "red" and ev.config["split"] == "selection / confirmation"
+
+
+def test_pooling_other_images_into_selection_changes_the_setting_not_the_count(toy):
+    clf, images, red, noise = toy
+    kw = dict(sizes=(0.10, 0.30), protocols=("static", "dynamic"), n_examples=0)
+    ev = evaluate(clf, [red, noise], {"selection": flat((0, 0, 0.05), n=4), "confirmation": images}, SOURCE, TARGET, **kw)
+    train = evaluate(clf, [red, noise], flat((0, 0, 0.35), n=6), SOURCE, TARGET, **kw)  # red flips these at 30 % only
+    pooled = pool_selection(ev.results, train.results[train.results.split == "confirmation"])
+    conf = ev.results[ev.results.split == "confirmation"].reset_index(drop=True)
+    assert pooled[pooled.split == "confirmation"].reset_index(drop=True).equals(conf)  # counted rows untouched
+    sel = pooled[(pooled.split == "selection") & (pooled.candidate == "red") & (pooled.protocol == "static")]
+    cells = ev.results[(ev.results.split == "selection") & (ev.results.candidate == "red") & (ev.results.protocol == "static")]
+    assert len(sel) == len(cells) > 2 and (sel.n == 10).all() and (sel.trials == 10).all()
+    assert (sel[sel["size"] == 0.10].successes == 4).all() and (sel[sel["size"] == 0.30].successes == 10).all()
+    assert sel.ci_low.iloc[0] == pytest.approx(wilson_by_hand(4, 10)[0])
+    overall = pooled[(pooled.split == "selection") & (pooled.candidate == "red") & pooled["size"].isna()]
+    assert overall.successes.item() == 10 and overall.n.item() == 10  # dynamic over all sizes pools too
+    before = {e["name"]: e for e in ev.summary}["red"]
+    after = {e["name"]: e for e in summarize(pooled, [red, noise], {}, "static")}["red"]
+    # selection alone ties at 10 % (4 of 4) and is counted 1 of 5; pooled, 30 % wins and is counted 3 of 5
+    assert before["static"]["size"] == 0.10 and before["static"]["successes"] == 1
+    assert after["static"]["size"] == 0.30 and after["static"]["successes"] == 3
+    assert after["selection"]["static"]["rate"] == 1.0 and after["selection"]["static"]["n"] == 10
+    with pytest.raises(ValueError, match="no rows to pool"):
+        pool_selection(ev.results, train.results[train.results.candidate == "noise"])
 
 
 def test_pooled_control_reports_the_median_patch(toy):

@@ -14,10 +14,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..patches.candidate import NULL_KIND, Candidate
-from ..stats import difference_interval
+from ..stats import difference_interval, wilson_interval
 
 DONOR_KEYS = ("donor_name", "donor", "donor_class")
 SELECTION, CONFIRMATION = "selection", "confirmation"
@@ -49,6 +50,38 @@ def chosen_rows(results: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
         else:
             out[(name, proto)] = g.sort_values(["success_rate", "size"], ascending=[False, True], kind="stable").iloc[0]
     return out
+
+
+_KEYS = ["candidate", "protocol", "size", "placement"]
+
+
+def pool_selection(results: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
+    """`results` with every selection row pooled with the row of `extra` at the same candidate,
+    protocol, size and placement (`extra`: results of other images that count nothing, such as
+    the train images a search ranked on; its split column is ignored). Counts add up, rates are
+    re-weighted by trials (p_target_before by images), the interval is recomputed; confirmation
+    rows are kept as they are. More images fix each setting, so the winner of a noisy choice
+    among sizes x placements is less often a lucky one."""
+    sel = results[results["split"] == SELECTION]
+    other = extra.drop(columns="split").drop_duplicates(_KEYS)
+    key = lambda df: df.assign(size=df["size"].fillna(-1.0))  # NaN (dynamic over all sizes) joins as a value
+    both = key(sel).merge(key(other), on=_KEYS, how="left", suffixes=("", "_x"), validate="one_to_one")
+    if both["n_x"].isna().any():
+        missing = both.loc[both["n_x"].isna(), "candidate"].unique()[:3]
+        raise ValueError(f"no rows to pool with for {', '.join(map(str, missing))}")
+    trials = both["trials"] + both["trials_x"]
+    for col in ("untargeted_rate", "top5_rate", "p_target_after"):
+        both[col] = (both[col] * both["trials"] + both[f"{col}_x"] * both["trials_x"]) / trials
+    both["p_target_before"] = (both["p_target_before"] * both["n"] + both["p_target_before_x"] * both["n_x"]) / (
+        both["n"] + both["n_x"])
+    for col in ("n", "trials", "successes"):
+        both[col] = (both[col] + both[f"{col}_x"]).astype(int)
+    both["success_rate"] = both["successes"] / trials
+    lo, hi = wilson_interval(both["success_rate"].to_numpy() * both["n"].to_numpy(), both["n"].to_numpy())
+    both["ci_low"], both["ci_high"] = np.asarray(lo), np.asarray(hi)
+    both["size"] = sel["size"].to_numpy()
+    pooled = both[list(results.columns)]
+    return pd.concat([pooled, results[results["split"] != SELECTION]], ignore_index=True)
 
 
 def _confirmation_row(conf: pd.DataFrame, chosen: pd.Series) -> pd.Series | None:
