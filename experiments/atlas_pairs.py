@@ -155,7 +155,7 @@ def run_pair(clf, src_name: str, tgt_name: str, args) -> dict:
     selection_only = top_natural(ev.summary, cands, args.top)
     return {
         "pair": f"{clf.classes.label(s)} -> {clf.classes.label(t)}", "key": src_name, "data": pair.kind,
-        "selection": choosing, "confirmation": ev.denominator, "n_natural": len(natural),
+        "choosing": choosing, "confirmation": ev.denominator, "n_natural": len(natural),
         "shortlist": len(cands), "sources": source_calibration(clf, pair),
         "top_static": sum(_rate(e, "static") for e in natural) / max(1, len(natural)),
         "top_dynamic": sum(_rate(e, "dynamic") for e in natural) / max(1, len(natural)),
@@ -193,7 +193,7 @@ def table(rows: list[dict], how: str, choose_on: str) -> str:
         lines.append(
             f"| {r['pair']} | {_best_cells(r)} | {r['top_static']:.1f} % | {r['top_dynamic']:.1f} % "
             f"| {_rate(ns, 'static'):.1f} % ({ns['name']}) / {_rate(nd, 'dynamic'):.1f} % ({nd['name']}) | {ref} "
-            f"| {a[0]} % | {a[1]} % | {a[2]} % / {a[3]} % | {r['selection']} / {r['confirmation']} "
+            f"| {a[0]} % | {a[1]} % | {a[2]} % / {a[3]} % | {r['choosing']} / {r['confirmation']} "
             f"| {r['sources']['p_source']:.2f} / {r['sources']['p_target']:.3f} |")
     return "\n".join(lines) + "\n"
 

@@ -31,6 +31,7 @@ from atlas_pairs import PAIRS, add_band_args, add_search_arg, natural_candidates
 
 from patchlab.devices import stage_generator
 from patchlab.evaluate.core import evaluate
+from patchlab.evaluate.summary import chosen_rows, pool_selection
 from patchlab.models import load_classifier
 from patchlab.patches.apply import CORNERS
 
@@ -54,26 +55,24 @@ def rules(entries: list[dict], top: int, n_train: int, n_selection: int) -> dict
     return out
 
 
-def static_cells(results: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Static rows of one split as (candidate, size, placement) -> successes, n."""
+def static_rates(results: pd.DataFrame, split: str) -> pd.Series:
+    """Static success rates of one split by (candidate, size, placement)."""
     rows = results[(results["split"] == split) & (results["protocol"] == "static")]
-    return rows.set_index(["candidate", "size", "placement"])[["successes", "n"]]
+    return rows.set_index(["candidate", "size", "placement"])["success_rate"]
 
 
-def cell_rules(train: pd.DataFrame, sel: pd.DataFrame, conf: pd.DataFrame, names: list[str], top: int) -> dict:
+def cell_rules(results: pd.DataFrame, on_train: pd.DataFrame, names: list[str], top: int) -> dict:
     """Rule name -> mean confirmation rate (%) of the `top` candidates it picks, where each rule
     fixes every candidate's static size and corner on one set of images (selection, or train and
-    selection pooled) and ranks the candidates on one set, at that cell (ties: the smaller patch)."""
-    pooled = train.add(sel, fill_value=0)
-    rate = {"selection": sel["successes"] / sel["n"], "train + selection": pooled["successes"] / pooled["n"]}
-    conf_rate = conf["successes"] / conf["n"]
+    selection pooled by `pool_selection`; the evaluator's own choice, `chosen_rows`) and ranks the
+    candidates on one set, at that cell."""
+    frames = {"selection": results, "train + selection": pool_selection(results, on_train)}
+    rate = {name: static_rates(frame, "selection") for name, frame in frames.items()}
+    conf_rate = static_rates(results, "confirmation")
     out = {}
-    for cell_on, cell_rate in rate.items():
-        cells = {}
-        for name in names:
-            g = cell_rate.loc[name]
-            order = sorted(g.index, key=lambda k: (-g[k], k[0]))
-            cells[name] = (name, *order[0])
+    for cell_on, frame in frames.items():
+        chosen = chosen_rows(frame)
+        cells = {n: (n, chosen[(n, "static")]["size"], chosen[(n, "static")]["placement"]) for n in names}
         for rank_on, rank_rate in rate.items():
             picked = sorted(names, key=lambda n: -rank_rate[cells[n]])[:top]
             out[(cell_on, rank_on)] = 100 * sum(conf_rate[cells[n]] for n in picked) / len(picked)
@@ -112,8 +111,7 @@ def run(clf, src: str, tgt: str, args) -> None:
         on_train = evaluate(clf, cands, pair.train, s, t, sizes=args.sizes, positions=CORNERS, protocols=("static",),
                             generator=stage_generator(args.seed, "evaluate"), n_examples=0)
         names = [c.name for c in cands]
-        table = cell_rules(static_cells(on_train.results, "confirmation"), static_cells(ev.results, "selection"),
-                           static_cells(ev.results, "confirmation"), names, args.top)
+        table = cell_rules(ev.results, on_train.results, names, args.top)
         print(f"\nstatic cell (size x corner) and top {args.top} chosen on: mean confirmation static of the {args.top}")
         print("| cell chosen on | ranked on | top-10 mean static, confirmation |")
         print("|---|---|---|")
