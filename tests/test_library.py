@@ -12,7 +12,7 @@ from PIL import Image
 from patchlab.data import ImageRecord, load_images
 from patchlab.errors import UserError
 from patchlab.library import (
-    index_library, library_control_photos, random_library_photos, search_library, spatial_basis,
+    check_library, index_library, library_control_photos, random_library_photos, search_library, spatial_basis,
 )
 from patchlab.library.search import eligible_photos, index_proposals, library_direction, window_scores
 from patchlab.models import tiny_classifier
@@ -133,6 +133,22 @@ def test_corrupt_file_is_skipped_and_named(tmp_path, tmp_cache, caplog):
     assert index.paths == ["planted.png", "texture_0.png", "texture_1.png", "texture_2.png"]
     assert index.pooled.shape == (4, 16) and index.spatial.shape == (4, 8, 8, 16)
     assert index.manifest["skipped"] == index.skipped and (index.labels == -1).all()
+
+
+def test_check_library_needs_one_readable_photo(tmp_path):
+    lib = tmp_path / "lib"
+    (lib / "sub").mkdir(parents=True)
+    (lib / "notes.txt").write_text("not a photo")
+    with pytest.raises(UserError, match="no images found in library"):
+        check_library(lib)
+    (lib / "sub" / "broken.jpg").write_text("this is not a JPEG\n")
+    (lib / "empty.png").write_bytes(b"")
+    with pytest.raises(UserError, match=r"none of the 2 image files in library .* could be decoded \(first: "):
+        check_library(lib)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(lib / "sub" / "zz_good.png")
+    assert check_library(lib) == lib
+    with pytest.raises(UserError, match="must be a folder"):
+        check_library(lib / "empty.png")
 
 
 def test_cache_reused_and_invalidated(tmp_path, tmp_cache, monkeypatch):

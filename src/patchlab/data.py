@@ -233,7 +233,7 @@ def load_images(records: Sequence[ImageRecord], size: int, crop_pct: float = 0.8
 
 
 # -- discovering files ---------------------------------------------------------
-def _is_image_name(path: Path) -> bool:
+def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
@@ -242,7 +242,7 @@ def list_image_files(paths: Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if _is_image_name(f))
+            out += sorted(f for f in p.rglob("*") if is_image_file(f))
         elif p.is_file():
             out.append(p)
         else:
@@ -294,11 +294,11 @@ def discover(root: str | Path, classes: ClassIndex) -> list[ImageRecord]:
         if label is None:
             unknown.append(d.name)
             continue
-        records += [ImageRecord(f, label) for f in sorted(d.rglob("*")) if _is_image_name(f)]
+        records += [ImageRecord(f, label) for f in sorted(d.rglob("*")) if is_image_file(f)]
     if unknown and records:
         log.warning("ignored %d folder(s) that name no class: %s", len(unknown), ", ".join(unknown[:5]))
     if not records:  # (d): unlabeled files at the top (other folders, if any, name no class)
-        records = [ImageRecord(f) for f in sorted(root.iterdir()) if _is_image_name(f)]
+        records = [ImageRecord(f) for f in sorted(root.iterdir()) if is_image_file(f)]
     if not records:
         hint = f" (its folders name no class: {', '.join(unknown[:5])})" if unknown else ""
         raise UserError(f"no images found in {root}{hint}")

@@ -48,12 +48,17 @@ def unpack_candidates(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             for i, m in enumerate(meta["candidates"])]
 
 
-def check_inputs(budget: str, *folders: tuple[str | Path | None, str]) -> Budget:
-    """The Budget named `budget`; UserError for an unknown budget or a missing folder ((path, option) pairs)."""
+def check_inputs(budget: str, *folders: tuple[str | Path | None, str], library: str | Path | None = None) -> Budget:
+    """The Budget named `budget`; UserError for an unknown budget, a missing folder ((path, option)
+    pairs) or a library with no readable photo (found before minutes of pair synthesis)."""
     plan = get_budget(budget)
-    for path, what in folders:
+    for path, what in (*folders, (library, "--library")):
         if path is not None and not Path(path).exists():
             raise UserError(f"{what} path does not exist: {path}")
+    if library is not None:
+        from .library import check_library
+
+        check_library(library)
     return plan
 
 
@@ -153,7 +158,7 @@ def probe(
     from .runio import atomic_write_json, new_manifest
 
     say = echo or (lambda msg: log.info(msg))
-    plan = check_inputs(budget, (data, "--data"), (donor_data, "--donor-data"), (library, "--library"))
+    plan = check_inputs(budget, (data, "--data"), (donor_data, "--donor-data"), library=library)
     clf = classifier if classifier is not None else load_classifier(model, device, weights=str(weights) if weights else None)
     s, t = clf.classes.resolve(source), clf.classes.resolve(target)
     if s == t:
