@@ -84,14 +84,14 @@ def test_predict_text_output_names_bad_files(cli, mixed_dir, mixed_names):
     assert f"{len(mixed_names['bad'])} file(s) skipped" in res.err
 
 
-def test_library_without_a_readable_photo_fails_before_any_work(cli, tmp_path):
+def test_photo_folder_without_a_readable_photo_fails_before_any_work(cli, tmp_path):
     empty, broken = tmp_path / "empty", tmp_path / "broken"
     empty.mkdir(), broken.mkdir()
     (broken / "a.jpg").write_text("not a JPEG")
-    for lib, why in ((empty, "no images found in library"), (broken, "none of the 1 image files in library")):
-        for cmd in ("paste", "probe"):
-            res = cli(cmd, "--classes", "snorkel", "scuba_diver", "--library", str(lib), "--out", str(tmp_path / "out"))
-            assert res.code == 2, (cmd, res.err)
+    for folder, why in ((empty, "no images found in"), (broken, "none of the 1 image files in")):
+        for cmd, option in (("paste", "--library"), ("probe", "--library"), ("probe", "--donor-data")):
+            res = cli(cmd, "--classes", "snorkel", "scuba_diver", option, str(folder), "--out", str(tmp_path / "out"))
+            assert res.code == 2, (cmd, option, res.err)
             assert len(res.err.strip().splitlines()) == 1 and why in res.err, res.err
     assert not (tmp_path / "out").exists()  # nothing written, no pair synthesized
 

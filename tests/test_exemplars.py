@@ -111,3 +111,18 @@ def test_dream_goldfish_files_read_back_in_band(default_model, tmp_cache, tmp_pa
         assert abs(float(p[i, goldfish]) - rec["p_class"]) < 1e-3
         if rec["stopped"]:
             assert int(p[i].argmax()) == goldfish and lo <= float(p[i, goldfish]) <= hi
+
+
+def test_donor_images_say_when_donor_data_falls_back_to_exemplars(tmp_cache, tmp_path):
+    from PIL import Image
+
+    from patchlab.patches.natural import donor_images
+
+    clf = tiny_classifier(seed=0)
+    (tmp_path / "tench").mkdir()
+    Image.new("RGB", (40, 40), (20, 120, 60)).save(tmp_path / "tench" / "a.png")
+    imgs, labels, names, source = donor_images(clf, [0], 1, 0, tmp_path)
+    assert source == "donor photos" and labels.tolist() == [0] and names[0].endswith("a.png")
+    imgs, labels, names, source = donor_images(clf, [5], 1, 0, tmp_path)  # no photo of class 5 there
+    assert "donor exemplars" in source and "--donor-data" in source and names[0].startswith("exemplar ")
+    assert donor_images(clf, [5], 1, 0, None)[3] == "donor exemplars (no photo library given)"

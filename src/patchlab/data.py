@@ -250,6 +250,26 @@ def list_image_files(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
+def check_photo_folder(folder: Path, what: str) -> Path:
+    """UserError unless `folder` holds at least one image file that decodes. Walks only up to
+    the first such file, so a large folder costs one decode; a folder with no readable photo
+    is walked whole. `what` names the folder in the message."""
+    n_bad, first_error = 0, None
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for path in (Path(dirpath) / name for name in sorted(filenames)):
+            if not is_image_file(path):
+                continue
+            try:
+                decode_image(path)
+                return folder
+            except BadImage as exc:
+                n_bad, first_error = n_bad + 1, first_error or str(exc)
+    if not n_bad:
+        raise UserError(f"no images found in {what} {folder}")
+    raise UserError(f"none of the {n_bad} image files in {what} {folder} could be decoded (first: {first_error})")
+
+
 def _read_csv(csv_path: Path, classes: ClassIndex) -> list[ImageRecord]:
     try:
         with open(csv_path, newline="") as fh:

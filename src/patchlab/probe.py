@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .budgets import BUDGETS, Budget, get_budget
+from .data import check_photo_folder
 from .devices import stage_generator
 from .errors import UserError
 from .pairdata import PairData, load_pair
@@ -48,17 +49,20 @@ def unpack_candidates(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             for i, m in enumerate(meta["candidates"])]
 
 
-def check_inputs(budget: str, *folders: tuple[str | Path | None, str], library: str | Path | None = None) -> Budget:
-    """The Budget named `budget`; UserError for an unknown budget, a missing folder ((path, option)
-    pairs) or a library with no readable photo (found before minutes of pair synthesis)."""
+def check_inputs(budget: str, *, data: str | Path | None = None, donor_data: str | Path | None = None,
+                 library: str | Path | None = None) -> Budget:
+    """The Budget named `budget`; UserError for an unknown budget, a missing path, or a --library
+    or --donor-data folder with no readable photo (found before minutes of pair synthesis)."""
     plan = get_budget(budget)
-    for path, what in (*folders, (library, "--library")):
+    for path, what in ((data, "--data"), (donor_data, "--donor-data"), (library, "--library")):
         if path is not None and not Path(path).exists():
             raise UserError(f"{what} path does not exist: {path}")
     if library is not None:
         from .library import check_library
 
         check_library(library)
+    if donor_data is not None and Path(donor_data).is_dir():  # a file may be a labels CSV
+        check_photo_folder(Path(donor_data), "--donor-data")
     return plan
 
 
@@ -158,7 +162,7 @@ def probe(
     from .runio import atomic_write_json, new_manifest
 
     say = echo or (lambda msg: log.info(msg))
-    plan = check_inputs(budget, (data, "--data"), (donor_data, "--donor-data"), library=library)
+    plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
     clf = classifier if classifier is not None else load_classifier(model, device, weights=str(weights) if weights else None)
     s, t = clf.classes.resolve(source), clf.classes.resolve(target)
     if s == t:

@@ -34,7 +34,7 @@ import torch
 
 from ..cache import cache_dir
 from ..data import (
-    DECODE_VERSION, BadImage, ImageRecord, decode_image, discover, is_image_file, iter_batches, list_image_files, load_images,
+    DECODE_VERSION, ImageRecord, check_photo_folder, discover, iter_batches, list_image_files, load_images,
     pixels_to_float,
 )
 from ..errors import UserError
@@ -133,25 +133,11 @@ def library_records(folder: str | Path, classes) -> list[ImageRecord]:
 
 def check_library(folder: str | Path) -> Path:
     """Fail fast, before any forward pass: UserError unless `folder` is a folder with at least
-    one photo that decodes. Walks the folder only up to the first such photo, so a large
-    library costs one decode; only a library with no readable photo is walked whole."""
+    one photo that decodes (`patchlab.data.check_photo_folder`)."""
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"--library must be a folder of photos: {root}")
-    n_bad, first_error = 0, None
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for path in (Path(dirpath) / name for name in sorted(filenames)):
-            if not is_image_file(path):
-                continue
-            try:
-                decode_image(path)
-                return root
-            except BadImage as exc:
-                n_bad, first_error = n_bad + 1, first_error or str(exc)
-    if not n_bad:
-        raise UserError(f"no images found in library {root}")
-    raise UserError(f"none of the {n_bad} image files in library {root} could be decoded (first: {first_error})")
+    return check_photo_folder(root, "library")
 
 
 def _relative(root: Path, path: Path) -> str:

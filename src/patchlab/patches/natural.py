@@ -244,7 +244,9 @@ def with_box(photo: torch.Tensor, box_xyxy: Sequence[float], width: int = 3) -> 
 
 
 def donor_images(classifier, donors: Sequence[int], per_class: int, seed: int, donor_data: str | Path | None):
-    """(images, labels, names) of the donor classes: real photos from donor_data, else exemplars."""
+    """(images, labels, names, source) of the donor classes: real photos from donor_data, else
+    exemplars; `source` says which the report shows (exemplars also when donor_data has no
+    photo of a donor class)."""
     if donor_data is not None:
         from ..data import discover, load_images
 
@@ -254,8 +256,11 @@ def donor_images(classifier, donors: Sequence[int], per_class: int, seed: int, d
             picked += [r for r in records if r.label == d][: per_class * 4]
         if picked:
             got = load_images(picked, classifier.input_size, classifier.crop_pct)
-            return got.images, got.labels, got.paths
+            return got.images, got.labels, got.paths, "donor photos"
         log.warning("no images of the donor classes in %s: using synthesized donor exemplars", donor_data)
+        source = f"donor exemplars (no photo of a donor class in --donor-data {donor_data})"
+    else:
+        source = "donor exemplars (no photo library given)"
     from ..exemplars import exemplars
 
     imgs, labels, names = [], [], []
@@ -264,7 +269,7 @@ def donor_images(classifier, donors: Sequence[int], per_class: int, seed: int, d
         imgs.append(ex.images.cpu())
         labels += [d] * len(ex.images)
         names += [f"exemplar {classifier.classes.label(d)} #{i}" for i in range(len(ex.images))]
-    return torch.cat(imgs), torch.tensor(labels), names
+    return torch.cat(imgs), torch.tensor(labels), names, source
 
 
 def propose(job: "GeneratorJob") -> list[Candidate]:
@@ -289,10 +294,9 @@ def propose(job: "GeneratorJob") -> list[Candidate]:
         job.notes.update(source=f"photo library {job.library} ({len(index.paths)} photos)", search=stats)
         return cands
     ids = job.donors[: b.n_donors_used]
-    d_imgs, d_labels, d_names = donor_images(clf, ids, b.donor_images, job.seed, job.donor_data)
+    d_imgs, d_labels, d_names, source = donor_images(clf, ids, b.donor_images, job.seed, job.donor_data)
     cands, stats = natural_patches(clf, pair.source, pair.target, pair.train, d_imgs, d_labels,
                                    pair_direction(clf, pair.source, pair.target), donor_names=[str(n) for n in d_names],
                                    top_k=b.natural_top, generator=job.generator, **b.natural)
-    job.notes.update(source="donor photos" if job.donor_data else "donor exemplars (no photo library given)",
-                     search=stats)
+    job.notes.update(source=source, search=stats)
     return cands

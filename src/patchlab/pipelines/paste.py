@@ -45,7 +45,7 @@ def paste(
     from ..probe import check_inputs
     from ..runio import atomic_write_json, ensure_writable_dir, mark_complete, new_manifest
 
-    budget_plan = check_inputs(budget, (data, "--data"), (donor_data, "--donor-data"), library=library)
+    budget_plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
     clf = load_classifier(model, device, weights=str(weights) if weights else None)
     s, t = clf.classes.resolve(source), clf.classes.resolve(target)
     if s == t:
