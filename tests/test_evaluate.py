@@ -277,6 +277,33 @@ def test_cli_user_errors(folder, monkeypatch, capsys):
         assert exit_info.value.code == 2 and needle in err and "Traceback" not in err
 
 
+def test_bad_input_leaves_an_existing_run_untouched(folder, monkeypatch, capsys):
+    """A missing --data fails before anything in --out changes; another command's run is refused."""
+    import json
+
+    from patchlab.cli import main
+    from patchlab.runio import COMPLETE_MARKER, mark_complete, new_manifest
+
+    run = folder / "old"
+    run.mkdir()
+    mark_complete(run, new_manifest("probe", {}, 0, "tiny"))
+    before = {f.name: f.read_bytes() for f in run.iterdir()}
+    patch = ["--patch", str(folder / "p.png"), "--model", "tiny", "--out", str(run)]
+    for argv, needle in (
+        (["evaluate", "--classes", "any", "scuba diver", "--data", str(folder / "nope"), *patch], "does not exist"),
+        (["synth", "--classes", "snorkel", "scuba diver", "--data", str(folder / "nope"), "--model", "tiny",
+          "--out", str(run)], "does not exist"),
+        (["evaluate", "--classes", "any", "scuba diver", "--data", str(folder / "data"), *patch], "already holds a probe run"),
+    ):
+        monkeypatch.setattr("sys.argv", ["patchlab", *argv])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+        assert {f.name: f.read_bytes() for f in run.iterdir()} == before
+    assert (run / COMPLETE_MARKER).is_file() and json.loads((run / "manifest.json").read_text())["command"] == "probe"
+
+
 @pytest.mark.integration
 def test_real_model_rows_match_direct_application():
     """On the default model, a static row equals pasting the patch with apply_at and classifying directly."""

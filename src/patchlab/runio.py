@@ -84,6 +84,22 @@ def ensure_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def check_run_dir(run_dir: str | Path, command: str) -> Path:
+    """Create `run_dir` if needed and prove it writable, touching nothing in it; UserError when it
+    already holds the manifest of another command's run (or an unreadable one), which would be lost."""
+    run_dir = ensure_writable_dir(run_dir)
+    old = run_dir / "manifest.json"
+    if old.exists():
+        try:
+            kind = json.loads(old.read_text()).get("command")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind != command:
+            what = f"a {kind} run" if isinstance(kind, str) else "an unreadable manifest.json"
+            raise UserError(f"{run_dir} already holds {what}; give another --out")
+    return run_dir
+
+
 def versions() -> dict[str, str]:
     from . import __version__
 

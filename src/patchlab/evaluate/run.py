@@ -84,11 +84,11 @@ def evaluate_patches(
     on the selection split, rates counted on the confirmation split, and the
     train split (which `synth` and `probe` learn from) is never used. `sizes`
     in % of the image area. Returns {run_dir, report, summary}."""
-    from ..budgets import get_budget
     from ..models import load_classifier
     from ..pairdata import ANY, load_pair
+    from ..probe import check_inputs
     from ..report import start_run, update_index, write_run
-    from ..runio import new_manifest
+    from ..runio import check_run_dir, new_manifest
 
     t0 = time.perf_counter()
     sizes_pct = list(sizes) if sizes else [100 * a for a in DEFAULT_SIZES]
@@ -98,7 +98,7 @@ def evaluate_patches(
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise UserError(f"unknown protocol {', '.join(bad)}; use {', '.join(PROTOCOLS)}")
-    plan = get_budget(budget)
+    plan = check_inputs(budget, data=data)
     cands = load_candidates(patches)
     clf = load_classifier(model, device, weights=str(weights) if weights else None)
     src = None if source.strip().lower() == ANY else clf.classes.resolve(source)
@@ -111,8 +111,9 @@ def evaluate_patches(
     config = {"source": source, "target": target, "patches": [str(p) for p in patches], "data": str(data) if data else None,
               "budget": budget, "sizes_pct": sizes_pct, "protocols": protocols, "random_placements": random_placements}
     manifest = new_manifest("evaluate", config, seed, clf.spec)
-    start_run(run_dir, manifest)  # drops any old COMPLETE marker before work starts
+    check_run_dir(run_dir, "evaluate")  # an unusable --out fails before the images are made
     pair = load_pair(clf, src, tgt, plan.splits(), data=data, seed=seed, progress=progress)
+    start_run(run_dir, manifest)  # drops any old COMPLETE marker once the inputs are good
     t_data = time.perf_counter() - t0
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"), source=src, target=tgt)
     ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": pair.confirmation}, src, tgt,

@@ -43,7 +43,7 @@ def paste(
     from ..patches.natural import propose
     from ..patches.registry import GeneratorJob
     from ..probe import check_inputs
-    from ..runio import atomic_write_json, ensure_writable_dir, mark_complete, new_manifest
+    from ..runio import atomic_write_json, check_run_dir, mark_complete, new_manifest
 
     budget_plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
     clf = load_classifier(model, device, weights=str(weights) if weights else None)
@@ -56,7 +56,7 @@ def paste(
     if set(ids) & {s, t}:
         raise UserError("a donor class cannot be the source or the target")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = ensure_writable_dir(out or Path("reports") / f"paste-{clf.classes.slug(s)}-to-{clf.classes.slug(t)}-{stamp}")
+    out = check_run_dir(out or Path("reports") / f"paste-{clf.classes.slug(s)}-to-{clf.classes.slug(t)}-{stamp}", "paste")
     config = {"source": clf.classes.label(s), "target": clf.classes.label(t), "donors": [clf.classes.label(i) for i in ids],
               "library": str(library) if library else None, "donor_data": str(donor_data) if donor_data else None,
               "data": str(data) if data else None, "top_k": top_k, "budget": budget}

@@ -61,15 +61,15 @@ def synth(
     many synthesized source images (exemplars) to the train photos; selection and
     confirmation stay photos. Returns
     {run_dir, report, summary, candidate, sec_per_step}."""
-    from ..budgets import get_budget
     from ..devices import stage_generator
     from ..evaluate.controls import make_controls
     from ..evaluate.core import evaluate
     from ..models import load_classifier
     from ..pairdata import ANY, synthesized_sources
     from ..patches.synth import synthesize_patch
+    from ..probe import check_inputs
     from ..report import start_run, write_run
-    from ..runio import new_manifest
+    from ..runio import check_run_dir, new_manifest
 
     lo, hi = area
     if not 0 < lo <= hi < 1:
@@ -78,7 +78,7 @@ def synth(
         raise UserError("--steps and --batch-size must be >= 1, --patch-px >= 2")
     if mix < 0 or (mix and data is None):
         raise UserError("--mix N (N >= 0) adds synthesized images to the photos of --data; give --data")
-    plan = get_budget(budget)
+    plan = check_inputs(budget, data=data)
     clf = load_classifier(model, device, weights=str(weights) if weights else None)
     tgt = clf.classes.resolve(target)
     src = None if source.strip().lower() == ANY else clf.classes.resolve(source)
@@ -90,8 +90,9 @@ def synth(
               "average": SYNTH_AVERAGE, "fixed_fraction": SYNTH_FIXED_FRACTION, "steps": steps, "patch_px": patch_px,
               "batch_size": batch_size, "data": str(data) if data else None, "mix": mix, "budget": budget, "weights": str(weights) if weights else None}
     manifest = new_manifest("synth", config, seed, clf.spec)
-    start_run(run_dir, manifest)
+    check_run_dir(run_dir, "synth")  # an unusable --out fails before the images are made
     pair = synth_pair(clf, src, tgt, plan, data, seed, progress)
+    start_run(run_dir, manifest)  # drops any old COMPLETE marker once the inputs are good
     if mix:
         pair = pair.with_extra_train(*synthesized_sources(clf, src, tgt, mix, seed=seed, progress=progress))
     cand = synthesize_patch(clf, pair.train, tgt, src, steps=steps, patch_px=patch_px, area=(lo, hi),

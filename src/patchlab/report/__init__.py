@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..runio import (
-    COMPLETE_MARKER, atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable_dir, is_complete,
+    COMPLETE_MARKER, atomic_write_bytes, atomic_write_json, atomic_write_text, check_run_dir, is_complete,
     mark_complete, new_manifest, save_png, versions,
 )
 from ..patches.candidate import GENERATED_KINDS, NULL_KIND, REFERENCE_KIND
@@ -36,8 +36,8 @@ FIGURES = ("success_vs_area", "placement_heatmap", "patch_gallery", "examples")
 
 
 def start_run(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    """Create (or reuse) a run folder, drop any old COMPLETE marker, write the manifest."""
-    run_dir = ensure_writable_dir(run_dir)
+    """Create (or reuse: the same command's) run folder, drop any old COMPLETE marker, write the manifest."""
+    run_dir = check_run_dir(run_dir, manifest["command"])
     (run_dir / COMPLETE_MARKER).unlink(missing_ok=True)
     atomic_write_json(run_dir / "manifest.json", dict(manifest, complete=False))
     return run_dir
