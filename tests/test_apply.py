@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,3 +197,32 @@ def test_apply_command_writes_patched_pngs_and_skips_bad_files(tmp_path):
     assert arr.shape[:2] == (32, 32)
     assert arr[-15:, -15:].min() > 0.99 and arr[:10, :10].max() < 0.5  # white patch bottom-right only
     assert {"before", "after", "changed"} <= set(data["images"][0])
+
+
+def test_apply_never_overwrites_and_refuses_bad_patches(tmp_path):
+    from PIL import Image
+
+    from patchlab.errors import UserError
+    from patchlab.patches.candidate import load_patch
+    from patchlab.pipelines.apply import apply_to_files
+    from patchlab.runio import save_png
+
+    src, out = tmp_path / "imgs", tmp_path / "out"
+    src.mkdir()
+    Image.new("RGB", (40, 40), (10, 60, 90)).save(src / "im0.png")
+    save_png(tmp_path / "patch.png", torch.ones(3, 8, 8))
+    original = (src / "im0.png").read_bytes()
+    with pytest.raises(UserError, match="holds input images"):
+        apply_to_files(tmp_path / "patch.png", [src], out=src, model="tiny")
+    with pytest.raises(UserError, match="finite"):
+        apply_to_files(tmp_path / "patch.png", [src], out=out, model="tiny", angle_deg=float("nan"))
+    assert (src / "im0.png").read_bytes() == original and not out.exists()
+    first = apply_to_files(tmp_path / "patch.png", [src], out=out, model="tiny")
+    second = apply_to_files(tmp_path / "patch.png", [src], out=out, model="tiny")
+    assert [Path(r["out"]).name for r in first["images"] + second["images"]] == ["im0.png", "im0-1.png"]
+    (tmp_path / "zero.pt").write_bytes(b"")
+    torch.save(torch.zeros(3, 0, 5), tmp_path / "empty.pt")
+    torch.save(torch.full((3, 4, 4), float("nan")), tmp_path / "nan.pt")
+    for name, needle in (("zero.pt", "cannot read patch tensor"), ("empty.pt", "h, w >= 1"), ("nan.pt", "not finite")):
+        with pytest.raises(UserError, match=needle):
+            load_patch(tmp_path / name)

@@ -126,3 +126,13 @@ def test_donor_images_say_when_donor_data_falls_back_to_exemplars(tmp_cache, tmp
     imgs, labels, names, source = donor_images(clf, [5], 1, 0, tmp_path)  # no photo of class 5 there
     assert "donor exemplars" in source and "--donor-data" in source and names[0].startswith("exemplar ")
     assert donor_images(clf, [5], 1, 0, None)[3] == "donor exemplars (no photo library given)"
+
+
+def test_dream_checks_the_output_folder_before_rendering(tmp_path, monkeypatch):
+    import patchlab.pipelines.dream as dream_mod
+    from patchlab.errors import UserError
+
+    monkeypatch.setattr(dream_mod, "exemplars", lambda *a, **k: pytest.fail("rendered before checking --out"))
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UserError, match="not writable"):
+        dream_mod.dream("snorkel", model="tiny", out=tmp_path / "a_file" / "x")

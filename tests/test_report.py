@@ -136,3 +136,23 @@ def test_data_folder_with_hostile_file_name(tmp_path, no_figures):
     files = out["summary"]["data"]["files"]
     assert f"snorkel/{EVIL_FILE}" in files["train"] + files["selection"] + files["confirmation"]  # raw in JSON, escaped in HTML
     assert "<img src=x" not in (tmp_path / "reports" / "index.html").read_text()
+
+
+def test_malformed_run_folders_are_user_errors(evaluation, tmp_path, no_figures):
+    from patchlab.errors import UserError
+
+    good = tmp_path / "good"
+    write_run(good, evaluation, {"model": "tiny"})
+    results = (good / "results.csv").read_text()
+    summary = json.loads((good / "summary.json").read_text())
+    (tmp_path / "a_file").write_text("x")
+    cases = {"a_file": None, "list": [], "empty": {}, "nameless": dict(summary, candidates=[{"kind": "synth"}])}
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "summary.json").write_text(json.dumps(content))
+            (tmp_path / name / "results.csv").write_text(results)
+        with pytest.raises(UserError):
+            rebuild_report(tmp_path / name)
+    update_index(tmp_path)  # skips the malformed folders, lists the good one
+    assert "good" in (tmp_path / "index.html").read_text()

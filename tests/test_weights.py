@@ -54,9 +54,12 @@ def test_raw_pickle_with_code_is_refused(tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps({"w": _RunsShell(marker)}, protocol=4))
-    with pytest.raises(UserError, match="refused"):
+    with pytest.raises(UserError, match="refused.*raw pickle that may hold code"):
         load_state_dict_file(path)
     assert not marker.exists()
+    (tmp_path / "noise.pth").write_bytes(bytes(range(256)) * 8)  # not a pickle at all: not called code either
+    with pytest.raises(UserError, match="other bytes"):
+        load_state_dict_file(tmp_path / "noise.pth")
 
 
 def test_plain_state_dict_pth_and_safetensors_load(tmp_path):

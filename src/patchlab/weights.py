@@ -32,7 +32,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         with warnings.catch_warnings():  # torch warns about legacy pickle protocols; the refusal below says more
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # an opcode the loader lacks: random bytes, or a raw pickle.dump (may hold code)
+            raise UserError(f"refused to load {path}: not a file torch.save writes (other bytes, or a raw pickle "
+                            "that may hold code); save a plain state_dict or use .safetensors") from None
         raise UserError(
             f"refused to load {path}: it holds pickled objects beyond tensors (possibly code); "
             "save a plain state_dict or use .safetensors"

@@ -98,9 +98,12 @@ def load_patch(path: str | Path) -> torch.Tensor:
         try:
             t = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise UserError(f"cannot read patch tensor {path}: {str(exc).splitlines()[0]}") from None
-        if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[0] != 3:
-            raise UserError(f"{path} does not hold a (3,h,w) patch tensor")
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"cannot read patch tensor {path}: {why}") from None
+        if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[0] != 3 or min(t.shape[1:]) < 1:
+            raise UserError(f"{path} does not hold a (3,h,w) patch tensor with h, w >= 1")
+        if t.is_complex() or not torch.isfinite(t.float()).all():
+            raise UserError(f"{path}: the patch tensor holds values that are not finite real numbers (NaN or inf)")
         return t.float().clamp(0, 1)
     try:
         img = decode_image(path)

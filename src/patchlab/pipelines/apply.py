@@ -32,7 +32,8 @@ def apply_to_files(
     out: str | Path = "patched",
 ) -> dict:
     """Apply the patch file (PNG or .pt) to every decodable image in `images` (files or folders); write the
-    patched PNGs into `out`; returns per-image top-1 before/after and the skipped files.
+    patched PNGs into `out` (never over an existing file; not into a folder of the inputs); returns
+    per-image top-1 before/after and the skipped files.
 
     area: patch size as a fraction of the image area. position: top-left,
     top-right, bottom-left, bottom-right or center. shape: square or circle.
@@ -49,10 +50,14 @@ def apply_to_files(
         raise UserError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
     if shape not in ("square", "circle"):
         raise UserError(f"unknown shape {shape!r}; use square or circle")
+    if not math.isfinite(angle_deg):
+        raise UserError(f"--angle must be a finite number of degrees, got {angle_deg}")
     tensor = load_patch(patch)
     files = list_image_files(images)
     if not files:
         raise UserError("no image files found in " + ", ".join(map(str, images)))
+    if any(f.resolve().parent == Path(out).resolve() for f in files):
+        raise UserError(f"--out {out} holds input images; write the patched images to another folder")
     out_dir = ensure_writable_dir(out)
     clf = load_classifier(model, device, str(weights) if weights else None)
     tensor = tensor.to(clf.device)
@@ -67,7 +72,7 @@ def apply_to_files(
             before = _top1(clf(x).softmax(1), clf.classes)
             after = _top1(clf(patched).softmax(1), clf.classes)
         for k, path in enumerate(batch.paths):
-            dest = out_dir / _out_name(path, used)
+            dest = out_dir / _out_name(path, used, out_dir)
             save_png(dest, patched[k])
             rows.append({"path": path, "out": str(dest), "before": before[k], "after": after[k],
                          "changed": before[k]["index"] != after[k]["index"]})
@@ -84,10 +89,11 @@ def _top1(probs: torch.Tensor, classes) -> list[dict]:
     return [{"index": int(k), "name": classes.label(int(k)), "prob": float(v)} for v, k in zip(p.tolist(), i.tolist())]
 
 
-def _out_name(path: str, used: set[str]) -> str:
+def _out_name(path: str, used: set[str], out_dir: Path) -> str:
+    """`<stem>.png`, numbered when this run used the name already or a file of that name exists (never overwritten)."""
     stem = Path(path).stem or "image"
     name, k = f"{stem}.png", 1
-    while name in used:
+    while name in used or (out_dir / name).exists():
         name, k = f"{stem}-{k}.png", k + 1
     used.add(name)
     return name

@@ -37,12 +37,14 @@ def dream(
     out: default reports/dream-CLASS-TIME. cache: load and save the exemplar cache.
     """
     from ..models import load_classifier
+    from ..runio import check_run_dir
 
     clf = load_classifier(model, device, weights=str(weights) if weights else None)
     index = clf.classes.resolve(str(cls))
     near_index = clf.classes.resolve(str(near)) if near is not None else None
     if out is None:
         out = Path("reports") / f"dream-{clf.classes.slug(index)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_run_dir(out, "dream")  # an unusable --out fails before the rendering, not after
     result = exemplars(
         clf, index, n=n, band=band or DEFAULT_BAND, near=near_index, near_band=near_band or DEFAULT_NEAR_BAND,
         size=size, steps=steps or DEFAULT_STEPS, seed=seed, cache=cache, progress=progress,

@@ -137,10 +137,14 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
         results = pd.read_csv(run_dir / "results.csv")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"{run_dir} is not a patchlab run folder (no summary.json / results.csv)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the run in {run_dir}: {exc.strerror or exc}") from None
     except (ValueError, pd.errors.ParserError) as exc:
-        raise UserError(f"cannot read the run in {run_dir}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot read the run in {run_dir}: {(str(exc).splitlines() or ['unreadable'])[0]}") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"{run_dir}/summary.json is not a patchlab summary (a JSON object)")
     return summary, results
 
 
@@ -149,6 +153,14 @@ def rebuild_report(run_dir: str | Path) -> Path:
     the saved patch and example PNGs. Returns the path of report.html."""
     run_dir = Path(run_dir)
     summary, results = load_run(run_dir)
+    try:
+        return _rebuild(run_dir, summary, results)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        raise UserError(f"the run in {run_dir} does not have the layout this version of patchlab writes "
+                        f"({type(exc).__name__}: {exc}); re-run the command that made it") from None
+
+
+def _rebuild(run_dir: Path, summary: dict[str, Any], results: pd.DataFrame) -> Path:
     entries = summary.get("candidates", []) + summary.get("controls", []) + summary.get("references", [])
     primary = summary.get("primary_protocol")
     def by_rate(rows: list[dict]) -> list[str]:
@@ -184,6 +196,8 @@ def update_index(reports_root: str | Path) -> Path:
         try:
             s = json.loads((d / "summary.json").read_text())
         except (OSError, ValueError):
+            continue
+        if not isinstance(s, dict):
             continue
         best = s.get("best_candidate") or {}
         rows.append({
