@@ -266,6 +266,10 @@ def test_bad_audit_settings_are_refused_before_anything_is_written(workdir, tmp_
     with pytest.raises(UserError, match="not empty and holds no audit"):
         audit(2, model="tiny", out=tmp_path / "busy", device="cpu")
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+    (tmp_path / "pairs.csv").write_text("source,target\nnot a class,goldfish\n")
+    with pytest.raises(UserError):
+        audit(model="tiny", pairs_file=tmp_path / "pairs.csv", out=tmp_path / "bad-pairs", device="cpu")
+    assert not (tmp_path / "bad-pairs").exists()
 
 
 def test_rerun_retries_only_the_failed_pair(workdir, resumed, monkeypatch):

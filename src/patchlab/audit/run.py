@@ -10,6 +10,8 @@ resumes a half-finished pair from its saved stages, and retries failed ones.
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import tarfile
 import time
@@ -197,8 +199,15 @@ def audit(
     _check_same_audit(Path(out), identity)
     # Ray workers load their own models; the driver only needs them to check names and choose pairs
     clfs = load_models(specs, "cpu" if ray else device, settings["weights"])
+    fresh = not Path(out).exists()
     audit_dir = ensure_writable_dir(out)
-    pairs = select_pairs(clfs[0], n_pairs, pairs_file, data, seed)
+    try:
+        pairs = select_pairs(clfs[0], n_pairs, pairs_file, data, seed)
+    except UserError:
+        if fresh:  # a bad --pairs-file or --data leaves no empty audit folder behind
+            with contextlib.suppress(OSError):
+                audit_dir.rmdir()
+        raise
     jobs = make_jobs(specs, pairs)
     config = _config(settings, identity, clfs, pairs, pairs_file, data, ray)
     manifest = new_manifest("audit", config, seed, ", ".join(specs))
