@@ -11,7 +11,6 @@ resumes a half-finished pair from its saved stages, and retries failed ones.
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import tarfile
 import time

@@ -56,7 +56,8 @@ def apply_to_files(
     files = list_image_files(images)
     if not files:
         raise UserError("no image files found in " + ", ".join(map(str, images)))
-    if any(f.resolve().parent == Path(out).resolve() for f in files):
+    out_resolved = Path(out).resolve()
+    if any(f.resolve().parent == out_resolved for f in files):
         raise UserError(f"--out {out} holds input images; write the patched images to another folder")
     out_dir = ensure_writable_dir(out)
     clf = load_classifier(model, device, str(weights) if weights else None)
