@@ -4,9 +4,11 @@ Default run (prints its figures):
   1. indexing throughput (img/s, decode + forward + memmap writes) against the
      model's plain batched forward on the same photos already decoded, in
      alternating rounds (contiguous and channels-last input: the index feeds
-     channels-last);
+     channels-last), and the ceiling decoding sets when it shares the forward's
+     cores: forward CPU-ms / (forward + decode CPU-ms);
   2. search time for snorkel -> scuba diver on the indexed library with 8
-     pair-aware synthesized snorkels.
+     pair-aware synthesized snorkels, and its pasted images per second against
+     the bare forward.
   --scale N  repeats the library's photos with flips and crops into N files
              (for the timing only), indexes them (projected spatial store),
              reports time and peak RSS and projects to 1.28 M photos.
@@ -40,7 +42,7 @@ import torch
 
 from atlas_pairs import add_search_arg, search_overrides
 
-from patchlab.data import decode_image, load_images, pixels_to_float, resized_size, short_side, to_model_pixels
+from patchlab.data import ImageFolderDataset, decode_image, load_images, pixels_to_float, resized_size, short_side, to_model_pixels
 from patchlab.devices import generator
 from patchlab.classes import imagenet_classes
 from patchlab.library import index_library, library_control_photos, library_records, search_library
@@ -175,12 +177,16 @@ def _throughput(clf, library: Path, batch_size: int, rounds: int) -> None:
         with tempfile.TemporaryDirectory() as cache:
             index_library(clf, library, batch_size=batch_size, cache_root=cache, workers=workers)
 
+    photos = ImageFolderDataset(records, clf.input_size, clf.crop_pct, uint8=True)  # the index's own decode step
+    decode_cpu: list[float] = []
+
     for r in range(rounds):
         res["plain"].append(timed(lambda: _plain(clf, images, batch_size, False)))
         res["plain_cl"].append(timed(lambda: _plain(clf, images, batch_size, True)))
         res["index"].append(timed(lambda: index_once(None)))  # the default number of decode workers
         res["index_w0"].append(timed(lambda: index_once(0)))  # decoding in turn with the forward
         res["index_w1"].append(timed(lambda: index_once(1)))  # one decode worker process
+        decode_cpu.append(timed(lambda: [photos[i] for i in range(n)])[1] / n)  # read + decode + resample, one thread
         print(f"  round {r + 1}: " + "  ".join(f"{k} {n / v[-1][0]:.1f} img/s ({v[-1][1] / n * 1000:.0f} CPU-ms/img)"
                                             for k, v in res.items()))
     wall = {k: statistics.median(n / w for w, _ in v) for k, v in res.items()}
@@ -193,6 +199,11 @@ def _throughput(clf, library: Path, batch_size: int, rounds: int) -> None:
     print(f"  median CPU per image: plain {cpu['plain'] * 1000:.0f} ms, channels-last {cpu['plain_cl'] * 1000:.0f} ms, "
           f"index {cpu['index'] * 1000:.0f} ms (decode worker included) -> throughput ratio on an otherwise idle "
           f"machine ~ {min(cpu['plain'], cpu['plain_cl']) / cpu['index']:.2f} (CPU-bound; load-independent estimate)")
+    fwd, dec = min(cpu["plain"], cpu["plain_cl"]), statistics.median(decode_cpu)
+    print(f"  decoding alone (read, decode, resample the centre box): {dec * 1000:.1f} CPU-ms per photo -> where "
+          f"decoding shares the forward's cores, the index can reach at most {fwd / (fwd + dec):.2f} of the bare "
+          f"forward; the index spends {max(0.0, cpu['index'] - fwd - dec) * 1000:.1f} CPU-ms per photo beyond "
+          "forward and decoding (hooks, top-1, float16 memmap writes, threads)")
 
 
 def pair_images(clf, seed: int, n: int = 24):
@@ -217,6 +228,9 @@ def search_timing(clf, library: Path, batch_size: int, seed: int, cache: Path) -
     print(f"search snorkel -> scuba diver on {len(idx)} indexed photos, 8 train images: {stats['seconds']:.1f} s "
           f"(stages {stats['stage_seconds']}); {stats['pasted_forwards']} pasted images scored; "
           f"bare channels-last forward {before:.1f} / {after:.1f} img/s before / after")
+    rate, bare = stats["pasted_forwards"] / stats["seconds"], max(before, after)
+    print(f"  the search scored {rate:.1f} pasted img/s, {rate / bare:.2f} of the faster bare forward: forward-bound; "
+          f"its {stats['pasted_forwards']} pasted images alone need {stats['pasted_forwards'] / bare:.0f} s at that rate")
     print(f"  index-ranked vs random whole photos, mean coarse gain: {stats['coarse_gain_mean']}; "
           f"spearman(index score, coarse gain): {stats['index_vs_coarse_spearman']}")
     for c in cands[:5]:
