@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, roi_align
 
-from .apply import CORNERS, apply_patch, named_centers
+from .apply import CORNERS, apply_at
 from .candidate import Candidate, reads_as
 from .feature import pair_direction
+from .region_forward import paste_forward
 
 if TYPE_CHECKING:
     from .registry import GeneratorJob
@@ -92,34 +93,33 @@ def score_crops_by_setting(
     areas: Sequence[float], positions: Sequence[str] = CORNERS, batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per crop and setting (area, position): the mean gain in log p(target) - log p(source)
-    over the images, and the targeted success rate: two (K, len(areas), len(positions)) tensors."""
+    over the images, and the targeted success rate: two (K, len(areas), len(positions)) tensors.
+
+    Each batch holds one setting, so on EfficientNet-Lite only the cells the patch
+    changes are recomputed (`region_forward`); other models paste and run in full."""
     dev = classifier.device
     images = images.to(dev)
-    m, hw = len(images), images.shape[-2:]
+    m = len(images)
     clean = classifier.logits(images).log_softmax(-1)
     base = (clean[:, target] - clean[:, source]).mean()
-    # one placement table for a single crop, setting-major: (P,) image index, area, centers
-    img_idx, area_v, centers = [], [], []
-    for a in areas:
-        for pos in positions:
-            at = torch.full((m,), float(a), device=dev)
-            img_idx.append(torch.arange(m, device=dev))
-            area_v.append(at)
-            centers.append(named_centers(pos, at, hw))
-    img_idx, area_v, centers = torch.cat(img_idx), torch.cat(area_v), torch.cat(centers)
-    per_crop = len(img_idx)
-    crops_per_chunk = max(1, batch_size // per_crop)
-    shape = (len(areas), len(positions), m)
-    gains, wins = [], []
-    for i in range(0, len(crops), crops_per_chunk):
-        chunk = crops[i : i + crops_per_chunk].to(dev)
-        c = len(chunk)
-        rows = images[img_idx.repeat(c)]
-        patched = apply_patch(rows, chunk.repeat_interleave(per_crop, 0), area_v.repeat(c), centers.repeat(c, 1))
-        logp = classifier(patched).log_softmax(-1)
-        gains.append((logp[:, target] - logp[:, source]).view(c, *shape).mean(-1) - base)
-        wins.append((logp.argmax(-1) == target).float().view(c, *shape).mean(-1))
-    return torch.cat(gains), torch.cat(wins)
+    fast = paste_forward(classifier, images)
+    per_chunk = max(1, batch_size // m)
+    gains = torch.empty(len(crops), len(areas), len(positions), device=dev)
+    wins = torch.empty_like(gains)
+    for ai, area in enumerate(areas):
+        for pi, pos in enumerate(positions):
+            for i in range(0, len(crops), per_chunk):
+                chunk = crops[i : i + per_chunk].to(dev)
+                c = len(chunk)
+                rows, patches = torch.arange(m, device=dev).repeat(c), chunk.repeat_interleave(m, 0)
+                if fast is not None:
+                    logits = fast.logits(rows, patches, float(area), pos)
+                else:
+                    logits = classifier(apply_at(images[rows], patches, float(area), pos))
+                logp = logits.log_softmax(-1)
+                gains[i : i + c, ai, pi] = (logp[:, target] - logp[:, source]).view(c, m).mean(1) - base
+                wins[i : i + c, ai, pi] = (logp.argmax(-1) == target).float().view(c, m).mean(1)
+    return gains, wins
 
 
 def score_crops(

@@ -1,0 +1,73 @@
+"""Incremental pasted-image logits (patchlab.patches.region_forward) against the full forward."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from patchlab.classes import generic_classes
+from patchlab.efficientnet_lite import EfficientNetLite, fold_batchnorm
+from patchlab.models import Classifier
+from patchlab.patches import natural
+from patchlab.patches.apply import POSITIONS, apply_at
+from patchlab.patches.region_forward import Box, conv_region, paste_forward
+
+
+def _tiny_lite(size: int, fold: bool) -> Classifier:
+    """A random-weight EfficientNet-Lite, narrow and shallow, with random batch-norm statistics."""
+    gen = torch.Generator().manual_seed(size)
+    net = EfficientNetLite(width=0.25, depth=0.5, num_classes=10)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    net.eval()
+    if fold:
+        fold_batchnorm(net)
+    return Classifier(net, spec="tiny-lite", classes=generic_classes(10), input_size=size,
+                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+@pytest.mark.parametrize("size,fold", [(96, True), (100, False)])  # even and odd map sizes; BN folded and not
+def test_pasted_logits_match_the_full_forward(size, fold):
+    clf = _tiny_lite(size, fold)
+    gen = torch.Generator().manual_seed(1)
+    images, patches = torch.rand(3, 3, size, size, generator=gen), torch.rand(6, 3, 20, 20, generator=gen)
+    fast = paste_forward(clf, images)
+    assert fast is not None
+    rows = torch.tensor([0, 1, 2, 0, 1, 2])
+    for area in (0.02, 0.1, 0.3, 0.7):
+        for pos in POSITIONS:
+            with torch.no_grad():
+                got = fast.logits(rows, patches, area, pos)
+                want = clf(torch.cat([apply_at(images[r : r + 1], p, area, pos) for r, p in zip(rows, patches)]))
+            assert (got - want).abs().max().item() < 1e-4 * max(1.0, want.abs().max().item()), (area, pos)
+
+
+def test_conv_region_reads_what_the_changed_outputs_need():
+    conv = torch.nn.Conv2d(1, 1, 5, stride=2)
+    out, win, pads = conv_region(conv, Box(0, 10, 30, 40), (40, 40))  # TF SAME: 1 before, 2 after
+    assert out == Box(0, 6, 14, 20)
+    assert win == Box(0, 14, 27, 40) and pads == (0, 2, 1, 0)
+
+
+def test_other_networks_and_hooked_ones_take_the_full_forward(tiny):
+    assert paste_forward(tiny, torch.rand(1, 3, tiny.input_size, tiny.input_size)) is None
+    clf = _tiny_lite(96, True)
+    handle = clf.net._blocks[0].register_forward_hook(lambda *_: None)
+    assert paste_forward(clf, torch.rand(1, 3, 96, 96)) is None
+    handle.remove()
+    assert paste_forward(clf, torch.rand(1, 3, 80, 80)) is None  # not the input size
+
+
+def test_scores_by_setting_are_the_same_either_way(default_model, monkeypatch):
+    gen = torch.Generator().manual_seed(2)
+    images, crops = torch.rand(2, 3, 224, 224, generator=gen), torch.rand(3, 3, 64, 64, generator=gen)
+    src, tgt = default_model.classes.resolve("snorkel"), default_model.classes.resolve("scuba diver")
+    fast = natural.score_crops_by_setting(default_model, crops, images, src, tgt, (0.1, 0.25))
+    monkeypatch.setattr(natural, "paste_forward", lambda *_a: None)
+    full = natural.score_crops_by_setting(default_model, crops, images, src, tgt, (0.1, 0.25))
+    assert fast[0].shape == (3, 2, 4)
+    assert torch.allclose(fast[0], full[0], atol=1e-3) and torch.equal(fast[1], full[1])
