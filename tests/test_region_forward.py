@@ -71,3 +71,27 @@ def test_scores_by_setting_are_the_same_either_way(default_model, monkeypatch):
     full = natural.score_crops_by_setting(default_model, crops, images, src, tgt, (0.1, 0.25))
     assert fast[0].shape == (3, 2, 4)
     assert torch.allclose(fast[0], full[0], atol=1e-3) and torch.equal(fast[1], full[1])
+
+
+def test_the_evaluator_counts_the_same_either_way(monkeypatch):
+    from patchlab.evaluate import core
+    from patchlab.patches.candidate import Candidate
+
+    clf = _tiny_lite(96, True)
+    gen = torch.Generator().manual_seed(3)
+    images = torch.rand(6, 3, 96, 96, generator=gen)
+    cands = [Candidate(torch.rand(3, 24, 24, generator=gen), "synth", f"p{i}") for i in range(2)]
+    target = int(clf(images).argmax(-1).mode().values) ^ 1  # a class few clean images already are
+
+    def run():
+        ev = core.evaluate(clf, cands, images, None, target, sizes=(0.05, 0.2), protocols=("static", "dynamic"),
+                           controls=[], n_examples=0)
+        return ev.results.sort_values(["candidate", "protocol", "size", "placement"])[
+            ["success_rate", "untargeted_rate", "top5_rate", "p_target_after"]].to_numpy()
+
+    assert core.paste_forward(clf, images) is not None
+    fast = run()
+    monkeypatch.setattr(core, "paste_forward", lambda *_a: None)
+    full = run()
+    assert fast.shape == full.shape and fast.shape[0] > 0
+    assert (abs(fast - full) < 1e-4).all()

@@ -33,6 +33,7 @@ from ..errors import UserError
 from ..patches import apply as apply_mod
 from ..patches.apply import CORNERS, random_centers
 from ..patches.candidate import GENERATED_KINDS, Candidate
+from ..patches.region_forward import paste_forward
 from ..protocols import DEFAULT_SIZES, PRIMARY_PROTOCOL, PROTOCOLS, primary_of
 from ..stats import wilson_interval
 from .summary import CONFIRMATION, SELECTION, summarize
@@ -131,6 +132,29 @@ def _run_trials(classifier, images, patch, trials: _Trials, target: int, batch_s
         if progress is not None:
             progress.update(sl.stop - sl.start)
     return tuple(t.view(trials.shape) for t in (top1, top5, p_t))
+
+
+@torch.no_grad()
+def _run_static(fast, patch, sizes, positions, n: int, target: int, batch_size: int, progress=None):
+    """`_run_trials` for the static grid through `region_forward` (one setting per batch, only
+    the cells the patch changes recomputed): the same (S,P,n) top-1, top-5 and p(target)."""
+    dev = fast.images.device
+    top1 = torch.empty(len(sizes), len(positions), n, dtype=torch.long, device=dev)
+    top5 = torch.empty(top1.shape, dtype=torch.bool, device=dev)
+    p_t = torch.empty(top1.shape, dtype=torch.float32, device=dev)
+    k = min(5, fast.clf.num_classes)
+    patch = patch.to(dev)
+    for i, area in enumerate(sizes):
+        for j, pos in enumerate(positions):
+            for s in range(0, n, batch_size):
+                rows = torch.arange(s, min(n, s + batch_size), device=dev)
+                logits = fast.logits(rows, patch.expand(len(rows), *patch.shape[-3:]), float(area), pos).float()
+                top1[i, j, rows] = logits.argmax(-1)
+                top5[i, j, rows] = (logits.topk(k, dim=-1).indices == target).any(-1)
+                p_t[i, j, rows] = logits.softmax(-1)[:, target]
+                if progress is not None:
+                    progress.update(len(rows))
+    return top1, top5, p_t
 
 
 def _row(cand: Candidate, protocol: str, size: float, placement: str, succ, untargeted, top5, p_after,
@@ -253,11 +277,15 @@ def _measure(classifier, everyone, images, names, source, target, cfg: dict, gen
     static_tr = _static_trials(n, sizes, positions, hw, dev) if {"static", "dynamic"} & set(protocols) else None
     random_tr = (_random_trials(n, sizes, cfg["random_placements"], cfg["rotation_deg"], hw, dev, gen)
                  if "random" in protocols else None)
+    fast = paste_forward(classifier, kept) if static_tr else None
     rows: list[dict] = []
     for cand in everyone:
         per_patch = []
         for patch in (cand.members if cand.members is not None else cand.patch[None]):
-            s_out = _run_trials(classifier, kept, patch, static_tr, target, cfg["batch_size"], bar) if static_tr else None
+            if fast is not None:
+                s_out = _run_static(fast, patch, sizes, positions, n, target, cfg["batch_size"], bar)
+            else:
+                s_out = _run_trials(classifier, kept, patch, static_tr, target, cfg["batch_size"], bar) if static_tr else None
             r_out = _run_trials(classifier, kept, patch, random_tr, target, cfg["batch_size"], bar) if random_tr else None
             per_patch.append(_rows_for(cand, protocols, sizes, positions, s_out, r_out, left, p_before, n))
         rows += _median_rows(per_patch)
