@@ -27,7 +27,7 @@ step() {  # name, command...: runs it under its time limit and prints its wall t
   timeout "${STEP_LIMIT:-240}" "$@"; rc=$?
   echo "   wall $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s, exit $rc"
 }
-step "CUDA tests (CPU/GPU-equal seeding, synth on cuda)" python3 -m pytest -q -x -k "cuda" tests/test_pairdata.py tests/test_synth.py
+step "CUDA tests (CPU/GPU-equal seeding, synth and incremental pasted logits on cuda)" python3 -m pytest -q -x -k "cuda" tests/test_pairdata.py tests/test_synth.py tests/test_region_forward.py
 if [ -d .gpu_photos ]; then  # issue 13: indexing against the plain forward, search time, the 1.28 M projection
   step "library: indexing vs plain forward (batch 128), search" python3 experiments/bench_library.py --device cuda --library .gpu_photos --batch-size 128 --throughput-photos 0
   step "library: 5,000 flipped/cropped copies of the photos (timing only), projection to 1.28 M" python3 experiments/bench_library.py --device cuda --library .gpu_photos --batch-size 128 --scale 5000

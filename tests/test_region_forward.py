@@ -95,3 +95,16 @@ def test_the_evaluator_counts_the_same_either_way(monkeypatch):
     full = run()
     assert fast.shape == full.shape and fast.shape[0] > 0
     assert (abs(fast - full) < 1e-4).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pasted_logits_match_the_full_forward_on_cuda():
+    clf = _tiny_lite(96, True).to("cuda")
+    images, patches = torch.rand(2, 3, 96, 96, device="cuda"), torch.rand(4, 3, 20, 20, device="cuda")
+    fast, rows = paste_forward(clf, images), torch.tensor([0, 1, 0, 1], device="cuda")
+    for pos in POSITIONS:
+        with torch.no_grad():
+            got = fast.logits(rows, patches, 0.1, pos)
+            want = clf(apply_at(images[rows], patches, 0.1, pos))
+        # cuDNN may run float32 convolutions in TF32: a looser bound than on the CPU
+        assert (got - want).abs().max().item() < 2e-2 * max(1.0, want.abs().max().item()), pos
