@@ -108,3 +108,12 @@ def test_pasted_logits_match_the_full_forward_on_cuda():
             want = clf(apply_at(images[rows], patches, 0.1, pos))
         # cuDNN may run float32 convolutions in TF32: a looser bound than on the CPU
         assert (got - want).abs().max().item() < 2e-2 * max(1.0, want.abs().max().item()), pos
+
+
+def test_too_many_images_for_the_cache_take_the_full_forward():
+    clf = _tiny_lite(96, True)
+    images = torch.rand(4, 3, 96, 96)
+    one = paste_forward(clf, images[:1])
+    assert paste_forward(clf, images, max_bytes=4 * one.cache_bytes()) is not None
+    assert paste_forward(clf, images, max_bytes=4 * one.cache_bytes() - 1) is None
+    assert paste_forward(clf, images[:0]) is None

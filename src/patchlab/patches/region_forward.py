@@ -121,6 +121,10 @@ class PasteForward:
                 x = block(x)
             self.output = x  # the last block's, unpatched
 
+    def cache_bytes(self) -> int:
+        """Memory held by the cached unpatched maps."""
+        return sum(t.numel() * t.element_size() for t in [*self.inputs, self.output])
+
     def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         return ((pixels - self.clf.mean) / self.clf.std).contiguous(memory_format=torch.channels_last)
 
@@ -179,12 +183,19 @@ class PasteForward:
         return net._fc(net._dropout(pooled))
 
 
-def paste_forward(classifier, images: torch.Tensor) -> PasteForward | None:
+CACHE_BYTES = 2 << 30  # the most memory the unpatched maps may take (Lite0: 4.4 MiB an image, so ~470 images)
+
+
+def paste_forward(classifier, images: torch.Tensor, max_bytes: int = CACHE_BYTES) -> PasteForward | None:
     """A PasteForward for `images` (N,3,S,S) at the classifier's input size, or None where the
-    network is not an EfficientNet-Lite or is hooked (a hook must see the full forward)."""
+    network is not an EfficientNet-Lite, is hooked (a hook must see the full forward), or
+    the images' cached maps would take more than `max_bytes`."""
     net = getattr(classifier, "net", None)
     if not isinstance(net, EfficientNetLite) or images.shape[-2:] != (classifier.input_size,) * 2:
         return None
-    if any(_hooked(m) for m in net.modules()):
+    if any(_hooked(m) for m in net.modules()) or not len(images):
         return None
-    return PasteForward(classifier, images)
+    one = PasteForward(classifier, images[:1])
+    if len(images) * one.cache_bytes() > max_bytes:
+        return None
+    return PasteForward(classifier, images) if len(images) > 1 else one
