@@ -13,16 +13,19 @@ from patchlab.patches.region_forward import Box, conv_region, paste_forward
 
 
 def _tiny_lite(size: int, fold: bool) -> Classifier:
-    """A random-weight EfficientNet-Lite, narrow and shallow, with random batch-norm statistics."""
-    gen = torch.Generator().manual_seed(size)
+    """A random-weight EfficientNet-Lite, narrow and shallow, its batch norms calibrated on random
+    images (so a patch moves the logits as much as in a trained network, and an error shows)."""
+    torch.manual_seed(size)
     net = EfficientNetLite(width=0.25, depth=0.5, num_classes=10)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # running statistics = the average over the calibration batch
     with torch.no_grad():
-        for m in net.modules():
+        net.train()(torch.rand(16, 3, size, size) * 2 - 1)
+        for m in net.modules():  # shifts, so that zero padding differs from an activation of zero input
             if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.5)
     net.eval()
     if fold:
         fold_batchnorm(net)
@@ -43,7 +46,10 @@ def test_pasted_logits_match_the_full_forward(size, fold):
             with torch.no_grad():
                 got = fast.logits(rows, patches, area, pos)
                 want = clf(torch.cat([apply_at(images[r : r + 1], p, area, pos) for r, p in zip(rows, patches)]))
-            assert (got - want).abs().max().item() < 1e-4 * max(1.0, want.abs().max().item()), (area, pos)
+                clean = clf(images[rows])
+            effect = (want - clean).abs().max().item()  # what the patch does
+            assert effect > 0.05, (area, pos)
+            assert (got - want).abs().max().item() < 1e-4 * effect, (area, pos)
 
 
 def test_conv_region_reads_what_the_changed_outputs_need():
@@ -59,6 +65,10 @@ def test_other_networks_and_hooked_ones_take_the_full_forward(tiny):
     handle = clf.net._blocks[0].register_forward_hook(lambda *_: None)
     assert paste_forward(clf, torch.rand(1, 3, 96, 96)) is None
     handle.remove()
+    handle = clf.register_forward_pre_hook(lambda *_: None)  # on the classifier, before the forward
+    assert paste_forward(clf, torch.rand(1, 3, 96, 96)) is None
+    handle.remove()
+    assert paste_forward(clf, torch.rand(1, 3, 96, 96)) is not None
     assert paste_forward(clf, torch.rand(1, 3, 80, 80)) is None  # not the input size
 
 
@@ -67,7 +77,7 @@ def test_scores_by_setting_are_the_same_either_way(default_model, monkeypatch):
     images, crops = torch.rand(2, 3, 224, 224, generator=gen), torch.rand(3, 3, 64, 64, generator=gen)
     src, tgt = default_model.classes.resolve("snorkel"), default_model.classes.resolve("scuba diver")
     fast = natural.score_crops_by_setting(default_model, crops, images, src, tgt, (0.1, 0.25))
-    monkeypatch.setattr(natural, "paste_forward", lambda *_a: None)
+    monkeypatch.setattr(natural, "paste_forward", lambda *_a, **_k: None)
     full = natural.score_crops_by_setting(default_model, crops, images, src, tgt, (0.1, 0.25))
     assert fast[0].shape == (3, 2, 4)
     assert torch.allclose(fast[0], full[0], atol=1e-3) and torch.equal(fast[1], full[1])
@@ -89,9 +99,13 @@ def test_the_evaluator_counts_the_same_either_way(monkeypatch):
         return ev.results.sort_values(["candidate", "protocol", "size", "placement"])[
             ["success_rate", "untargeted_rate", "top5_rate", "p_target_after"]].to_numpy()
 
+    # a 'random' static position is not a box: the evaluator pastes and runs in full, as before
+    ev = core.evaluate(clf, cands, images, None, target, sizes=(0.1,), positions=("top-left", "random"),
+                       protocols=("static",), controls=[], n_examples=0)
+    assert set(ev.results["placement"]) == {"top-left", "random"}
     assert core.paste_forward(clf, images) is not None
     fast = run()
-    monkeypatch.setattr(core, "paste_forward", lambda *_a: None)
+    monkeypatch.setattr(core, "paste_forward", lambda *_a, **_k: None)
     full = run()
     assert fast.shape == full.shape and fast.shape[0] > 0
     assert (abs(fast - full) < 1e-4).all()

@@ -277,7 +277,8 @@ def _measure(classifier, everyone, images, names, source, target, cfg: dict, gen
     static_tr = _static_trials(n, sizes, positions, hw, dev) if {"static", "dynamic"} & set(protocols) else None
     random_tr = (_random_trials(n, sizes, cfg["random_placements"], cfg["rotation_deg"], hw, dev, gen)
                  if "random" in protocols else None)
-    fast = paste_forward(classifier, kept) if static_tr else None
+    named = static_tr is not None and all(p in apply_mod.POSITIONS for p in positions)  # not 'random'
+    fast = paste_forward(classifier, kept, batch_size=cfg["batch_size"]) if named else None
     rows: list[dict] = []
     for cand in everyone:
         per_patch = []

@@ -88,32 +88,50 @@ def apply_patch(
     Returns (N,3,H,W); differentiable w.r.t. `patch` (and not w.r.t. images' masking).
     """
     n, _, h, w = images.shape
-    dev, dtype = images.device, images.dtype
-    area = torch.as_tensor(area, device=dev, dtype=dtype).expand(n)
-    angle = torch.as_tensor(angle, device=dev, dtype=dtype).expand(n)
+    grid, half_px = patch_grid(n, (h, w), area, centers, angle, images.device, images.dtype)
+    return composite(images, patch, grid, half_px, shape)
+
+
+def patch_grid(
+    n: int, hw: tuple[int, int], area: torch.Tensor | float, centers: torch.Tensor, angle: torch.Tensor | float = 0.0,
+    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampling grid of `apply_patch` over the whole (H, W) image, (N,H,W,2) patch
+    coordinates (inside the patch in [-1, 1]), and the patch's half side in pixels (N,)."""
+    h, w = hw
+    area = torch.as_tensor(area, device=device, dtype=dtype).expand(n)
+    angle = torch.as_tensor(angle, device=device, dtype=dtype).expand(n)
     side_px = torch.sqrt(area * h * w)  # patch side in pixels (square)
     cx, cy = centers[:, 0].to(dtype) * 2 - 1, centers[:, 1].to(dtype) * 2 - 1
     cos, sin = torch.cos(angle), torch.sin(angle)
     # Inverse map from output normalized coords to patch normalized coords: offset
     # from the center in pixels, rotate by -angle, divide by the half side.
-    theta = torch.empty(n, 2, 3, device=dev, dtype=dtype)
+    theta = torch.empty(n, 2, 3, device=device, dtype=dtype)
     theta[:, 0, 0] = cos * w / side_px
     theta[:, 0, 1] = sin * h / side_px
     theta[:, 1, 0] = -sin * w / side_px
     theta[:, 1, 1] = cos * h / side_px
     theta[:, 0, 2] = -(theta[:, 0, 0] * cx + theta[:, 0, 1] * cy)
     theta[:, 1, 2] = -(theta[:, 1, 0] * cx + theta[:, 1, 1] * cy)
+    return F.affine_grid(theta, [n, 1, h, w], align_corners=False), side_px / 2
+
+
+def composite(images: torch.Tensor, patch: torch.Tensor, grid: torch.Tensor, half_px: torch.Tensor,
+              shape: str = "square") -> torch.Tensor:
+    """Blend the patch into `images` (N,3,h,w) along `grid` (N,h,w,2) from `patch_grid`, or a
+    window of it (then `images` is the same window of the images)."""
     if shape not in ("square", "circle"):
         raise ValueError(f"unknown patch shape {shape!r}; use square or circle")
-    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)  # (N,H,W,2) patch coords in [-1,1] inside
+    n = images.shape[0]
     # Coverage (alpha) from the patch coordinates, with a one-output-pixel linear edge: exact 0/1
     # away from the border, so nothing bleeds outside the patch and the circle's corners stay clear.
-    half_px = (side_px / 2).view(n, 1, 1)
+    half_px = half_px.view(n, 1, 1)
     if shape == "square":  # product of the two edge ramps: exact area for axis-aligned patches
         alpha = ((1 - grid.abs()) * half_px[..., None] + 0.5).clamp(0, 1).prod(dim=-1)
     else:
         alpha = ((1 - grid.square().sum(dim=-1).sqrt()) * half_px + 0.5).clamp(0, 1)
     alpha = alpha.unsqueeze(1)  # (N,1,H,W), no gradient
+    dtype = images.dtype
     src = patch.to(dtype).expand(n, *patch.shape[-3:]) if patch.dim() == 3 else patch.to(dtype)
     # Colors with border padding, so the outermost patch pixels keep their value up to the edge.
     color = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)

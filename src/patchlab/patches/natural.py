@@ -100,9 +100,9 @@ def score_crops_by_setting(
     dev = classifier.device
     images = images.to(dev)
     m = len(images)
-    clean = classifier.logits(images).log_softmax(-1)
+    fast = paste_forward(classifier, images, batch_size=batch_size)
+    clean = (fast.clean if fast is not None else classifier.logits(images, batch_size)).log_softmax(-1)
     base = (clean[:, target] - clean[:, source]).mean()
-    fast = paste_forward(classifier, images)
     per_chunk = max(1, batch_size // m)
     gains = torch.empty(len(crops), len(areas), len(positions), device=dev)
     wins = torch.empty_like(gains)
