@@ -80,6 +80,12 @@ def scaled_stages(width: float, depth: float) -> list[tuple[int, int, int, int, 
     ]
 
 
+def same_pads(size: int, k: int, s: int) -> list[int]:
+    """TensorFlow 'SAME' padding [before, after] of one dimension of `size` for kernel k, stride s."""
+    total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+    return [total // 2, total - total // 2]
+
+
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow 'SAME' padding computed from the input size (symmetric
     padding goes to the convolution itself; only the asymmetric stride-2 case pads apart)."""
@@ -87,8 +93,7 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
         for size, k, s in zip(x.shape[-2:][::-1], self.kernel_size[::-1], self.stride[::-1]):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
+            pads += same_pads(size, k, s)
         if pads[0] == pads[1] and pads[2] == pads[3]:
             return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)

@@ -112,6 +112,11 @@ def _random_trials(n: int, sizes, reps: int, rotation_deg: float, hw, device, ge
     return _Trials(idx, area, centers, angle, (len(sizes), reps, n))
 
 
+def _trial_outcomes(logits: torch.Tensor, target: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per trial: top-1 class, whether the target is in the top k, and p(target)."""
+    return logits.argmax(-1), (logits.topk(k, dim=-1).indices == target).any(-1), logits.softmax(-1)[:, target]
+
+
 @torch.no_grad()
 def _run_trials(classifier, images, patch, trials: _Trials, target: int, batch_size: int, progress=None):
     """top-1 class, target-in-top-5 and p(target) for every trial, shaped (S,P,n)."""
@@ -125,10 +130,7 @@ def _run_trials(classifier, images, patch, trials: _Trials, target: int, batch_s
     for s in range(0, m, batch_size):
         sl = slice(s, min(m, s + batch_size))
         x = apply_mod.apply_patch(images[trials.idx[sl]], patch, trials.area[sl], trials.centers[sl], trials.angle[sl])
-        logits = classifier(x).float()
-        top1[sl] = logits.argmax(-1)
-        top5[sl] = (logits.topk(k, dim=-1).indices == target).any(-1)
-        p_t[sl] = logits.softmax(-1)[:, target]
+        top1[sl], top5[sl], p_t[sl] = _trial_outcomes(classifier(x).float(), target, k)
         if progress is not None:
             progress.update(sl.stop - sl.start)
     return tuple(t.view(trials.shape) for t in (top1, top5, p_t))
@@ -149,9 +151,7 @@ def _run_static(fast, patch, sizes, positions, n: int, target: int, batch_size: 
             for s in range(0, n, batch_size):
                 rows = torch.arange(s, min(n, s + batch_size), device=dev)
                 logits = fast.logits(rows, patch.expand(len(rows), *patch.shape[-3:]), float(area), pos).float()
-                top1[i, j, rows] = logits.argmax(-1)
-                top5[i, j, rows] = (logits.topk(k, dim=-1).indices == target).any(-1)
-                p_t[i, j, rows] = logits.softmax(-1)[:, target]
+                top1[i, j, rows], top5[i, j, rows], p_t[i, j, rows] = _trial_outcomes(logits, target, k)
                 if progress is not None:
                     progress.update(len(rows))
     return top1, top5, p_t

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module  # the global hook registries
 
-from ..efficientnet_lite import EfficientNetLite
+from ..efficientnet_lite import EfficientNetLite, _hooked, same_pads
 from .apply import composite, named_centers, patch_grid
 
 
@@ -48,15 +48,10 @@ class Box:
         return slice(self.y0 - outer.y0, self.y1 - outer.y0), slice(self.x0 - outer.x0, self.x1 - outer.x0)
 
 
-def _same_pad_before(size: int, k: int, s: int) -> int:
-    """TensorFlow 'SAME' padding before the first row (as `SameConv2d` pads)."""
-    return max((math.ceil(size / s) - 1) * s + k - size, 0) // 2
-
-
 def _conv_span(lo: int, hi: int, size: int, k: int, s: int) -> tuple[int, int, int, int, int, int]:
     """For input rows [lo, hi) that changed: the output rows [o0, o1) that read them, the input rows
     [i0, i1) inside the map those outputs read, and the zero rows (before, after) beyond the map."""
-    p0, n_out = _same_pad_before(size, k, s), math.ceil(size / s)
+    p0, n_out = same_pads(size, k, s)[0], math.ceil(size / s)
     o0, o1 = max(0, -(-(lo + p0 - k + 1) // s)), min(n_out, (hi - 1 + p0) // s + 1)
     a, b = o0 * s - p0, (o1 - 1) * s - p0 + k
     return o0, o1, max(a, 0), min(b, size), max(0, -a), max(0, b - size)
@@ -197,13 +192,9 @@ CACHE_BYTES = 2 << 30  # the most memory the unpatched maps may take (Lite0: 4.4
 
 
 def _observed(classifier) -> bool:
-    """Whether a hook (forward, pre-forward or backward; on a module or global) may watch the forward."""
-    globals_ = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                "_global_backward_pre_hooks")
-    if any(getattr(_module, g, None) for g in globals_):
-        return True
-    own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return any(getattr(m, h, None) for m in classifier.modules() for h in own)
+    """Whether a hook may watch the forward: those `_hooked` sees, and pre-forward hooks."""
+    return bool(_module._global_forward_pre_hooks) or any(
+        _hooked(m) or m._forward_pre_hooks for m in classifier.modules())
 
 
 def paste_forward(classifier, images: torch.Tensor, max_bytes: int = CACHE_BYTES,
