@@ -67,6 +67,14 @@ def test_usage_errors_are_one_line_exit_2(cli):
         assert len(res.err.strip().splitlines()) == 1 and res.err.startswith("error:"), res.err
 
 
+def test_options_that_need_another_option_are_user_errors(cli, tmp_path):
+    res = cli("dream", "--class", "snorkel", "--near-band", "0.1", "0.2", "--model", "tiny", "--out", str(tmp_path / "d"))
+    assert res.code == 2 and "give --near CLASS" in res.err
+    res = cli("atlas", "--max-images", "10", "--model", "tiny", "--out", str(tmp_path / "a"))
+    assert res.code == 2 and "give --data DIR" in res.err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "a").exists()
+
+
 def test_predict_nonexistent_path_exits_2(cli, tmp_path):
     res = cli("predict", str(tmp_path / "nope.jpg"), "--model", "tiny")
     assert res.code == 2 and res.out == ""
@@ -123,3 +131,16 @@ def test_internal_error_exit_1_traceback_only_with_verbose(cli, monkeypatch):
     assert res.err.strip().splitlines() == ["internal error: RuntimeError: boom second line (run with --verbose for the traceback)"]
     res = cli("models", "--verbose")
     assert res.code == 1 and "Traceback" in res.err and "boom" in res.err
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you "
+                                                             "tried to allocate 160000000000 bytes")])
+def test_settings_too_large_for_memory_are_one_line_and_exit_2(cli, monkeypatch, exc):
+    import patchlab.models
+
+    def too_big():
+        raise exc
+
+    monkeypatch.setattr(patchlab.models, "available_models", too_big)
+    res = cli("models")
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1 and "more memory" in res.err

@@ -149,6 +149,11 @@ def test_check_library_needs_one_readable_photo(tmp_path):
     assert check_library(lib) == lib
     with pytest.raises(UserError, match="must be a folder"):
         check_library(lib / "empty.png")
+    linked = tmp_path / "linked"  # class folders as symlinks (as --data reads them), and a link back up
+    (linked / "n04251144").mkdir(parents=True)
+    (linked / "n04251144" / "up").symlink_to(linked, target_is_directory=True)
+    (linked / "sub").symlink_to(lib / "sub", target_is_directory=True)
+    assert check_library(linked) == linked
 
 
 def test_cache_reused_and_invalidated(tmp_path, tmp_cache, monkeypatch):

@@ -118,12 +118,13 @@ def test_bad_classes_are_user_errors(args, message, tmp_path):
 
 def test_bad_data_and_output_are_user_errors(data_dir, tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        probe(SOURCE, TARGET, model="tiny", data=tmp_path / "missing", out=tmp_path, device="cpu")
+        probe(SOURCE, TARGET, model="tiny", data=tmp_path / "missing", out=tmp_path / "out", device="cpu")
     with pytest.raises(UserError, match="no images of class"):
-        probe("ostrich", TARGET, model="tiny", data=data_dir, out=tmp_path, device="cpu")
+        probe("ostrich", TARGET, model="tiny", data=data_dir, out=tmp_path / "out", device="cpu")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
-        probe(SOURCE, TARGET, model="tiny", data=tmp_path / "empty", out=tmp_path, device="cpu")
+        probe(SOURCE, TARGET, model="tiny", data=tmp_path / "empty", out=tmp_path / "out", device="cpu")
+    assert not list((tmp_path / "out").glob("*"))  # unusable photos leave no empty run folder behind
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(UserError, match="not writable"):

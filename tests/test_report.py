@@ -154,5 +154,50 @@ def test_malformed_run_folders_are_user_errors(evaluation, tmp_path, no_figures)
             (tmp_path / name / "results.csv").write_text(results)
         with pytest.raises(UserError):
             rebuild_report(tmp_path / name)
+    (tmp_path / "odd").mkdir()  # a summary whose fields have other types than patchlab writes
+    (tmp_path / "odd" / "summary.json").write_text(json.dumps({"source": "x", "best_candidate": {"rate": "high"}}))
     update_index(tmp_path)  # skips the malformed folders, lists the good one
     assert "good" in (tmp_path / "index.html").read_text()
+
+
+def test_an_index_that_cannot_be_written_is_a_warning(evaluation, tmp_path, no_figures, monkeypatch, caplog):
+    import patchlab.report as report
+
+    write_run(tmp_path / "run", evaluation, {"model": "tiny"})
+
+    def refuse(path, text):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(report, "atomic_write_text", refuse)
+    assert update_index(tmp_path) is None
+    assert "could not update the reports index" in caplog.text
+
+
+def test_a_finished_run_with_other_settings_is_not_overwritten(tmp_path):
+    from patchlab.errors import UserError
+    from patchlab.report import start_run
+    from patchlab.runio import check_run_dir, mark_complete, new_manifest
+
+    manifest = new_manifest("evaluate", {"target": "tench", "sizes_pct": [10.0]}, 0, "tiny")
+    start_run(tmp_path / "run", manifest)
+    assert check_run_dir(tmp_path / "run", "evaluate", {"target": "goldfish", "sizes_pct": [10.0]})  # unfinished
+    mark_complete(tmp_path / "run", manifest)
+    assert check_run_dir(tmp_path / "run", "evaluate", {"target": "tench", "sizes_pct": [10.0]})  # the same run again
+    with pytest.raises(UserError, match="other settings"):
+        check_run_dir(tmp_path / "run", "evaluate", {"target": "goldfish", "sizes_pct": [10.0]})
+    with pytest.raises(UserError, match="holds an evaluate run"):
+        check_run_dir(tmp_path / "run", "synth")
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    from patchlab.runio import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        assert (atomic_write_text(tmp_path / "a.txt", "x").stat().st_mode & 0o777) == 0o644
+        os.umask(0o077)
+        assert (atomic_write_text(tmp_path / "b.txt", "x").stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)

@@ -157,6 +157,9 @@ def test_bad_inputs_are_user_errors(real_run, tmp_path):
     (copy / "COMPLETE").unlink()
     with pytest.raises(UserError, match="not a finished run"):
         read_run(copy)
+    (copy / "summary.json").write_text("[]")
+    with pytest.raises(UserError, match="a JSON object"):
+        read_run(copy)
 
 
 def test_models_and_weights_are_parsed_as_pairs_or_a_parallel_list():

@@ -35,6 +35,18 @@ class _OpensFile:
 
 
 @pytest.mark.parametrize("payload", [_RunsShell, _OpensFile])
+def test_a_patch_tensor_file_with_code_is_refused_and_never_runs(tmp_path, payload):
+    from patchlab.patches.candidate import load_patch
+
+    marker = tmp_path / "code-ran"
+    torch.save({"patch": torch.zeros(3, 4, 4), "extra": payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="refused to load .*possibly code.*plain \\(3,h,w\\) tensor") as err:
+        load_patch(tmp_path / "evil.pt")
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload", [_RunsShell, _OpensFile])
 def test_pickled_code_is_refused_and_never_runs(tmp_path, payload):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pth"
@@ -60,6 +72,17 @@ def test_raw_pickle_with_code_is_refused(tmp_path):
     (tmp_path / "noise.pth").write_bytes(bytes(range(256)) * 8)  # not a pickle at all: not called code either
     with pytest.raises(UserError, match="other bytes"):
         load_state_dict_file(tmp_path / "noise.pth")
+
+
+def test_weights_with_nan_are_refused(tmp_path):
+    state = tiny_classifier(seed=3).net.state_dict()
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first].clone().fill_(float("nan"))
+    torch.save(state, tmp_path / "w.pth")
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
+    for name in ("w.pth", "w.safetensors"):
+        with pytest.raises(UserError, match=f"NaN or inf values \\(first: {first}\\)"):
+            load_state_dict_file(tmp_path / name)
 
 
 def test_plain_state_dict_pth_and_safetensors_load(tmp_path):

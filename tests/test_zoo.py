@@ -123,3 +123,10 @@ def test_check_models_measures_top1_and_lists_a_missing_wheel(labelled, monkeypa
     assert json.loads(cli("models", "--check", str(labelled), "--json").out)["models"][0]["correct"] == 3
     with pytest.raises(UserError, match="no labelled photos"):
         models.check_models(labelled / "combination_lock")
+    (labelled / "combination_lock" / "bad.jpg").write_bytes(b"not a photo")
+    res = cli("models", "--check", str(labelled))
+    assert res.code == 0 and "on 4 photos" in res.out and "(1 unreadable files skipped)" in res.out
+    for f in labelled.rglob("*.png"):
+        f.unlink()
+    res = cli("models", "--check", str(labelled))
+    assert res.code == 2 and "none of the 1 labelled files" in res.err

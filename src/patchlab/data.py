@@ -254,8 +254,13 @@ def check_photo_folder(folder: Path, what: str) -> Path:
     """UserError unless `folder` holds at least one image file that decodes. Walks only up to
     the first such file, so a large folder costs one decode; a folder with no readable photo
     is walked whole. `what` names the folder in the message."""
-    n_bad, first_error = 0, None
-    for dirpath, dirnames, filenames in os.walk(folder):
+    n_bad, first_error, seen = 0, None, set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):  # class folders may be symlinks
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link back up the tree: walk each folder once
+            dirnames.clear()
+            continue
+        seen.add(real)
         dirnames.sort()
         for path in (Path(dirpath) / name for name in sorted(filenames)):
             if not is_image_file(path):

@@ -437,7 +437,8 @@ def check_models(
 ) -> dict:
     """Top-1 accuracy of each model on a labelled photo folder (an ImageNet tree: wnid or
     class-name folders, or a labels.csv). A zoo model whose wheel is missing is listed with
-    installed False and the pip command. models: default ZOO. Returns {data, n_photos, models: [{model, installed,
+    installed False and the pip command. models: default ZOO. Returns {data, n_files (labelled), n_photos (those
+    that decode), models: [{model, installed,
     input_size, crop_pct, n, correct, top1, seconds} | {model, installed: False, install}]}."""
     import time
 
@@ -457,4 +458,7 @@ def check_models(
         rows.append({"model": spec, "installed": True, "input_size": clf.input_size, "crop_pct": round(clf.crop_pct, 4),
                      "n": n, "correct": correct, "top1": correct / n if n else None, "skipped": skipped,
                      "seconds": round(time.perf_counter() - t0, 2)})
-    return {"data": str(data), "n_photos": len(records), "models": rows}
+    counted = [r["n"] for r in rows if r["installed"]]
+    if counted and not max(counted):
+        raise UserError(f"none of the {len(records)} labelled files in {data} could be decoded as an image")
+    return {"data": str(data), "n_files": len(records), "n_photos": max(counted, default=len(records)), "models": rows}

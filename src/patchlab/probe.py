@@ -91,6 +91,16 @@ def _run_dir(clf, s: int, t: int, out, run_dir, resume, identity: dict, say) -> 
     return ensure_writable_dir(run_dir), False
 
 
+def _discard_new_run(run_dir: Path) -> None:
+    """Remove a run folder this call created that holds only its manifest (and an empty stages/)."""
+    (run_dir / "manifest.json").unlink(missing_ok=True)
+    for folder in (run_dir / "stages", run_dir):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): keep what is there
+            pass
+
+
 def _donor_stage(clf, pair: PairData, plan: Budget, run_dir: Path, seed: int, progress: bool):
     def compute():
         if clf.head is None:
@@ -169,6 +179,7 @@ def probe(
         raise UserError(f"source and target are the same class ({clf.classes.label(s)!r})")
     identity = run_identity(model=clf.spec, weights=weights, data=data, donor_data=donor_data, library=library,
                             budget=budget, seed=seed)
+    run_dir_arg = run_dir
     run_dir, resumed = _run_dir(clf, s, t, out, run_dir, resume, identity, say)
     config = {"source": clf.classes.label(s), "target": clf.classes.label(t), "identity": identity,
               "plan": plan.as_dict(), "generators": list(GENERATORS)}
@@ -178,8 +189,13 @@ def probe(
     store = StageStore(run_dir)
     t_start = time.perf_counter()
 
-    pair = PairData.unpack(*store.run("images", lambda: load_pair(clf, s, t, plan.splits(), data=data, seed=seed,
-                                                                  progress=progress).pack(), "cpu", say))
+    try:
+        pair = PairData.unpack(*store.run("images", lambda: load_pair(clf, s, t, plan.splits(), data=data, seed=seed,
+                                                                      progress=progress).pack(), "cpu", say))
+    except UserError:
+        if not resumed and run_dir_arg is None:  # the photos are unusable: leave no empty run behind
+            _discard_new_run(run_dir)
+        raise
     _, donor_meta = store.run("donors", _donor_stage(clf, pair, plan, run_dir, seed, progress), "cpu", say)
     donors = donor_meta["donors"]
     job_args = {"pair": pair, "classifier": clf, "budget": plan, "donors": [int(d["index"]) for d in donors],

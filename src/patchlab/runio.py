@@ -22,11 +22,20 @@ from .errors import UserError
 COMPLETE_MARKER = "COMPLETE"
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes the file 0600; give it the mode open() would
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -84,20 +93,29 @@ def ensure_writable_dir(path: str | Path) -> Path:
     return path
 
 
-def check_run_dir(run_dir: str | Path, command: str) -> Path:
+def check_run_dir(run_dir: str | Path, command: str, config: dict[str, Any] | None = None) -> Path:
     """Create `run_dir` if needed and prove it writable, touching nothing in it; UserError when it
-    already holds the manifest of another command's run (or an unreadable one), which would be lost."""
+    already holds the manifest of another command's run (or an unreadable one), or, given the new
+    run's `config`, a finished run of the same command with other settings: either would be lost."""
     run_dir = ensure_writable_dir(run_dir)
-    old = run_dir / "manifest.json"
-    if old.exists():
-        try:
-            kind = json.loads(old.read_text()).get("command")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind != command:
-            what = f"a {kind} run" if isinstance(kind, str) else "an unreadable manifest.json"
-            raise UserError(f"{run_dir} already holds {what}; give another --out")
+    old_path = run_dir / "manifest.json"
+    if not old_path.exists():
+        return run_dir
+    try:
+        old = json.loads(old_path.read_text())
+        kind = old.get("command")
+    except (OSError, ValueError, AttributeError):
+        old, kind = {}, None
+    if kind != command:
+        what = f"{_article(kind)} {kind} run" if isinstance(kind, str) else "an unreadable manifest.json"
+        raise UserError(f"{run_dir} already holds {what}; give another --out")
+    if config is not None and is_complete(run_dir) and old.get("config") != json.loads(to_json(config)):
+        raise UserError(f"{run_dir} already holds a finished {command} run with other settings; give another --out")
     return run_dir
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def versions() -> dict[str, str]:

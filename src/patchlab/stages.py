@@ -8,6 +8,7 @@ reloads finished stages and recomputes from the first unfinished one.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,12 @@ from typing import Any
 import torch
 
 from .runio import atomic_write_bytes, atomic_write_json
+
+_log = logging.getLogger("patchlab")
+
+
+class UnreadableStage(Exception):
+    """A finished stage's saved files cannot be read back."""
 
 
 class StageStore:
@@ -37,16 +44,27 @@ class StageStore:
         tpath, jpath = self._paths(name)
         blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
         atomic_write_bytes(tpath, blob)
-        atomic_write_json(jpath, {"meta": meta, "seconds": round(seconds, 3)})
+        atomic_write_json(jpath, {"meta": meta, "seconds": round(seconds, 3), "tensors": sorted(tensors)})
 
     def load(self, name: str, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """A saved stage's tensors and metadata; UnreadableStage when its files are damaged."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         tpath, jpath = self._paths(name)
-        record = json.loads(jpath.read_text())
-        self.timings[name] = record["seconds"]
-        tensors = load_file(str(tpath), device=str(device)) if tpath.is_file() else {}
-        return tensors, record["meta"]
+        try:
+            record = json.loads(jpath.read_text())
+            seconds, meta = float(record["seconds"]), record["meta"]
+            if not isinstance(meta, dict):
+                raise TypeError("its metadata is not a JSON object")
+            tensors = load_file(str(tpath), device=str(device)) if tpath.is_file() else {}
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            raise UnreadableStage(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from None
+        missing = set(record.get("tensors", [])) - set(tensors)  # runs before the list was kept: not checked
+        if missing:
+            raise UnreadableStage(f"tensors {', '.join(sorted(missing))} are missing")
+        self.timings[name] = seconds
+        return tensors, meta
 
     def run(
         self,
@@ -57,9 +75,14 @@ class StageStore:
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Load stage `name` if it is done, else compute it, save it and record its time."""
         if self.done(name):
-            if log:
-                log(f"[{name}] reused from an earlier run ({self._read_seconds(name):.1f} s then)")
-            return self.load(name, device)
+            try:
+                tensors, meta = self.load(name, device)
+            except UnreadableStage as exc:
+                _log.warning("[%s] the saved stage is damaged (%s); computing it again", name, exc)
+            else:
+                if log:
+                    log(f"[{name}] reused from an earlier run ({self.timings[name]:.1f} s then)")
+                return tensors, meta
         if log:
             log(f"[{name}] ...")
         start = time.perf_counter()
@@ -70,6 +93,3 @@ class StageStore:
         if log:
             log(f"[{name}] done in {seconds:.1f} s")
         return {k: v.to(device) for k, v in tensors.items()}, meta
-
-    def _read_seconds(self, name: str) -> float:
-        return float(json.loads(self._paths(name)[1].read_text()).get("seconds", 0.0))

@@ -16,6 +16,26 @@ from .errors import UserError
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
+def safe_torch_load(path: Path, what: str, instead: str):
+    """torch.load(weights_only=True) with one-line UserErrors: a pickle that would build objects
+    beyond tensors (and so might run code) is refused before anything in it runs.
+    what: the kind of file, for messages; instead: what to save in its place."""
+    try:
+        with warnings.catch_warnings():  # torch warns about legacy pickle protocols; the refusal below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # an opcode the loader lacks: random bytes, or a raw pickle.dump (may hold code)
+            raise UserError(f"refused to load {path}: not a file torch.save writes (other bytes, or a raw pickle "
+                            f"that may hold code); save {instead}") from None
+        raise UserError(f"refused to load {path}: it holds pickled objects beyond tensors (possibly code); "
+                        f"save {instead}") from None
+    except Exception as exc:  # garbage bytes surface as KeyError, struct.error, ...; weights_only ran no code
+        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:200]
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise UserError(f"cannot read {what} {path}: {detail}") from None
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from .safetensors or a weights-only .pth/.pt/.bin file."""
     path = Path(path)
@@ -25,32 +45,27 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            return _finite(path, load_file(str(path), device="cpu"))
         except Exception as exc:  # safetensors raises its own error types
+            if isinstance(exc, UserError):
+                raise
             raise UserError(f"cannot read safetensors file {path}: {exc}") from None
-    try:
-        with warnings.catch_warnings():  # torch warns about legacy pickle protocols; the refusal below says more
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "GLOBAL" not in str(exc):  # an opcode the loader lacks: random bytes, or a raw pickle.dump (may hold code)
-            raise UserError(f"refused to load {path}: not a file torch.save writes (other bytes, or a raw pickle "
-                            "that may hold code); save a plain state_dict or use .safetensors") from None
-        raise UserError(
-            f"refused to load {path}: it holds pickled objects beyond tensors (possibly code); "
-            "save a plain state_dict or use .safetensors"
-        ) from None
-    except Exception as exc:  # garbage bytes surface as KeyError, struct.error, ...; weights_only ran no code
-        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:200]
-        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        raise UserError(f"cannot read weights file {path} (not a PyTorch state dict file?): {detail}") from None
+    obj = safe_torch_load(path, "weights file", "a plain state_dict or use .safetensors")
     for key in _CONTAINER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return _finite(path, obj)
+
+
+def _finite(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict, with 'module.' prefixes dropped; UserError when a float tensor holds NaN or inf."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"{path}: {len(bad)} tensors hold NaN or inf values (first: {bad[0]}); the weights are damaged")
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -126,7 +126,9 @@ def _check_zoo(folder: Path, json_out: bool) -> None:
     if json_out:
         emit_json(result)
         return
-    typer.echo(f"top-1 accuracy on {result['n_photos']} photos in {folder}:")
+    unread = result["n_files"] - result["n_photos"]
+    typer.echo(f"top-1 accuracy on {result['n_photos']} photos in {folder}"
+               + (f" ({unread} unreadable files skipped):" if unread else ":"))
     for r in result["models"]:
         if not r["installed"]:
             typer.echo(f"{r['model']:<20} not installed ({r['install']})")
@@ -232,6 +234,14 @@ def _usage_line(exc: BaseException) -> str:
     return f"error: {msg}{where}"
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation the machine could not serve: on the CPU or the GPU."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
 def main() -> None:
     """Console entry point: user errors -> one line + exit 2; internal -> exit 1.
 
@@ -263,6 +273,10 @@ def main() -> None:
     except Exception as exc:
         if verbose:
             traceback.print_exc()
+        if _out_of_memory(exc):
+            typer.echo("error: these settings need more memory than this machine has; use fewer or smaller "
+                       "images, patches or batches", err=True)
+            sys.exit(2)
         detail = " ".join(str(exc).split())
         typer.echo(f"internal error: {type(exc).__name__}: {detail} (run with --verbose for the traceback)", err=True)
         sys.exit(1)

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import UserError
 from .app import ModelArgs, emit_json, model_command
 
 
@@ -26,6 +27,8 @@ def dream_cmd(
     """Synthesize calibrated class exemplars: top-1 for the class at a confidence inside a band."""
     from ..pipelines.dream import dream
 
+    if near_band is not None and near is None:
+        raise UserError("--near-band sets the band of the --near class; give --near CLASS too")
     manifest = dream(
         cls, n=n, near=near, band=band, near_band=near_band, steps=steps, size=size, model=opts.model,
         weights=opts.weights, device=opts.device, seed=opts.seed, cache=not no_cache, out=out, progress=not opts.json_out,

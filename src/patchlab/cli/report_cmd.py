@@ -22,6 +22,6 @@ def report_cmd(
     path = rebuild_report(run_dir)
     index = update_index(Path(run_dir).resolve().parent)
     if json_out:
-        emit_json({"report": str(path), "index": str(index)})
+        emit_json({"report": str(path), "index": str(index) if index else None})
         return
     typer.echo(f"report: {path}")

@@ -111,7 +111,7 @@ def evaluate_patches(
     config = {"source": source, "target": target, "patches": [str(p) for p in patches], "data": str(data) if data else None,
               "budget": budget, "sizes_pct": sizes_pct, "protocols": protocols, "random_placements": random_placements}
     manifest = new_manifest("evaluate", config, seed, clf.spec)
-    check_run_dir(run_dir, manifest["command"])  # an unusable --out fails before the images are made
+    check_run_dir(run_dir, manifest["command"], config)  # an unusable --out fails before the images are made
     pair = load_pair(clf, src, tgt, plan.splits(), data=data, seed=seed, progress=progress)
     start_run(run_dir, manifest)  # drops any old COMPLETE marker once the inputs are good
     t_data = time.perf_counter() - t0

@@ -95,11 +95,9 @@ def load_patch(path: str | Path) -> torch.Tensor:
 
     path = Path(path)
     if path.suffix == ".pt":
-        try:
-            t = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"cannot read patch tensor {path}: {why}") from None
+        from ..weights import safe_torch_load
+
+        t = safe_torch_load(path, "patch tensor", "the patch as a plain (3,h,w) tensor or a PNG")
         if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[0] != 3 or min(t.shape[1:]) < 1:
             raise UserError(f"{path} does not hold a (3,h,w) patch tensor with h, w >= 1")
         if t.is_complex() or not torch.isfinite(t.float()).all():

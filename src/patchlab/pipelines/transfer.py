@@ -81,11 +81,14 @@ class TargetModel:
 # -- reading the run -------------------------------------------------------------
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        content = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path.parent} is not a patchlab run folder (no {path.name}); give a probe run folder") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot read {what} {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{path} is not a patchlab {what} (a JSON object)")
+    return content
 
 
 def _load_entry(run_dir: Path, entry: dict[str, Any]) -> Candidate:

@@ -188,8 +188,15 @@ def _rebuild(run_dir: Path, summary: dict[str, Any], results: pd.DataFrame) -> P
     return atomic_write_text(run_dir / "report.html", run_page(summary, made, thumbs, views))
 
 
-def update_index(reports_root: str | Path) -> Path:
-    """Write reports_root/index.html listing every run folder in it (newest first)."""
+def _field(summary: dict[str, Any], key: str) -> dict[str, Any]:
+    value = summary.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def update_index(reports_root: str | Path) -> Path | None:
+    """Write reports_root/index.html listing every run folder in it (newest first). Folders
+    without a readable summary are left out; when the index cannot be written, a warning
+    says so and None is returned (the runs themselves are already written)."""
     root = Path(reports_root)
     rows = []
     for d in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.is_dir() else []:
@@ -199,9 +206,14 @@ def update_index(reports_root: str | Path) -> Path:
             continue
         if not isinstance(s, dict):
             continue
-        best = s.get("best_candidate") or {}
+        best = _field(s, "best_candidate")
         rows.append({
-            "dir": d.name, "source": (s.get("source") or {}).get("name"), "target": (s.get("target") or {}).get("name"),
-            "model": s.get("model"), "best": best.get("name"), "rate": best.get("rate"), "complete": is_complete(d),
+            "dir": d.name, "source": _field(s, "source").get("name"), "target": _field(s, "target").get("name"),
+            "model": s.get("model"), "best": best.get("name"), "complete": is_complete(d),
+            "rate": best.get("rate") if isinstance(best.get("rate"), (int, float)) else None,
         })
-    return atomic_write_text(root / "index.html", index_page(rows))
+    try:
+        return atomic_write_text(root / "index.html", index_page(rows))
+    except OSError as exc:
+        log.warning("could not update the reports index in %s: %s", root, exc.strerror or exc)
+        return None
