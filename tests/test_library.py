@@ -149,11 +149,22 @@ def test_check_library_needs_one_readable_photo(tmp_path):
     assert check_library(lib) == lib
     with pytest.raises(UserError, match="must be a folder"):
         check_library(lib / "empty.png")
-    linked = tmp_path / "linked"  # class folders as symlinks (as --data reads them), and a link back up
-    (linked / "n04251144").mkdir(parents=True)
-    (linked / "n04251144" / "up").symlink_to(linked, target_is_directory=True)
-    (linked / "sub").symlink_to(lib / "sub", target_is_directory=True)
+    from patchlab.classes import imagenet_classes
+    from patchlab.library import library_records
+
+    linked = tmp_path / "linked"  # folders as symlinks: the check passes exactly when the loader finds photos
+    (linked / "holiday").mkdir(parents=True)
+    (linked / "holiday" / "day1").symlink_to(lib / "sub", target_is_directory=True)  # a link deeper down
+    with pytest.raises(UserError, match="could be decoded|no images found"):
+        check_library(linked)
+    (linked / "trip").symlink_to(lib / "sub", target_is_directory=True)  # a symlinked top folder, not a class
+    (linked / "n04251144").symlink_to(lib / "sub", target_is_directory=True)  # a symlinked class folder
+    (linked / "n04251144" / "up").symlink_to(linked, target_is_directory=True)  # and a link back up
     assert check_library(linked) == linked
+    found = {(r.path.parent.name, r.label) for r in library_records(linked, imagenet_classes())}
+    assert found == {("n04251144", imagenet_classes().resolve("snorkel"))}
+    (linked / "n04251144").unlink()
+    assert {r.path.parent.name for r in library_records(linked, imagenet_classes())} == {"trip"}
 
 
 def test_cache_reused_and_invalidated(tmp_path, tmp_cache, monkeypatch):

@@ -178,15 +178,26 @@ def test_a_finished_run_with_other_settings_is_not_overwritten(tmp_path):
     from patchlab.report import start_run
     from patchlab.runio import check_run_dir, mark_complete, new_manifest
 
-    manifest = new_manifest("evaluate", {"target": "tench", "sizes_pct": [10.0]}, 0, "tiny")
-    start_run(tmp_path / "run", manifest)
-    assert check_run_dir(tmp_path / "run", "evaluate", {"target": "goldfish", "sizes_pct": [10.0]})  # unfinished
-    mark_complete(tmp_path / "run", manifest)
-    assert check_run_dir(tmp_path / "run", "evaluate", {"target": "tench", "sizes_pct": [10.0]})  # the same run again
-    with pytest.raises(UserError, match="other settings"):
-        check_run_dir(tmp_path / "run", "evaluate", {"target": "goldfish", "sizes_pct": [10.0]})
+    def manifest(target="tench", seed=0, model="tiny"):
+        return new_manifest("evaluate", {"target": target, "sizes_pct": [10.0]}, seed, model)
+
+    start_run(tmp_path / "run", manifest())
+    assert check_run_dir(tmp_path / "run", "evaluate", manifest("goldfish"))  # unfinished: a re-run may take it
+    mark_complete(tmp_path / "run", manifest())
+    assert check_run_dir(tmp_path / "run", "evaluate", manifest())  # the same run again
+    for other in (manifest("goldfish"), manifest(seed=1), manifest(model="tiny48")):
+        with pytest.raises(UserError, match="other settings"):
+            check_run_dir(tmp_path / "run", "evaluate", other)
     with pytest.raises(UserError, match="holds an evaluate run"):
         check_run_dir(tmp_path / "run", "synth")
+
+
+def test_new_run_folders_are_never_shared(tmp_path):
+    from patchlab.runio import claim_new_dir
+
+    first, second = claim_new_dir(tmp_path / "20261129-120000-a-to-b"), claim_new_dir(tmp_path / "20261129-120000-a-to-b")
+    assert first.name == "20261129-120000-a-to-b" and second.name == "20261129-120000-a-to-b-2"
+    assert first.is_dir() and second.is_dir()
 
 
 def test_written_files_follow_the_umask(tmp_path):

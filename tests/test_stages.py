@@ -16,8 +16,8 @@ def _compute(calls: list[int]):
     return compute
 
 
-@pytest.mark.parametrize("damage", ["truncated json", "json list", "meta not an object", "junk tensors",
-                                    "tensors deleted"])
+@pytest.mark.parametrize("damage", ["truncated json", "json list", "meta not an object", "tensor names not a list",
+                                    "junk tensors", "tensors deleted"])
 def test_a_damaged_stage_is_computed_again(tmp_path, caplog, damage):
     store, calls = StageStore(tmp_path), []
     store.run("images", _compute(calls))
@@ -30,6 +30,8 @@ def test_a_damaged_stage_is_computed_again(tmp_path, caplog, damage):
         jpath.write_text("[]")
     elif damage == "meta not an object":
         jpath.write_text('{"meta": [], "seconds": 1.0, "tensors": ["train"]}')
+    elif damage == "tensor names not a list":
+        jpath.write_text('{"meta": {"n": 4}, "seconds": 1.0, "tensors": 7}')
     elif damage == "junk tensors":
         tpath.write_bytes(b"junk")
     else:

@@ -28,7 +28,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from .classes import ClassIndex
-from .errors import UserError
+from .errors import UserError, first_line
 
 log = logging.getLogger("patchlab")
 
@@ -91,7 +91,7 @@ def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, min_s
     except FileNotFoundError:
         raise BadImage(f"{name}: file not found") from None
     except Exception as exc:  # corrupt data surfaces as OSError, SyntaxError, struct.error, IndexError, ...
-        detail = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+        detail = first_line(exc)
         raise BadImage(f"{name}: cannot decode ({detail})") from None
     finally:
         if opened is not None:  # release the file handle (multi-frame files keep it open)
@@ -237,12 +237,22 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def files_under(folder: Path) -> Iterator[Path]:
+    """Every file under `folder`, folder by folder in name order. Symlinked folders directly
+    inside it are followed (class folders may be links); links deeper down are not."""
+    links = sorted(d for d in folder.iterdir() if d.is_symlink() and d.is_dir())
+    for top in (folder, *links):
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            yield from (Path(dirpath) / name for name in sorted(filenames))
+
+
 def list_image_files(paths: Sequence[str | Path]) -> list[Path]:
     """Files given directly plus image-suffixed files inside given folders (recursive, sorted)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if is_image_file(f))
+            out += sorted(f for f in files_under(p) if is_image_file(f))
         elif p.is_file():
             out.append(p)
         else:
@@ -254,22 +264,15 @@ def check_photo_folder(folder: Path, what: str) -> Path:
     """UserError unless `folder` holds at least one image file that decodes. Walks only up to
     the first such file, so a large folder costs one decode; a folder with no readable photo
     is walked whole. `what` names the folder in the message."""
-    n_bad, first_error, seen = 0, None, set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):  # class folders may be symlinks
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a link back up the tree: walk each folder once
-            dirnames.clear()
+    n_bad, first_error = 0, None
+    for path in files_under(folder):
+        if not is_image_file(path):
             continue
-        seen.add(real)
-        dirnames.sort()
-        for path in (Path(dirpath) / name for name in sorted(filenames)):
-            if not is_image_file(path):
-                continue
-            try:
-                decode_image(path)
-                return folder
-            except BadImage as exc:
-                n_bad, first_error = n_bad + 1, first_error or str(exc)
+        try:
+            decode_image(path)
+            return folder
+        except BadImage as exc:
+            n_bad, first_error = n_bad + 1, first_error or str(exc)
     if not n_bad:
         raise UserError(f"no images found in {what} {folder}")
     raise UserError(f"none of the {n_bad} image files in {what} {folder} could be decoded (first: {first_error})")
@@ -319,7 +322,7 @@ def discover(root: str | Path, classes: ClassIndex) -> list[ImageRecord]:
         if label is None:
             unknown.append(d.name)
             continue
-        records += [ImageRecord(f, label) for f in sorted(d.rglob("*")) if is_image_file(f)]
+        records += [ImageRecord(f, label) for f in list_image_files([d])]
     if unknown and records:
         log.warning("ignored %d folder(s) that name no class: %s", len(unknown), ", ".join(unknown[:5]))
     if not records:  # (d): unlabeled files at the top (other folders, if any, name no class)

@@ -9,3 +9,8 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A problem with the user's input; shown as one line, exit code 2."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -69,7 +69,7 @@ def check_inputs(budget: str, *, data: str | Path | None = None, donor_data: str
 def _run_dir(clf, s: int, t: int, out, run_dir, resume, identity: dict, say) -> tuple[Path, bool]:
     """(run folder, resumed?) after checking a resumed run's identity."""
     from .identity import check_same_run
-    from .runio import ensure_writable_dir, is_complete
+    from .runio import claim_new_dir, ensure_writable_dir, is_complete
 
     if resume is not None:
         run_dir = Path(resume)
@@ -86,8 +86,7 @@ def _run_dir(clf, s: int, t: int, out, run_dir, resume, identity: dict, say) -> 
         return ensure_writable_dir(run_dir), True
     if run_dir is None:
         ensure_writable_dir(out)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(out) / f"{stamp}-{clf.classes.slug(s)}-to-{clf.classes.slug(t)}"
+        return claim_new_dir(Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-{clf.classes.slug(s)}-to-{clf.classes.slug(t)}"), False
     return ensure_writable_dir(run_dir), False
 
 

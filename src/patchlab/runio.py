@@ -93,10 +93,26 @@ def ensure_writable_dir(path: str | Path) -> Path:
     return path
 
 
-def check_run_dir(run_dir: str | Path, command: str, config: dict[str, Any] | None = None) -> Path:
+def claim_new_dir(path: Path) -> Path:
+    """Create a folder no other run uses: `path`, else `path-2`, `path-3`, ... (two runs started
+    in the same second must not share one)."""
+    for n in range(1, 1000):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.mkdir()
+            return ensure_writable_dir(candidate)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"output folder {candidate} is not writable: {exc.strerror or exc}") from None
+    raise UserError(f"could not make a new run folder next to {path}")
+
+
+def check_run_dir(run_dir: str | Path, command: str, manifest: dict[str, Any] | None = None) -> Path:
     """Create `run_dir` if needed and prove it writable, touching nothing in it; UserError when it
     already holds the manifest of another command's run (or an unreadable one), or, given the new
-    run's `config`, a finished run of the same command with other settings: either would be lost."""
+    run's `manifest`, a finished run of the same command with another config, seed or model:
+    either would be lost."""
     run_dir = ensure_writable_dir(run_dir)
     old_path = run_dir / "manifest.json"
     if not old_path.exists():
@@ -109,7 +125,9 @@ def check_run_dir(run_dir: str | Path, command: str, config: dict[str, Any] | No
     if kind != command:
         what = f"{_article(kind)} {kind} run" if isinstance(kind, str) else "an unreadable manifest.json"
         raise UserError(f"{run_dir} already holds {what}; give another --out")
-    if config is not None and is_complete(run_dir) and old.get("config") != json.loads(to_json(config)):
+    settings = ("config", "seed", "model")
+    if manifest is not None and is_complete(run_dir) and (
+            [old.get(k) for k in settings] != json.loads(to_json([manifest.get(k) for k in settings]))):
         raise UserError(f"{run_dir} already holds a finished {command} run with other settings; give another --out")
     return run_dir
 

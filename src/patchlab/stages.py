@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .errors import first_line
 from .runio import atomic_write_bytes, atomic_write_json
 
 _log = logging.getLogger("patchlab")
@@ -58,9 +59,9 @@ class StageStore:
             if not isinstance(meta, dict):
                 raise TypeError("its metadata is not a JSON object")
             tensors = load_file(str(tpath), device=str(device)) if tpath.is_file() else {}
+            missing = set(record.get("tensors") or []) - set(tensors)  # runs before the list was kept: not checked
         except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-            raise UnreadableStage(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from None
-        missing = set(record.get("tensors", [])) - set(tensors)  # runs before the list was kept: not checked
+            raise UnreadableStage(f"{type(exc).__name__}: {first_line(exc)}") from None
         if missing:
             raise UnreadableStage(f"tensors {', '.join(sorted(missing))} are missing")
         self.timings[name] = seconds

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
@@ -31,9 +31,7 @@ def safe_torch_load(path: Path, what: str, instead: str):
         raise UserError(f"refused to load {path}: it holds pickled objects beyond tensors (possibly code); "
                         f"save {instead}") from None
     except Exception as exc:  # garbage bytes surface as KeyError, struct.error, ...; weights_only ran no code
-        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:200]
-        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        raise UserError(f"cannot read {what} {path}: {detail}") from None
+        raise UserError(f"cannot read {what} {path}: {type(exc).__name__}: {first_line(exc).split('. ')[0][:200]}") from None
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -45,11 +43,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return _finite(path, load_file(str(path), device="cpu"))
+            state = load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
-            if isinstance(exc, UserError):
-                raise
-            raise UserError(f"cannot read safetensors file {path}: {exc}") from None
+            raise UserError(f"cannot read safetensors file {path}: {first_line(exc)}") from None
+        return _refuse_nan(path, state)
     obj = safe_torch_load(path, "weights file", "a plain state_dict or use .safetensors")
     for key in _CONTAINER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -57,15 +54,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path} does not hold a state dict of tensors")
-    return _finite(path, obj)
+    return _refuse_nan(path, {k.removeprefix("module."): v for k, v in obj.items()})
 
 
-def _finite(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state dict, with 'module.' prefixes dropped; UserError when a float tensor holds NaN or inf."""
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+def _refuse_nan(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict; UserError when a float tensor holds NaN (damaged weights). An inf may be
+    meant (a -inf attention mask buffer), so only NaN is refused."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and bool(torch.isnan(v).any())]
     if bad:
-        raise UserError(f"{path}: {len(bad)} tensors hold NaN or inf values (first: {bad[0]}); the weights are damaged")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+        raise UserError(f"{path}: {len(bad)} tensors hold NaN values (first: {bad[0]}); the weights are damaged")
+    return state
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from .pair_run import Job, pack_dir, recover, run_pair
 from .pairs import Pair
 
@@ -113,7 +113,7 @@ def _get(ref: Any) -> dict[str, Any]:
     try:
         return ray.get(ref)
     except Exception as exc:  # the worker died or the task could not run
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         return {"status": "failed", "error": f"Ray task failed: {first}", "traceback": str(exc), "seconds": None}
 
 

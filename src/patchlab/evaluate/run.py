@@ -108,10 +108,12 @@ def evaluate_patches(
     if src is None and data is None:
         raise UserError("source 'any' needs --data DIR")
     run_dir = Path(out) if out else default_run_dir(clf, src, tgt)
-    config = {"source": source, "target": target, "patches": [str(p) for p in patches], "data": str(data) if data else None,
-              "budget": budget, "sizes_pct": sizes_pct, "protocols": protocols, "random_placements": random_placements}
+    config = {"source": ANY if src is None else clf.classes.label(src), "target": clf.classes.label(tgt),
+              "patches": [str(p) for p in patches], "data": str(data) if data else None, "budget": budget,
+              "sizes_pct": sizes_pct, "protocols": protocols, "random_placements": random_placements,
+              "weights": str(weights) if weights else None, "batch_size": batch_size}
     manifest = new_manifest("evaluate", config, seed, clf.spec)
-    check_run_dir(run_dir, manifest["command"], config)  # an unusable --out fails before the images are made
+    check_run_dir(run_dir, manifest["command"], manifest)  # an unusable --out fails before the images are made
     pair = load_pair(clf, src, tgt, plan.splits(), data=data, seed=seed, progress=progress)
     start_run(run_dir, manifest)  # drops any old COMPLETE marker once the inputs are good
     t_data = time.perf_counter() - t0

@@ -88,9 +88,10 @@ def synth(
     run_dir = Path(out) if out else Path("reports") / f"synth-{slug}-to-{clf.classes.slug(tgt)}-{time.strftime('%Y%m%d-%H%M%S')}"
     config = {"source": slug, "target": clf.classes.slug(tgt), "area": [lo, hi], "area_sampling": SYNTH_AREA_SAMPLING,
               "average": SYNTH_AVERAGE, "fixed_fraction": SYNTH_FIXED_FRACTION, "steps": steps, "patch_px": patch_px,
-              "batch_size": batch_size, "data": str(data) if data else None, "mix": mix, "budget": budget, "weights": str(weights) if weights else None}
+              "batch_size": batch_size, "data": str(data) if data else None, "mix": mix, "budget": budget, "weights": str(weights) if weights else None,
+              "sizes": list(sizes), "random_placements": random_placements, "amp": amp}
     manifest = new_manifest("synth", config, seed, clf.spec)
-    check_run_dir(run_dir, manifest["command"], config)  # an unusable --out fails before the images are made
+    check_run_dir(run_dir, manifest["command"], manifest)  # an unusable --out fails before the images are made
     pair = synth_pair(clf, src, tgt, plan, data, seed, progress)
     start_run(run_dir, manifest)  # drops any old COMPLETE marker once the inputs are good
     if mix:

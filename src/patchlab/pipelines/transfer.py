@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..patches.candidate import NULL_KIND, Candidate, load_patch
 
 log = logging.getLogger("patchlab")
@@ -85,7 +85,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"{path.parent} is not a patchlab run folder (no {path.name}); give a probe run folder") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {what} {path}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+        raise UserError(f"cannot read {what} {path}: {first_line(exc)}") from None
     if not isinstance(content, dict):
         raise UserError(f"{path} is not a patchlab {what} (a JSON object)")
     return content

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..runio import (
     COMPLETE_MARKER, atomic_write_bytes, atomic_write_json, atomic_write_text, check_run_dir, is_complete,
     mark_complete, new_manifest, save_png, versions,
@@ -142,7 +142,7 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     except OSError as exc:
         raise UserError(f"cannot read the run in {run_dir}: {exc.strerror or exc}") from None
     except (ValueError, pd.errors.ParserError) as exc:
-        raise UserError(f"cannot read the run in {run_dir}: {(str(exc).splitlines() or ['unreadable'])[0]}") from None
+        raise UserError(f"cannot read the run in {run_dir}: {first_line(exc)}") from None
     if not isinstance(summary, dict):
         raise UserError(f"{run_dir}/summary.json is not a patchlab summary (a JSON object)")
     return summary, results
