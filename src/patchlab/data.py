@@ -240,7 +240,10 @@ def is_image_file(path: Path) -> bool:
 def files_under(folder: Path) -> Iterator[Path]:
     """Every file under `folder`, folder by folder in name order. Symlinked folders directly
     inside it are followed (class folders may be links); links deeper down are not."""
-    links = sorted(d for d in folder.iterdir() if d.is_symlink() and d.is_dir())
+    try:
+        links = sorted(d for d in folder.iterdir() if d.is_symlink() and d.is_dir())
+    except OSError:  # unreadable: os.walk below skips it too
+        links = []
     for top in (folder, *links):
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames.sort()

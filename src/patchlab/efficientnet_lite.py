@@ -162,15 +162,17 @@ class EfficientNetLite(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(HEAD, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's output -> logits: head convolution, pooling, classifier (the
+        incremental pasted-image path, `patchlab.patches.region_forward`, enters here)."""
+        pooled = self.head(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
+        return self._fc(self._dropout(pooled))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _relu6(self._bn0(self._conv_stem(x)), self._conv_stem, self._bn0)
         for block in self._blocks:
             x = block(x)
-        return self.head(self._bn1(self._conv_head(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.forward_features(x).mean(dim=(2, 3))
-        return self._fc(self._dropout(pooled))
+        return self.classify(x)
 
 
 @torch.no_grad()

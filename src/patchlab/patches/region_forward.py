@@ -90,6 +90,11 @@ def _shift(box: Box, m: int) -> Box:
     return Box(box.y0 + m, box.y1 + m, box.x0 + m, box.x1 + m)
 
 
+def _margin(block: nn.Module) -> int:
+    """The zero margin a block's cached input carries: the most SAME padding on a side."""
+    return block._depthwise_conv.kernel_size[0] // 2
+
+
 def pixel_box(area: float, position: str, size: int) -> Box:
     """Pixels a square patch of `area` (fraction of the image) at a named position may change,
     with a pixel's margin for the antialiased edge (`apply_patch`)."""
@@ -107,7 +112,7 @@ class PasteForward:
         self.clf, self.net = classifier, classifier.net
         self.size = classifier.input_size
         self.images = images.to(classifier.device)
-        self.margins = [b._depthwise_conv.kernel_size[0] // 2 for b in self.net._blocks]  # the most SAME padding a side
+        self.margins = [_margin(b) for b in self.net._blocks]
         levels: list[list[torch.Tensor]] = [[] for _ in range(len(self.net._blocks) + 1)]
         clean = []
         with torch.no_grad():
@@ -118,7 +123,7 @@ class PasteForward:
                     levels[j].append(F.pad(x, (m, m, m, m)))
                     x = block(x)
                 levels[-1].append(x)
-                clean.append(self._head(x))
+                clean.append(self.net.classify(x))
         self.inputs = [torch.cat(t) for t in levels[:-1]]  # each block's unpatched input, with a zero margin
         self.output = torch.cat(levels[-1])  # the last block's, unpatched
         self.clean = torch.cat(clean)  # the unpatched images' logits
@@ -129,10 +134,6 @@ class PasteForward:
 
     def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         return ((pixels - self.clf.mean) / self.clf.std).contiguous(memory_format=torch.channels_last)
-
-    def _head(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        return net._fc(net._dropout(net.head(net._bn1(net._conv_head(x))).mean(dim=(2, 3))))
 
     def _stem(self, rows: torch.Tensor, patches: torch.Tensor, area: float, position: str):
         """The stem on the pixels the patch changes: the changed tile of its output and its box.
@@ -185,10 +186,24 @@ class PasteForward:
         else:
             h, w = self.output.shape[-2:]
             x = _assemble(self.output, rows, Box(0, h, 0, w), tile, box)
-        return self._head(x)
+        return self.net.classify(x)
 
 
 CACHE_BYTES = 2 << 30  # the most memory the unpatched maps may take (Lite0: 4.4 MiB an image, so ~470 images)
+
+
+def _cache_bytes_per_image(net: EfficientNetLite, size: int) -> int:
+    """What `PasteForward.cache_bytes` holds per image, from the layer shapes (no forward pass):
+    each block's input with its margin, and the last block's output."""
+    side = math.ceil(size / net._conv_stem.stride[0])
+    cells = 0
+    for block in net._blocks:
+        m, conv = _margin(block), block._depthwise_conv
+        channels = block._expand_conv.in_channels if block.has_expand else conv.in_channels
+        cells += channels * (side + 2 * m) ** 2
+        side = math.ceil(side / conv.stride[0])
+    cells += net._blocks[-1]._project_conv.out_channels * side**2
+    return cells * net._conv_stem.weight.element_size()
 
 
 def _observed(classifier) -> bool:
@@ -207,7 +222,6 @@ def paste_forward(classifier, images: torch.Tensor, max_bytes: int = CACHE_BYTES
         return None
     if _observed(classifier) or not len(images):
         return None
-    one = PasteForward(classifier, images[:1])
-    if len(images) * one.cache_bytes() > max_bytes:
+    if len(images) * _cache_bytes_per_image(net, classifier.input_size) > max_bytes:
         return None
-    return PasteForward(classifier, images, batch_size) if len(images) > 1 else one
+    return PasteForward(classifier, images, batch_size)
