@@ -33,9 +33,9 @@ from pathlib import Path
 
 from patchlab.budgets import BUDGETS
 from patchlab.devices import stage_generator
-from patchlab.evaluate.controls import library_photo_control, make_controls
-from patchlab.evaluate.core import evaluate
-from patchlab.evaluate.summary import pool_selection, summarize
+from patchlab.evaluation.controls import library_photo_control, make_controls
+from patchlab.evaluation.core import evaluate
+from patchlab.evaluation.summary import pool_selection, summarize
 from patchlab.exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND
 from patchlab.models import load_classifier
 from patchlab.pairdata import SplitSizes, load_pair
@@ -78,7 +78,7 @@ def natural_candidates(clf, pair, args):
     """The `--shortlist` natural candidates of the registry's natural generator, ranked on the pair's train split."""
     from dataclasses import replace
 
-    from patchlab.atlas.donors import head_alignment, shortlist
+    from patchlab.atlases.donors import head_alignment, shortlist
 
     plan = replace(BUDGETS["quick"], natural_top=max(args.top, args.shortlist), n_donors_used=args.donors,
                    donor_images=args.donor_images,

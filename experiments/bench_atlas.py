@@ -1,4 +1,4 @@
-"""Benchmark for patchlab.atlas (issue 4). Prints its figures.
+"""Benchmark for patchlab.atlases. Prints its figures.
 
   python experiments/bench_atlas.py [--device auto] [--batch 16] [--batches 6] [--umap-n 100000]
 
@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--skip-collect", action="store_true")
     args = ap.parse_args()
 
-    from patchlab.atlas import collect, head_alignment, layout, tensor_batches
+    from patchlab.atlases import collect, head_alignment, layout, tensor_batches
     from patchlab.models import load_classifier
 
     clf = load_classifier("efficientnet_lite0", args.device)
@@ -133,7 +133,7 @@ def main() -> None:
 
 
 def _throughput(args, dev, n_img, forward, forward_backward, collecting, clf, batches, layer, s, t, tmp) -> None:
-    from patchlab.atlas import collect
+    from patchlab.atlases import collect
 
     methods = [("forward", forward), ("forward+backward(pixels)", forward_backward), ("collect (pair attr, memmap)", collecting)]
     best = {name: float("inf") for name, _ in methods}

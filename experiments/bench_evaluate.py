@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from patchlab.evaluate import evaluate
+from patchlab.evaluation import evaluate
 from patchlab.models import load_classifier
 from patchlab.patches.candidate import Candidate
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from patchlab.atlas.icons import render_icons
+from patchlab.atlases.icons import render_icons
 from patchlab.models import load_classifier
 
 

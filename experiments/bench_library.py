@@ -361,7 +361,7 @@ def pair_run(clf, library: Path, batch_size: int, seed: int, cache: Path, search
           f"mean {np.mean(crates):.3f}")
     print("class ranking of the exact (coarse) search:",
           ", ".join(f"{r['name']} {r['best_gain']:.2f}" for r in stats["class_ranking"][:10]))
-    from patchlab.atlas.donors import head_alignment
+    from patchlab.atlases.donors import head_alignment
 
     cos = head_alignment(clf.head.weight, src, tgt)
     order = [int(i) for i in np.argsort(-np.nan_to_num(cos, nan=-9))[:10]]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from patchlab.devices import stage_generator
-from patchlab.evaluate.core import evaluate
+from patchlab.evaluation.core import evaluate
 from patchlab.library import index_library
 from patchlab.library.search import eligible_photos
 from patchlab.models import load_classifier

@@ -16,7 +16,7 @@ atlas_pairs counts seed 0), so a rule is chosen on development images only.
 
 --cell-rules also counts the candidates on the train images and asks which
 images should fix each candidate's static size and corner (selection, or train
-and selection pooled: `patchlab.evaluate.summary.pool_selection`) and which
+and selection pooled: `patchlab.evaluation.summary.pool_selection`) and which
 should rank them.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ import pandas as pd
 from atlas_pairs import PAIRS, add_band_args, add_search_arg, natural_candidates, pair_data
 
 from patchlab.devices import stage_generator
-from patchlab.evaluate.core import evaluate
-from patchlab.evaluate.summary import chosen_rows, pool_selection
+from patchlab.evaluation.core import evaluate
+from patchlab.evaluation.summary import chosen_rows, pool_selection
 from patchlab.models import load_classifier
 from patchlab.patches.apply import CORNERS
 

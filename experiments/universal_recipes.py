@@ -66,7 +66,7 @@ def target_crop(clf, images, target: int, px: int):
     image), resized to px."""
     import torch.nn.functional as F
 
-    from patchlab.evaluate.controls import make_controls
+    from patchlab.evaluation.controls import make_controls
     from patchlab.patches.candidate import REFERENCE_KIND
 
     ref = next(c for c in make_controls(clf, None, images, target=target) if c.kind == REFERENCE_KIND)
@@ -84,7 +84,7 @@ def main() -> None:
 
     from patchlab.budgets import get_budget
     from patchlab.devices import stage_generator
-    from patchlab.evaluate.core import evaluate
+    from patchlab.evaluation.core import evaluate
     from patchlab.models import load_classifier
     from patchlab.patches.apply import POSITIONS
     from patchlab.patches.synth import synthesize_patch

@@ -1,4 +1,4 @@
-"""Tests for patchlab.atlas (tiny models; one integration test on the default model)."""
+"""Tests for patchlab.atlases (tiny models; one integration test on the default model)."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from patchlab.atlas import (
+from patchlab.atlases import (
     attribute_batch, bin_points, collect, head_alignment, layout, make_grid, normalize_layout, pair_view,
     rank_donors, shortlist, tensor_batches,
 )
-from patchlab.atlas.donors import activation_scores
+from patchlab.atlases.donors import activation_scores
 from patchlab.errors import UserError
 from patchlab.models import tiny_classifier
 
@@ -176,7 +176,7 @@ def _write_planted_folder(clf, s: int, t: int, root: Path, pick) -> None:
 
 def test_donor_ranking_recovers_planted_donor(tmp_path):
     """Full pair pipeline from a class-folder dataset: the planted class ranks first on both signals."""
-    from patchlab.atlas import build_atlas
+    from patchlab.atlases import build_atlas
 
     s, t, p, decoy = 3, 7, 12, 20
     clf = _planted(source=s, target=t, planted=p)
@@ -216,7 +216,7 @@ def test_activation_signal_prefers_target_like_images(tiny):
 
 def test_icons_render_and_compose(tiny):
     pytest.importorskip("patchlab.optvis.render")
-    from patchlab.atlas.icons import compose, render_icons
+    from patchlab.atlases.icons import compose, render_icons
 
     x = _smooth_images(6, 4)
     acts = collect(tiny, tensor_batches(x), layer="features")
@@ -251,7 +251,7 @@ def test_default_model_head_attribution_is_linear_projection(lite0):
 
 def test_donor_images_render_in_one_batch(tiny):
     pytest.importorskip("patchlab.optvis.render")
-    from patchlab.atlas.pools import rendered_pool
+    from patchlab.atlases.pools import rendered_pool
 
     pool = rendered_pool(tiny, [4, 9], per_class=2, steps=3, generator=torch.Generator().manual_seed(0))
     assert pool.images.shape == (4, 3, 32, 32) and pool.labels == [4, 4, 9, 9]
@@ -259,7 +259,7 @@ def test_donor_images_render_in_one_batch(tiny):
 
 
 def test_atlas_config_validates_and_records_settings(tiny, tmp_path):
-    from patchlab.atlas import AtlasConfig, build_atlas
+    from patchlab.atlases import AtlasConfig, build_atlas
 
     with pytest.raises(UserError, match="--grid"):
         AtlasConfig(grid=1)
@@ -301,7 +301,7 @@ def test_whole_layer_atlas_of_a_folder_ranks_donors_without_pair_photos(tmp_path
     """atlas --data DIR with no --classes: every position of every photo (streamed in batches
     smaller than the folder), and --donors-for a pair that has no photo in the folder: the
     planted class ranks first on the layer's own activations."""
-    from patchlab.atlas import build_atlas
+    from patchlab.atlases import build_atlas
 
     s, t, p, decoy = 3, 7, 12, 20
     clf = _planted(source=s, target=t, planted=p)
@@ -325,7 +325,7 @@ def test_whole_layer_atlas_of_a_folder_ranks_donors_without_pair_photos(tmp_path
 
 def test_atlas_icons_render_the_centered_cell_means_by_default(tmp_path, monkeypatch):
     """build_atlas passes icon_direction through to the renderer (here a stub that records what it gets)."""
-    from patchlab.atlas import build_atlas, icons
+    from patchlab.atlases import build_atlas, icons
 
     got = {}
 
@@ -349,7 +349,7 @@ def test_atlas_icons_render_the_centered_cell_means_by_default(tmp_path, monkeyp
 
 
 def test_top_position_mean_matches_a_loop():
-    from patchlab.atlas.donors import top_position_mean
+    from patchlab.atlases.donors import top_position_mean
 
     g = np.random.default_rng(0)
     ids = g.integers(0, 6, 50)
@@ -364,7 +364,7 @@ def test_top_position_mean_matches_a_loop():
 def test_icon_measures_on_the_tiny_model():
     """(a) icons whose cells are their own pooled features agree with their cell's top-3 classes
     (bias-free head: exact); (b) identical icons have pairwise cosine 1, varied ones less."""
-    from patchlab.atlas.icon_measures import cell_top_classes, icon_measures
+    from patchlab.atlases.icon_measures import cell_top_classes, icon_measures
 
     clf = tiny_classifier(num_classes=20, input_size=32, seed=3)
     clf.head.bias.data.zero_()
@@ -386,9 +386,9 @@ def test_icon_measures_on_the_tiny_model():
 
 
 def test_icon_directions_center_the_cell_means_on_the_count_weighted_mean():
-    from patchlab.atlas.config import AtlasConfig
-    from patchlab.atlas.grid import Cells
-    from patchlab.atlas.run import icon_directions
+    from patchlab.atlases.config import AtlasConfig
+    from patchlab.atlases.grid import Cells
+    from patchlab.atlases.run import icon_directions
 
     rng = np.random.default_rng(0)
     common = rng.uniform(1, 2, 16).astype(np.float32)  # post-ReLU maps share a large positive part

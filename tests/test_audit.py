@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from patchlab.audit import audit, confusion_pairs, head_pairs, read_pairs_file
-from patchlab.audit import pair_run
+from patchlab.audits import audit, confusion_pairs, head_pairs, read_pairs_file
+from patchlab.audits import pair_run
 from patchlab.errors import UserError
 from patchlab.models import tiny_classifier
 from patchlab.runio import is_complete
@@ -76,7 +76,7 @@ def resumed(workdir):
             mp.setattr(natural, "natural_patches", boom)  # dies midway through the pair's stages
         return real(pair, *a, **k)
 
-    mp.setattr("patchlab.audit.run.run_pair", killed_on_second)
+    mp.setattr("patchlab.audits.run.run_pair", killed_on_second)
     with pytest.raises(KeyboardInterrupt):
         _run(workdir, out)
     mp.undo()
@@ -88,7 +88,7 @@ def resumed(workdir):
         calls[1].append(pair.key())
         return real(pair, *a, **k)
 
-    mp.setattr("patchlab.audit.run.run_pair", counted)
+    mp.setattr("patchlab.audits.run.run_pair", counted)
     doc = _run(workdir, out)
     mp.undo()
     stages_after = {p.name: p.stat().st_mtime_ns for p in stages.glob("*.json")}
@@ -113,7 +113,7 @@ def test_head_pairs_are_the_most_similar_head_directions_one_direction_each(tiny
 
 def test_confusion_pairs_come_from_the_train_split_photos_only(workdir):
     """Pairs are chosen on the photos no probe counts: each class's train split (2 in every 8)."""
-    from patchlab.audit.pairs import train_records
+    from patchlab.audits.pairs import train_records
     from patchlab.data import discover
     from patchlab.pairdata import split_of
 
@@ -146,7 +146,7 @@ def test_pairs_file_resolves_names_and_reports_bad_rows(tmp_path, tiny):
 
 
 def test_smallest_patch_is_chosen_on_selection_and_counted_on_confirmation():
-    from patchlab.audit.leaderboard import smallest_patch
+    from patchlab.audits.leaderboard import smallest_patch
 
     rows = []
     for cand, kind, proto, size, sel, conf in (
@@ -281,7 +281,7 @@ def test_rerun_retries_only_the_failed_pair(workdir, resumed, monkeypatch):
         return real(pair, *a, **k)
 
     monkeypatch.setenv("PATCHLAB_CACHE", str(workdir / "cache"))
-    monkeypatch.setattr("patchlab.audit.run.run_pair", counted)
+    monkeypatch.setattr("patchlab.audits.run.run_pair", counted)
     doc = _run(workdir, resumed["out"])
     assert calls == ["0001-goldfish-to-0983-scuba_diver"]
     assert doc["counts"] == {"pairs": 3, "ok": 2, "failed": 1, "pending": 0}

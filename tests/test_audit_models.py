@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from patchlab.audit import audit
-from patchlab.audit.run import model_list
+from patchlab.audits import audit
+from patchlab.audits.run import model_list
 from patchlab.errors import UserError
 
 PAIRS = "source,target\ncombination lock,goldfish\ncombination lock,scuba diver\ngoldfish,scuba diver\n"
@@ -57,7 +57,7 @@ def stub_probe(monkeypatch):
         write_finished_probe(Path(pair_dir), RATES[(settings["model"], key)])
         return {"status": "ok", "seconds": 0.1}
 
-    monkeypatch.setattr("patchlab.audit.run.run_pair", fake_run_pair)
+    monkeypatch.setattr("patchlab.audits.run.run_pair", fake_run_pair)
     return calls
 
 
@@ -208,7 +208,7 @@ def _ray_setup_hook():
     does) and writes its spec and input size beside a stub result."""
 
     def hook() -> None:
-        import patchlab.audit.ray_backend as backend
+        import patchlab.audits.ray_backend as backend
 
         def fake_run_pair(pair, settings, pair_dir, classifier=None, echo=None):
             from patchlab.models import load_classifier

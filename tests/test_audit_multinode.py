@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from patchlab.audit import audit
+from patchlab.audits import audit
 
 ray = pytest.importorskip("ray")
 
@@ -48,7 +48,7 @@ def _setup_hook(ctrl: str):
     (pair, node, pid) to ctrl/starts.log; the DOOMED pair's first start waits to be killed."""
 
     def hook() -> None:
-        import patchlab.audit.ray_backend as backend
+        import patchlab.audits.ray_backend as backend
 
         def fake_run_pair(pair, settings, pair_dir, classifier=None, echo=None):
             key = pair.key()

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from patchlab.classes import generic_classes
-from patchlab.evaluate import CONTROL_NAMES, evaluate, make_controls
-from patchlab.evaluate.controls import REFERENCE_NAME
-from patchlab.evaluate.summary import pool_selection, summarize
+from patchlab.evaluation import CONTROL_NAMES, evaluate, make_controls
+from patchlab.evaluation.controls import REFERENCE_NAME
+from patchlab.evaluation.summary import pool_selection, summarize
 from patchlab.models import Classifier
 from patchlab.patches.candidate import Candidate
 from patchlab.stats import difference_interval, wilson_interval
@@ -219,7 +219,7 @@ def test_cli_evaluate_json_and_interrupt(folder, monkeypatch):
     from typer.testing import CliRunner
 
     from patchlab.cli import app, load_commands
-    from patchlab.evaluate import core
+    from patchlab.evaluation import core
     from patchlab.runio import is_complete
 
     load_commands()

@@ -16,7 +16,7 @@ from patchlab.library import (
 )
 from patchlab.library.search import eligible_photos, index_proposals, library_direction, window_scores
 from patchlab.models import tiny_classifier
-from patchlab.patches.feature import pooled_features
+from patchlab.patches.direction import pooled_features
 
 SOURCE, TARGET = 1, 2
 REAL_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "realphotos"
@@ -295,7 +295,7 @@ def test_library_control_photos_is_seeded(tmp_path, tmp_cache):
     assert all(c.kind == "control" and c.name.startswith("control-library-photo-") for c in a)
     assert a[0].patch.shape == (3, 32, 32)
     # the pooled null control of the evaluator is made of the same photos
-    from patchlab.evaluate.controls import library_photo_control
+    from patchlab.evaluation.controls import library_photo_control
 
     pooled = library_photo_control(clf, index, 4, torch.Generator().manual_seed(3))
     assert pooled.name == "control-library-photo" and pooled.kind == "control" and pooled.members.shape == (4, 3, 32, 32)

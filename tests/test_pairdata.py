@@ -43,7 +43,7 @@ def photos(tmp_path):
 
 def test_photo_splits_are_disjoint_across_synth_then_evaluate(photos, tmp_path, monkeypatch):
     """synth trains on its train split; evaluate on the same folder never counts those files."""
-    from patchlab import evaluate_patches, synth
+    from patchlab import evaluate as evaluate_patches, synth
 
     monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
     res = synth("combination lock", "scuba diver", steps=2, patch_px=8, batch_size=2, data=photos,

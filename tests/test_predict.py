@@ -7,7 +7,7 @@ import pytest
 
 from patchlab.data import ImageRecord, load_images
 from patchlab.errors import UserError
-from patchlab.predict import predict_files
+from patchlab.pipelines.predict import predict_files
 
 CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from patchlab.errors import UserError
-from patchlab.probe import probe
+from patchlab.pipelines.probe import probe
 from patchlab.runio import is_complete
 
 SOURCE, TARGET = "combination lock", "scuba diver"  # the random tiny net calls noise images class 507

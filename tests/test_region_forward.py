@@ -7,7 +7,7 @@ import torch
 from patchlab.classes import generic_classes
 from patchlab.efficientnet_lite import EfficientNetLite, fold_batchnorm
 from patchlab.models import Classifier
-from patchlab.patches import natural
+from patchlab.patches import crops as natural
 from patchlab.patches.apply import POSITIONS, apply_at
 from patchlab.patches.region_forward import Box, conv_region, paste_forward
 
@@ -84,7 +84,7 @@ def test_scores_by_setting_are_the_same_either_way(default_model, monkeypatch):
 
 
 def test_the_evaluator_counts_the_same_either_way(monkeypatch):
-    from patchlab.evaluate import core
+    from patchlab.evaluation import core
     from patchlab.patches.candidate import Candidate
 
     clf = _tiny_lite(96, True)

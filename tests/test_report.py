@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from patchlab.classes import ClassIndex
-from patchlab.evaluate import evaluate, make_controls
+from patchlab.evaluation import evaluate, make_controls
 from patchlab.models import tiny_classifier
 from patchlab.patches.candidate import Candidate
 from patchlab.report import rebuild_report, update_index, write_run
@@ -119,7 +119,7 @@ def test_data_folder_with_hostile_file_name(tmp_path, no_figures):
     """Acceptance: a file named <img src=x onerror=alert(1)>.png appears in report.html only escaped."""
     from PIL import Image
 
-    from patchlab.evaluate.run import evaluate_patches
+    from patchlab.pipelines.evaluate import evaluate_patches
 
     rng = np.random.default_rng(1)
     snorkels = tuple(f"{i}.png" for i in range(7)) + (EVIL_FILE,)  # 8 photos: every split gets some

@@ -139,7 +139,7 @@ def chromium():
 
 
 def test_report_renders_in_headless_chromium(chromium, tmp_path):
-    from patchlab.evaluate import evaluate, make_controls
+    from patchlab.evaluation import evaluate, make_controls
     from patchlab.models import tiny_classifier
     from patchlab.patches.candidate import Candidate
     from patchlab.report import update_index, write_run

@@ -44,8 +44,8 @@ def make_run(tmp: Path, data: Path | None) -> tuple[Path, Path]:
     PairData, null controls, evaluate on selection + confirmation, write_run. Returns (run, weights)."""
     from patchlab.budgets import get_budget
     from patchlab.devices import stage_generator
-    from patchlab.evaluate.controls import make_controls
-    from patchlab.evaluate.core import evaluate
+    from patchlab.evaluation.controls import make_controls
+    from patchlab.evaluation.core import evaluate
     from patchlab.identity import run_identity
     from patchlab.models import load_classifier
     from patchlab.pairdata import load_pair

@@ -173,7 +173,7 @@ def predict_cmd(
     opts: ModelArgs,
 ) -> None:
     """Classify images: top-k classes and probabilities for each file."""
-    from ..predict import predict_files
+    from ..pipelines.predict import predict_files
 
     result = predict_files(paths, top=top, model=opts.model, weights=opts.weights, device=opts.device, batch_size=batch_size)
     if opts.json_out:

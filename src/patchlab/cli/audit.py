@@ -90,7 +90,7 @@ def audit_cmd(
     With --models A B ..., every pair is probed on each model (OUT/pairs/<model>/<pair>/) and the
     report adds the most vulnerable model per pair. Exit code 0 when every pair was probed,
     3 when the audit finished but some pairs failed (see audit.csv)."""
-    from ..audit import audit
+    from ..audits import audit
 
     model, many = model_specs(ctx, opts.model, models, extra)
     doc = audit(pairs, pairs_file, model=model, models=many, weights=opts.weights, data=data, library=library,

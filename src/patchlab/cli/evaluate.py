@@ -46,7 +46,7 @@ def evaluate_cmd(
     opts: ModelArgs,
 ) -> None:
     """Measure how often patches flip SOURCE images to TARGET (static, dynamic, random), with controls."""
-    from ..evaluate.run import evaluate_patches
+    from ..pipelines.evaluate import evaluate_patches
 
     size_vals, protos, patches = _split_values(sizes or []), _split_values(protocol or []), list(patch)
     _sort_extras(list(extra or []), size_vals, protos, patches)

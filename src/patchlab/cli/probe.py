@@ -68,7 +68,7 @@ def probe_cmd(
     opts: ModelArgs,
 ) -> None:
     """Find and measure patches that flip SOURCE into TARGET; write a report (the main job)."""
-    from ..probe import probe
+    from ..pipelines.probe import probe
 
     summary = probe(classes[0], classes[1], model=opts.model, weights=opts.weights, data=data, library=library, donor_data=donor_data,
                     budget=budget, out=out, device=opts.device, seed=opts.seed, resume=resume,

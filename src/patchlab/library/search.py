@@ -63,7 +63,7 @@ import torch
 from ..errors import UserError
 from ..patches.apply import CORNERS
 from ..patches.candidate import Candidate, reads_as
-from ..patches.natural import CropSet, cut_crops, distinct_top, score_crops_by_setting
+from ..patches.crops import CropSet, cut_crops, distinct_top, score_crops_by_setting
 from .index import LibraryIndex
 
 CROP_SCALES = (0.35, 0.5, 0.7)
@@ -108,7 +108,7 @@ PROPOSAL_FIELDS = ("photo", "boxes", "score", "whole", "mirror")
 def library_direction(classifier, index: LibraryIndex, source: int, target: int) -> tuple[torch.Tensor, str]:
     """d at the feature layer: head row target minus source; without a linear head, the
     difference of the mean pooled features of the library's target and source photos."""
-    from ..patches.feature import pair_direction
+    from ..patches.direction import pair_direction
 
     if classifier.head is not None and classifier.head.in_features == index.pooled.shape[1]:
         return pair_direction(classifier, source, target).cpu(), "head: w_target - w_source"
@@ -607,7 +607,7 @@ def random_library_photos(index: LibraryIndex, n: int, generator: torch.Generato
 def library_control_photos(classifier, index: LibraryIndex, n: int = 20, generator: torch.Generator | None = None,
                            exclude: Sequence[int] = ()) -> list[Candidate]:
     """n random whole photos (none of class `exclude`) as control Candidates with provenance: the
-    members of the `control-library-photo` null control (`patchlab.evaluate.controls`).
+    members of the `control-library-photo` null control (`patchlab.evaluation.controls`).
 
     Many unrelated photos flip near-boundary sources, so a natural patch is
     special only if it beats the median of these pasted the same way.

@@ -1,6 +1,6 @@
 """`atlas`: load a model and build an activation atlas (the function behind `patchlab atlas`).
 
-`patchlab.atlas.build_atlas(classifier, ...)` is the lower-level function for
+`patchlab.atlases.build_atlas(classifier, ...)` is the lower-level function for
 a classifier already loaded, with every setting of `AtlasConfig`.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def atlas(
     computed from the layer's own activations (real photos need no source or
     target photo); max_images caps the photos drawn from `data` (None: all).
     """
-    from ..atlas import build_atlas
+    from ..atlases import build_atlas
     from ..models import load_classifier
 
     if source is None and target is None and layer is None and data is None:

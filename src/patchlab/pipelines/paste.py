@@ -36,13 +36,13 @@ def paste(
     (given, else the top of the head-alignment ranking) cut from donor_data photos
     or exemplars. Scored on the train split of `patchlab.pairdata` only.
     Returns {out, candidates, search}."""
-    from ..atlas.donors import head_alignment, shortlist
+    from ..atlases.donors import head_alignment, shortlist
     from ..devices import stage_generator
     from ..models import load_classifier
     from ..pairdata import load_pair
     from ..patches.natural import propose
     from ..patches.registry import GeneratorJob
-    from ..probe import check_inputs
+    from .probe import check_inputs
     from ..runio import atomic_write_json, check_run_dir, mark_complete, new_manifest
 
     budget_plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)

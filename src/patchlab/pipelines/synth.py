@@ -62,12 +62,12 @@ def synth(
     confirmation stay photos. Returns
     {run_dir, report, summary, candidate, sec_per_step}."""
     from ..devices import stage_generator
-    from ..evaluate.controls import make_controls
-    from ..evaluate.core import evaluate
+    from ..evaluation.controls import make_controls
+    from ..evaluation.core import evaluate
     from ..models import load_classifier
     from ..pairdata import ANY, synthesized_sources
     from ..patches.synth import synthesize_patch
-    from ..probe import check_inputs
+    from .probe import check_inputs
     from ..report import start_run, write_run
     from ..runio import check_run_dir, new_manifest
 

@@ -106,7 +106,7 @@ def read_run(run_dir: str | Path) -> RunInputs:
 
     A pooled control (the median of several library photos) is left out: the run
     saves only the first of its photos, so another model cannot measure the same control."""
-    from ..evaluate.controls import LIBRARY_NAME
+    from ..evaluation.controls import LIBRARY_NAME
     from ..runio import is_complete
 
     run_dir = Path(run_dir)
@@ -282,7 +282,7 @@ class SplitImages:
 def measure_model(inputs: RunInputs, target: TargetModel, images: SplitImages, seed: int, progress: bool) -> dict:
     """Evaluate every patch of the run on one model with the run's grid; {evaluation, info} or {error, info}."""
     from ..devices import stage_generator
-    from ..evaluate.core import evaluate
+    from ..evaluation.core import evaluate
 
     clf, cfg, s = target.classifier, inputs.summary.get("config") or {}, inputs.summary
     t0 = time.perf_counter()

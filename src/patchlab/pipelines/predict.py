@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import ImageRecord, iter_batches, list_image_files
-from .errors import UserError
-from .models import Classifier, load_classifier
+from ..data import ImageRecord, iter_batches, list_image_files
+from ..errors import UserError
+from ..models import Classifier, load_classifier
 
 
 def predict_files(

@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 
-from .budgets import BUDGETS, Budget, get_budget
-from .data import check_photo_folder
-from .devices import stage_generator
-from .errors import UserError
-from .pairdata import PairData, load_pair
-from .patches.candidate import Candidate
-from .stages import StageStore
+from ..budgets import BUDGETS, Budget, get_budget
+from ..data import check_photo_folder
+from ..devices import stage_generator
+from ..errors import UserError
+from ..pairdata import PairData, load_pair
+from ..patches.candidate import Candidate
+from ..stages import StageStore
 
 log = logging.getLogger("patchlab")
 __all__ = ["BUDGETS", "Budget", "probe", "check_inputs"]
@@ -58,7 +58,7 @@ def check_inputs(budget: str, *, data: str | Path | None = None, donor_data: str
         if path is not None and not Path(path).exists():
             raise UserError(f"{what} path does not exist: {path}")
     if library is not None:
-        from .library import check_library
+        from ..library import check_library
 
         check_library(library)
     if donor_data is not None and Path(donor_data).is_dir():  # a file may be a labels CSV
@@ -68,8 +68,8 @@ def check_inputs(budget: str, *, data: str | Path | None = None, donor_data: str
 
 def _run_dir(clf, s: int, t: int, out, run_dir, resume, identity: dict, say) -> tuple[Path, bool]:
     """(run folder, resumed?) after checking a resumed run's identity."""
-    from .identity import check_same_run
-    from .runio import claim_new_dir, ensure_writable_dir, is_complete
+    from ..identity import check_same_run
+    from ..runio import claim_new_dir, ensure_writable_dir, is_complete
 
     if resume is not None:
         run_dir = Path(resume)
@@ -104,7 +104,7 @@ def _donor_stage(clf, pair: PairData, plan: Budget, run_dir: Path, seed: int, pr
     def compute():
         if clf.head is None:
             return {}, {"donors": [], "atlas_files": {}, "notes": ["no linear head: no donor ranking"]}
-        from .atlas.run import build_atlas
+        from ..atlases.run import build_atlas
 
         res = build_atlas(clf, pair.source, pair.target, images=torch.cat([pair.train, pair.target_images]), grid=8,
                           n_donors=max(plan.shortlist, plan.n_donors_used), out=run_dir / "atlas", seed=seed,
@@ -118,7 +118,7 @@ def _donor_stage(clf, pair: PairData, plan: Budget, run_dir: Path, seed: int, pr
 
 def _generator_stage(name: str, propose, job_args: dict[str, Any]):
     def compute():
-        from .patches.registry import GeneratorJob
+        from ..patches.registry import GeneratorJob
 
         job = GeneratorJob(generator=stage_generator(job_args["seed"], name), **job_args)
         tensors, meta = pack_candidates(propose(job))
@@ -129,7 +129,7 @@ def _generator_stage(name: str, propose, job_args: dict[str, Any]):
 
 
 def _controls(clf, pair: PairData, plan: Budget, library: Path | None, seed: int) -> list[Candidate]:
-    from .evaluate.controls import library_photo_control, make_controls
+    from ..evaluation.controls import library_photo_control, make_controls
 
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"),
                              source=pair.source, target=pair.target)
@@ -165,10 +165,10 @@ def probe(
     photos, else exemplars). run_dir: write into this folder instead of a new
     time-stamped one under `out` (an audit's per-pair folder). classifier: an
     already loaded Classifier for `model` (an audit loads it once)."""
-    from .identity import run_identity
-    from .models import load_classifier
-    from .patches.registry import GENERATORS
-    from .runio import atomic_write_json, new_manifest
+    from ..identity import run_identity
+    from ..models import load_classifier
+    from ..patches.registry import GENERATORS
+    from ..runio import atomic_write_json, new_manifest
 
     say = echo or (lambda msg: log.info(msg))
     plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
@@ -207,8 +207,8 @@ def probe(
         candidates += unpack_candidates(tensors, meta)
         notes[name] = meta.get("notes", {})
 
-    from .evaluate.core import evaluate
-    from .report import update_index, write_run
+    from ..evaluation.core import evaluate
+    from ..report import update_index, write_run
 
     t0 = time.perf_counter()
     ev = evaluate(clf, candidates, {"selection": pair.selection, "confirmation": pair.confirmation}, s, t,

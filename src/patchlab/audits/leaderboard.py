@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..evaluate.summary import CONFIRMATION, SELECTION
+from ..evaluation.summary import CONFIRMATION, SELECTION
 from ..patches.candidate import GENERATED_KINDS, NULL_KIND, REFERENCE_KIND
 from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, versions
 from .pair_run import Job, is_finished, read_failure

@@ -29,7 +29,7 @@ def run_pair(pair: Pair, settings: dict[str, Any], pair_dir: Path, classifier: A
              echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Probe one pair into pair_dir (resuming its finished stages). Never raises for a
     failed pair (except KeyboardInterrupt): returns {status, error, traceback, seconds}."""
-    from ..probe import probe
+    from ..pipelines.probe import probe
 
     start = time.perf_counter()
     resume = pair_dir if (pair_dir / "manifest.json").is_file() else None

@@ -16,8 +16,8 @@ from ..devices import stage_generator
 from ..errors import UserError
 from ..patches.candidate import GENERATED_KINDS, Candidate, load_patch
 from ..protocols import DEFAULT_SIZES, PROTOCOLS
-from .controls import make_controls
-from .core import evaluate
+from ..evaluation.controls import make_controls
+from ..evaluation.core import evaluate
 
 log = logging.getLogger("patchlab")
 
@@ -86,7 +86,7 @@ def evaluate_patches(
     in % of the image area. Returns {run_dir, report, summary}."""
     from ..models import load_classifier
     from ..pairdata import ANY, load_pair
-    from ..probe import check_inputs
+    from .probe import check_inputs
     from ..report import start_run, update_index, write_run
     from ..runio import check_run_dir, new_manifest
 

@@ -152,7 +152,7 @@ def _absolute(path: str | Path | None) -> str | None:  # Ray workers do not shar
 
 
 def _check_args(n_pairs, cpus_per_pair, budget, data, donor_data, library, ray) -> None:
-    from ..probe import check_inputs
+    from ..pipelines.probe import check_inputs
 
     check_inputs(budget, data=data, donor_data=donor_data, library=library)
     if n_pairs is not None and n_pairs < 1:
