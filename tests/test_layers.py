@@ -23,7 +23,7 @@ PACKAGE = "patchlab"
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "stats", "runio", "runfolder", "devices", "classes", "weights", "cpu_memory", "cache", "identity",
      "protocols", "version", "labels", "stages"),
-    ("data", "models", "optvis"),
+    ("data", "models", "optvis", "defenses"),
     ("exemplars", "pairdata"),
     ("patches",),
     ("library", "atlases"),
