@@ -139,3 +139,8 @@ def imagenet_classes() -> ClassIndex:
 def generic_classes(n: int) -> ClassIndex:
     """Placeholder names for a model whose classes are not ImageNet-1k."""
     return ClassIndex(names=[f"class_{i}" for i in range(n)])
+
+
+def classes_for(num_classes: int) -> ClassIndex:
+    """ImageNet-1k's classes for a model with 1000 outputs, placeholder names otherwise."""
+    return imagenet_classes() if num_classes == 1000 else generic_classes(num_classes)
