@@ -70,6 +70,16 @@ def test_capture_and_run_record_activations_and_remove_hooks(tiny):
     assert list(acts2) == ["features"]
 
 
+def test_reads_as_is_the_top1_of_each_patch_alone(tiny):
+    patches = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    looks = tiny.reads_as(patches)
+    probs = tiny(patches).softmax(-1)
+    assert [d["index"] for d in looks] == probs.argmax(-1).tolist()
+    assert looks[0] == {"index": looks[0]["index"], "name": tiny.classes.label(looks[0]["index"]),
+                        "prob": round(float(probs[0].max()), 4)}
+    assert tiny.reads_as(patches[:0]) == []
+
+
 def test_find_feature_layer_and_head_on_plain_net():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     from patchlab.classes import generic_classes

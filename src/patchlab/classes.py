@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from .errors import UserError
 
@@ -95,6 +98,19 @@ class ClassIndex:
                 if m not in out:
                     out.append(m)
         return out[:n]
+
+    def prediction(self, index: int, prob: float, *, digits: int | None = 4) -> dict[str, Any]:
+        """{"index", "name", "prob"} of one class the model predicts; prob rounded to `digits`
+        (None: kept as it is)."""
+        p = float(prob)
+        return {"index": int(index), "name": self.label(int(index)), "prob": p if digits is None else round(p, digits)}
+
+    def top(self, probs: torch.Tensor, k: int = 1, *, digits: int | None = 4) -> list[list[dict[str, Any]]]:
+        """The k most probable classes of each row of probabilities (N,K), as `prediction` dicts.
+        k=1 takes the first maximal class of a row (as argmax does)."""
+        values, indices = probs.max(-1, keepdim=True) if k == 1 else probs.topk(k, dim=-1)
+        return [[self.prediction(i, v, digits=digits) for v, i in zip(vs, ix)]
+                for vs, ix in zip(values.tolist(), indices.tolist())]
 
     def resolve(self, query: str) -> int:
         """One class index for what the user typed, or a UserError with suggestions."""

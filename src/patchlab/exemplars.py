@@ -250,15 +250,14 @@ def exemplars(
 
 def _records(classifier, images, cls, near, result, robust, band, near_band) -> list[dict[str, Any]]:
     probs = F.softmax(classifier.logits(images), dim=1).cpu()
-    top_p, top_i = probs.topk(5, dim=1)
+    top5 = classifier.classes.top(probs, 5, digits=6)
     slug = classifier.classes.slug(cls)
     out = []
     for i in range(images.shape[0]):
         p = float(probs[i, cls])
         rec: dict[str, Any] = {
-            "file": f"{slug}-{i:03d}.png", "p_class": round(p, 6), "top1": int(top_i[i, 0]) == cls,
-            "top5": [{"index": int(k), "name": classifier.classes.label(int(k)), "prob": round(float(v), 6)}
-                     for v, k in zip(top_p[i], top_i[i])],
+            "file": f"{slug}-{i:03d}.png", "p_class": round(p, 6), "top1": top5[i][0]["index"] == cls,
+            "top5": top5[i],
             "steps": int(result.steps_used[i]), "stopped": bool(result.stopped[i]),
             "robust_top1": round(float(robust[i]), 3),
         }

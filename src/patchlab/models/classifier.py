@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,13 @@ class Classifier(nn.Module):
         """Logits in batches (no gradient), on the classifier's device."""
         outs = [self(images[i : i + batch_size].to(self.device)) for i in range(0, len(images), batch_size)]
         return torch.cat(outs) if outs else torch.empty(0, self.num_classes, device=self.device)
+
+    @torch.no_grad()
+    def reads_as(self, patches: torch.Tensor) -> list[dict[str, Any]]:
+        """What the model calls each patch (N,3,h,w) on its own: top-1 {"index", "name", "prob"}
+        (one batched forward, see `ClassIndex.prediction`)."""
+        probs = self.logits(patches.to(self.device).float()).softmax(-1)
+        return [row[0] for row in self.classes.top(probs)]
 
     # -- layers and activations -------------------------------------------
     def layers(self) -> dict[str, nn.Module]:
