@@ -23,8 +23,8 @@ import torch
 
 def measure(device: str, batch_size: int, rounds: int) -> dict[str, float]:
     """images/s per (network, dtype) in this process."""
-    from patchlab.efficientnet_lite import EfficientNetLite0
     from patchlab.models import load_classifier
+    from patchlab.models.efficientnet_lite import EfficientNetLite0
 
     clf = load_classifier("efficientnet_lite0", device)  # folded
     unfolded = EfficientNetLite0().eval().to(clf.device)

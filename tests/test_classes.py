@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from patchlab.classes import ClassIndex, generic_classes, imagenet_classes, normalize
+from patchlab.classes import ClassIndex, classes_for, generic_classes, imagenet_classes, normalize
 from patchlab.errors import UserError
 
 
@@ -93,3 +94,21 @@ def test_generic_and_custom_classes():
     assert custom.resolve("Dog") == 1
     with pytest.raises(UserError, match="cat"):
         custom.resolve("cats")
+
+
+def test_classes_for_a_model_output_size():
+    assert classes_for(1000) is imagenet_classes() and classes_for(3).names == ["class_0", "class_1", "class_2"]
+
+
+def test_prediction_and_top_k_dicts(imagenet):
+    # the label (WordNet id added to a duplicate name), prob rounded to 4 places unless told otherwise
+    assert imagenet.prediction(134, 0.123456) == {"index": 134, "name": "crane (n02012849)", "prob": 0.1235}
+    assert list(imagenet.prediction(983, torch.tensor(0.5))) == ["index", "name", "prob"]
+    assert imagenet.prediction(983, 0.123456789, digits=6)["prob"] == 0.123457
+    assert imagenet.prediction(983, 0.123456789, digits=None)["prob"] == 0.123456789
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.4, 0.2, 0.4]])
+    classes = ClassIndex(names=["cat", "dog", "fox"])
+    assert [[d["name"] for d in row] for row in classes.top(probs, k=2)] == [["dog", "fox"], ["cat", "fox"]]
+    top1 = classes.top(probs)
+    assert [len(row) for row in top1] == [1, 1] and top1[0][0] == {"index": 1, "name": "dog", "prob": 0.6}
+    assert top1[1][0]["index"] == 0  # a tie goes to the first class, as argmax

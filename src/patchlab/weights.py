@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from .errors import UserError, first_line
 
@@ -40,8 +41,6 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
     if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             state = load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types

@@ -324,7 +324,7 @@ def _write_arrays(classifier, records, tmp: Path, dim: int, basis_np, batch_size
 
 
 def _manifest(classifier, root: Path, key: str, kept, skipped, shapes, info: dict[str, Any]) -> dict[str, Any]:
-    from ..exemplars import model_fingerprint
+    from ..models import model_fingerprint
 
     return {
         "format": "patchlab-library", "version": VERSION, "key": key, "complete": True,
@@ -411,7 +411,7 @@ def index_library(
     Changing, adding or removing a file (size or mtime) or a label gives a new key.
     """
     from ..cache import cache_key
-    from ..exemplars import model_fingerprint
+    from ..models import model_fingerprint
 
     root = Path(folder).resolve()
     records = library_records(root, classifier.classes)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module  # the global hook registries
 
-from ..efficientnet_lite import EfficientNetLite, _hooked, same_pads
+from ..models.efficientnet_lite import EfficientNetLite, hooked, same_pads
 from .apply import composite, named_centers, patch_grid
 
 
@@ -207,9 +207,9 @@ def _cache_bytes_per_image(net: EfficientNetLite, size: int) -> int:
 
 
 def _observed(classifier) -> bool:
-    """Whether a hook may watch the forward: those `_hooked` sees, and pre-forward hooks."""
+    """Whether a hook may watch the forward: those `hooked` sees, and pre-forward hooks."""
     return bool(_module._global_forward_pre_hooks) or any(
-        _hooked(m) or m._forward_pre_hooks for m in classifier.modules())
+        hooked(m) or m._forward_pre_hooks for m in classifier.modules())
 
 
 def paste_forward(classifier, images: torch.Tensor, max_bytes: int = CACHE_BYTES,

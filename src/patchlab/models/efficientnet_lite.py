@@ -99,7 +99,8 @@ class SameConv2d(nn.Conv2d):
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-def _hooked(m: nn.Module) -> bool:
+def hooked(m: nn.Module) -> bool:
+    """Whether a forward or backward hook may see the output of `m` (its own hooks, or a global module hook)."""
     return bool(m._forward_hooks or m._backward_hooks or m._backward_pre_hooks
                 or _module._global_forward_hooks or _module._global_backward_hooks)
 
@@ -107,7 +108,7 @@ def _hooked(m: nn.Module) -> bool:
 def _relu6(h: torch.Tensor, *observed: nn.Module) -> torch.Tensor:
     """ReLU6, in place unless a hook (on a module in `observed`, or a global module hook)
     may hold `h` or wrap it for its backward."""
-    return F.relu6(h, inplace=not any(_hooked(m) for m in observed))
+    return F.relu6(h, inplace=not any(hooked(m) for m in observed))
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
