@@ -72,7 +72,7 @@ class Trials:
 
 
 def static_trials(n: int, sizes: Sequence[float], positions: Sequence[str], hw, device) -> Trials:
-    """Every size x named position x image, unrotated."""
+    """Every size x position x image, unrotated."""
     idx, area, centers = apply_mod.placement_grid(n, sizes, positions, hw, device)
     return Trials(idx, area, centers, torch.zeros_like(area), (len(sizes), len(positions), n))
 
