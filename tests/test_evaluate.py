@@ -219,7 +219,7 @@ def test_cli_evaluate_json_and_interrupt(folder, monkeypatch):
     from typer.testing import CliRunner
 
     from patchlab.cli import app, load_commands
-    from patchlab.evaluation import core
+    from patchlab.patches import apply as apply_mod
     from patchlab.runio import is_complete
 
     load_commands()
@@ -228,7 +228,7 @@ def test_cli_evaluate_json_and_interrupt(folder, monkeypatch):
             str(folder / "data"), "--model", "tiny", "--sizes", "10", "25", "--protocol", "static", "--out", str(out),
             "--placements", "2", "--json"]
     calls = {"n": 0}
-    real = core.apply_mod.apply_patch
+    real = apply_mod.apply_patch
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -236,11 +236,11 @@ def test_cli_evaluate_json_and_interrupt(folder, monkeypatch):
             raise RuntimeError("simulated crash mid-evaluation")
         return real(*a, **k)
 
-    monkeypatch.setattr(core.apply_mod, "apply_patch", flaky)
+    monkeypatch.setattr(apply_mod, "apply_patch", flaky)
     res = CliRunner().invoke(app, args)
     assert isinstance(res.exception, RuntimeError) and not is_complete(out)
     assert not (out / "summary.json").exists()
-    monkeypatch.setattr(core.apply_mod, "apply_patch", real)
+    monkeypatch.setattr(apply_mod, "apply_patch", real)
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
@@ -255,7 +255,7 @@ def test_cli_evaluate_json_and_interrupt(folder, monkeypatch):
     assert (folder / "reports" / "index.html").is_file()
     # interrupting a re-run of a finished run un-marks it
     calls["n"] = 0
-    monkeypatch.setattr(core.apply_mod, "apply_patch", flaky)
+    monkeypatch.setattr(apply_mod, "apply_patch", flaky)
     assert isinstance(CliRunner().invoke(app, args).exception, RuntimeError)
     assert not is_complete(out)
 

@@ -13,7 +13,7 @@ from patchlab.devices import stage_generator, stage_seed
 from patchlab.errors import UserError
 from patchlab.identity import check_same_run, run_identity
 from patchlab.models import tiny_classifier
-from patchlab.pairdata import BLOCK, SPLITS, SplitSizes, load_pair, split_indices, split_of
+from patchlab.pairdata import BLOCK, RULE, SPLITS, SplitSizes, load_pair, split_indices, split_of
 
 
 def test_split_rule_is_balanced_disjoint_and_prefix_stable():
@@ -29,6 +29,9 @@ def test_split_rule_is_balanced_disjoint_and_prefix_stable():
     assert {s: len(v) for s, v in capped.items()} == {"train": 3, "selection": 2, "confirmation": 5}
     assert all(set(capped[s]) <= set(idx[s]) for s in SPLITS)
     assert SplitSizes(8, 8, 16).items_needed() == 32 and SplitSizes(3, 1, 1).items_needed() == 16
+    assert SplitSizes(0, 0, 9).items_needed() == 24 and SplitSizes(0, 0, 0).items_needed() == 8
+    # run folders record the rule's text: it reads as it always did
+    assert RULE == "blocks of 8 in item order, each a seeded permutation of 2 train / 2 selection / 4 confirmation"
 
 
 @pytest.fixture

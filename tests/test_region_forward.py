@@ -84,7 +84,7 @@ def test_scores_by_setting_are_the_same_either_way(default_model, monkeypatch):
 
 
 def test_the_evaluator_counts_the_same_either_way(monkeypatch):
-    from patchlab.evaluation import core
+    from patchlab.evaluation import core, trials
     from patchlab.patches.candidate import Candidate
 
     clf = _tiny_lite(96, True)
@@ -103,9 +103,9 @@ def test_the_evaluator_counts_the_same_either_way(monkeypatch):
     ev = core.evaluate(clf, cands, images, None, target, sizes=(0.1,), positions=("top-left", "random"),
                        protocols=("static",), controls=[], n_examples=0)
     assert set(ev.results["placement"]) == {"top-left", "random"}
-    assert core.paste_forward(clf, images) is not None
+    assert trials.paste_forward(clf, images) is not None
     fast = run()
-    monkeypatch.setattr(core, "paste_forward", lambda *_a, **_k: None)
+    monkeypatch.setattr(trials, "paste_forward", lambda *_a, **_k: None)
     full = run()
     assert fast.shape == full.shape and fast.shape[0] > 0
     assert (abs(fast - full) < 1e-4).all()

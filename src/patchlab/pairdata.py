@@ -22,14 +22,19 @@ from typing import Any
 
 import torch
 
+from . import exemplars as exemplars_mod
+from .data import discover, load_images, select
 from .devices import stage_generator
 from .errors import UserError
 
 log = logging.getLogger("patchlab")
 
-SPLITS = ("train", "selection", "confirmation")
-BLOCK = ("train",) * 2 + ("selection",) * 2 + ("confirmation",) * 4
-RULE = "blocks of 8 in item order, each a seeded permutation of 2 train / 2 selection / 4 confirmation"
+TRAIN, SELECTION, CONFIRMATION = "train", "selection", "confirmation"
+SPLITS = (TRAIN, SELECTION, CONFIRMATION)
+EVALUATED = (SELECTION, CONFIRMATION)  # the splits `evaluate` measures; train is for generators only
+BLOCK = (TRAIN,) * 2 + (SELECTION,) * 2 + (CONFIRMATION,) * 4
+RULE = (f"blocks of {len(BLOCK)} in item order, each a seeded permutation of "
+        + " / ".join(f"{BLOCK.count(s)} {s}" for s in SPLITS))  # 2 train / 2 selection / 4 confirmation
 ANY = "any"
 ANY_CLASSES = 8  # classes drawn for exemplars when the source is `any` (Brown et al.: variety helps)
 
@@ -45,7 +50,7 @@ class SplitSizes:
 
     def items_needed(self) -> int:
         """Items to generate so that every split reaches its size under the block rule."""
-        blocks = max(-(-self.train // 2), -(-self.selection // 2), -(-self.confirmation // 4), 1)
+        blocks = max(*(-(-getattr(self, s) // BLOCK.count(s)) for s in SPLITS), 1)
         return blocks * len(BLOCK)
 
 
@@ -152,7 +157,7 @@ def _require(images: dict[str, torch.Tensor], where: str) -> None:
     empty = [s for s in SPLITS if len(images[s]) == 0]
     if empty:
         raise UserError(f"not enough source images {where} for the {' and '.join(empty)} split(s) "
-                        f"(the split rule puts 2 of every 8 in train, 2 in selection, 4 in confirmation)")
+                        f"(the split rule: {RULE})")
 
 
 def synthesized_sources(classifier, source: int | None, target: int, n: int, seed: int = 0,
@@ -162,13 +167,11 @@ def synthesized_sources(classifier, source: int | None, target: int, n: int, see
     (p(source), p(target)) bands, default the exemplars' defaults), or, when source is
     None, ceil(n / ANY_CLASSES) of each of ANY_CLASSES random classes but the target (at
     least n): (images, names, how they were made)."""
-    from .exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND, describe, exemplars
-
     if source is not None:
-        band, near_band = bands or (DEFAULT_BAND, DEFAULT_NEAR_BAND)
-        ex = exemplars(classifier, source, n, band=band, near=target, near_band=near_band, seed=seed,
+        band, near_band = bands or (exemplars_mod.DEFAULT_BAND, exemplars_mod.DEFAULT_NEAR_BAND)
+        ex = exemplars_mod.exemplars(classifier, source, n, band=band, near=target, near_band=near_band, seed=seed,
                        progress=progress)
-        images, how = ex.images.cpu(), describe(ex.settings)
+        images, how = ex.images.cpu(), exemplars_mod.describe(ex.settings)
         names = [f"exemplar {classifier.classes.label(source)} #{i}" for i in range(n)]
     else:
         g = stage_generator(seed, "any-classes")
@@ -176,7 +179,7 @@ def synthesized_sources(classifier, source: int | None, target: int, n: int, see
         per = -(-n // len(pool))
         parts, names = [], []
         for c in pool:
-            parts.append(exemplars(classifier, c, per, seed=seed, progress=progress).images.cpu())
+            parts.append(exemplars_mod.exemplars(classifier, c, per, seed=seed, progress=progress).images.cpu())
             names += [f"exemplar {classifier.classes.label(c)} #{i}" for i in range(per)]
         images, how = torch.cat(parts), f"calibrated exemplars of {len(pool)} random classes"
     return images, names, how
@@ -184,19 +187,15 @@ def synthesized_sources(classifier, source: int | None, target: int, n: int, see
 
 def _from_exemplars(classifier, source, target, sizes: SplitSizes, seed: int, progress: bool,
                     bands: tuple[Band, Band] | None = None) -> PairData:
-    from .exemplars import exemplars
-
     images, names, how = synthesized_sources(classifier, source, target, sizes.items_needed(), seed, progress, bands)
     idx = split_indices(len(images), seed, sizes)
     split, split_names = _split_tensor(images, names, idx)
-    tgt = exemplars(classifier, target, sizes.target, seed=seed + 1, progress=progress).images.cpu()
+    tgt = exemplars_mod.exemplars(classifier, target, sizes.target, seed=seed + 1, progress=progress).images.cpu()
     tnames = [f"exemplar {classifier.classes.label(target)} #{i}" for i in range(len(tgt))]
     return PairData(source, target, split, split_names, tgt, "synthesized", how, seed, [], tnames)
 
 
 def _from_photos(classifier, source, target, sizes: SplitSizes, root: Path, seed: int, factor: int) -> PairData:
-    from .data import discover, load_images, select
-
     records = discover(root, classifier.classes)
     if source is None:
         src = [r for r in records if r.label != target]
@@ -222,11 +221,9 @@ def _from_photos(classifier, source, target, sizes: SplitSizes, root: Path, seed
         got = load_images(tgt_recs, classifier.input_size, classifier.crop_pct)
         tgt, tnames = got.images, [_relative(p, root) for p in got.paths]
     else:
-        from .exemplars import exemplars
-
         log.warning("no %s images in %s: the target reference uses synthesized exemplars",
                     classifier.classes.label(target), root)
-        tgt = exemplars(classifier, target, sizes.target, seed=seed + 1).images.cpu()
+        tgt = exemplars_mod.exemplars(classifier, target, sizes.target, seed=seed + 1).images.cpu()
         tnames = [f"exemplar {classifier.classes.label(target)} #{i}" for i in range(len(tgt))]
     return PairData(source, target, split, names, tgt, "real", f"photos from {root}", seed, skipped, tnames)
 

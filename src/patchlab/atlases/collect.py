@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import pixels_to_float
+from ..data import iter_batches, pixels_to_float
+from ..errors import UserError
 
 log = logging.getLogger("patchlab")
 
@@ -104,8 +105,6 @@ def attribute_batch(
         logits = classifier(images)
         h = store["h"]
         if h.dim() != 4:
-            from ..errors import UserError
-
             raise UserError(f"layer {layer!r} output has shape {tuple(h.shape)}; an atlas needs a spatial map (N,C,H,W)")
         objectives = [logits[:, c].sum() for c in classes]
         derive = pair is not None and pair[0] in classes and pair[1] in classes
@@ -220,8 +219,6 @@ def collect(
         names.extend(str(x) for x in bnames)
         labels.extend(int(x) for x in blabels)
     if hw is None:
-        from ..errors import UserError
-
         raise UserError("no images to collect activations from")
     vectors = writer.finish()
     return Activations(
@@ -246,8 +243,6 @@ def tensor_batches(
 def folder_batches(records, classifier, batch_size: int = 32, workers: int | None = None, uint8: bool = False):
     """Batches decoded from `patchlab.data` records (bad files skipped with a warning); uint8:
     as channels-last uint8 pixels, which `collect` converts on the device."""
-    from ..data import iter_batches
-
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     for b in iter_batches(records, classifier.input_size, classifier.crop_pct, batch_size=batch_size, workers=workers,
                           uint8=uint8):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import stage_generator
 from ..errors import UserError
 
 # The purposes of the atlas's random draws (stage names "atlas:<purpose>"; renaming one changes results).
@@ -78,8 +79,6 @@ class AtlasConfig:
 
     def generator(self, purpose: str) -> torch.Generator:
         """The CPU generator of one purpose (see PURPOSES), derived from the run seed and its name."""
-        from ..devices import stage_generator
-
         if purpose not in PURPOSES:
             raise KeyError(f"unknown atlas random purpose {purpose!r}; known: {', '.join(PURPOSES)}")
         return stage_generator(self.seed, f"atlas:{purpose}")

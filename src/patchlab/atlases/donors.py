@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .collect import Activations
@@ -126,8 +127,6 @@ def activation_scores(donor: Activations, view: PairView, top_fraction: float = 
 
 def _rank(values: np.ndarray) -> np.ndarray:
     """1 = best (largest); NaN last; ties share the mean rank."""
-    import pandas as pd
-
     return pd.Series(values).rank(ascending=False, method="average", na_option="bottom").to_numpy()
 
 
@@ -140,8 +139,6 @@ def rank_donors(
     target: int,
 ):
     """Table of candidates (never source/target) with each signal, its rank, and the combined rank."""
-    import pandas as pd
-
     cands = [c for c in candidates if c not in (source, target)]
     align = np.array([alignment[c] if alignment is not None else np.nan for c in cands], dtype=np.float64)
     act = np.array([evidence.act_score.get(c, np.nan) if evidence else np.nan for c in cands], dtype=np.float64)

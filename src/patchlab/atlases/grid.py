@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -106,8 +107,6 @@ def make_grid(
 
 def cells_table(cells: Cells, image_names: list[str], view: str, class_names: list[str] | None = None):
     """A pandas table of kept cells (one row each) for cells.csv."""
-    import pandas as pd
-
     data = {
         "view": view, "cell": cells.ids, "ix": cells.ix, "iy": cells.iy, "count": cells.count,
         "mean_attribution": cells.attribution,

@@ -4,7 +4,7 @@ Each kept cell is shown by a feature visualization of its MEAN activation
 vector (by default minus the mean of all cells: `run.icon_directions`),
 rendered with the optvis engine and the atlas objective
 dot(h, v) * cos(h, v)^2 averaged over positions, a batch of cells per call.
-Icons shrink in sparse cells. Without optvis (or with icons=False) a cell
+Icons shrink in sparse cells. With icons=False a cell
 shows a crop of its most typical member image around the member's position.
 """
 from __future__ import annotations
@@ -16,6 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..devices import stage_generator
+from ..optvis.objectives import direction
+from ..optvis.render import render
 from .collect import Activations
 from .grid import Cells
 
@@ -34,10 +37,6 @@ def render_icons(
 ) -> torch.Tensor:
     """Feature visualizations (K, 3, size, size) of K direction vectors at `layer`, `batch` at a time
     (the batch from vector i drawn from the CPU generator of stage "atlas:icons:i": the same on any device)."""
-    from ..devices import stage_generator
-    from ..optvis.objectives import direction
-    from ..optvis.render import render
-
     v = torch.as_tensor(np.asarray(vectors, dtype=np.float32)).to(classifier.device)
     out = []
     for i in range(0, len(v), batch):

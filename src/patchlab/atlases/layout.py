@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UserError
+
 log = logging.getLogger("patchlab")
 
 WHOLE_LAYER = {"n_neighbors": 50, "min_dist": 0.05, "whiten": True}
@@ -128,8 +130,6 @@ def layout(
     elif chosen == "pca":
         coords = _pca(x, dims)
     else:
-        from ..errors import UserError
-
         raise UserError(f"unknown layout method {method!r}; use auto, umap, tsne or pca")
     if note:
         log.info("layout: %s", note)

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import torch
 
+from ..data import ImageRecord, discover, load_images
 from ..errors import UserError
+from ..exemplars import exemplars
+from ..optvis import objectives as obj
+from ..optvis.render import render
 from .collect import Activations, collect, folder_batches, tensor_batches
 from .config import AtlasRun
 from .result import save_index
@@ -42,8 +46,6 @@ class ImagePool:
         if self.records is None:
             index = {n: i for i, n in enumerate(self.names)}
             return self.images[[index[n] for n in names]]
-        from ..data import ImageRecord, load_images
-
         got = load_images([ImageRecord(Path(n)) for n in names], self.classifier.input_size, self.classifier.crop_pct)
         by = dict(zip(got.paths, got.images))
         blank = torch.full((3, self.classifier.input_size, self.classifier.input_size), 0.5)
@@ -69,10 +71,6 @@ class _MultiPool:
 
 def exemplar_pool(classifier, classes: list[int], n: int, seed: int, tag: str) -> ImagePool:
     """Exemplars synthesized by `patchlab.exemplars` (one call per class)."""
-    try:
-        from ..exemplars import exemplars
-    except ImportError:
-        raise UserError("no --data given and patchlab.exemplars is not available to synthesize images; pass --data DIR") from None
     imgs, names, labels = [], [], []
     for c in classes:
         ex = exemplars(classifier, c, n, seed=seed)
@@ -88,9 +86,6 @@ def rendered_pool(classifier, classes: list[int], per_class: int, steps: int, ge
     """Donor-class images rendered in ONE optvis batch (each image its own class), each frozen
     once it is top-1 for its class with p >= band[0]; objective log p kept inside the band.
     Random draws from `generator` (a CPU one gives the same images on any device)."""
-    from ..optvis import objectives as obj
-    from ..optvis.render import render
-
     dev = classifier.device
     idx = torch.tensor(classes, device=dev).repeat_interleave(per_class)
     rows = torch.arange(len(idx), device=dev)
@@ -108,8 +103,6 @@ def rendered_pool(classifier, classes: list[int], per_class: int, steps: int, ge
 def data_records(classifier, data, classes: list[int] | None, per_class: int, generator: torch.Generator):
     """A data folder's records: at most `per_class` of each class in `classes` (None: at most that many in all),
     a random subset (drawn with the CPU `generator`) in folder order where there are more."""
-    from ..data import discover
-
     records = discover(data, classifier.classes)
     groups = [records] if classes is None else [[r for r in records if r.label == c] for c in classes]
     return [r for group in groups for r in _subset(group, per_class, generator)]

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, save_png
 from .collect import Activations
 from .grid import Cells, cells_table
+from .icons import compose
 from .layout import Layout
 from .pair import PairView
 
@@ -87,10 +89,6 @@ def save_index(path: Path, acts: Activations) -> None:
 
 def write_views(out: Path, views: list[View], tiles: list[torch.Tensor], cell_px: int, pair_scale: float | None) -> dict[str, str]:
     """The atlas PNGs (cells framed by their pair attribution / pair_scale in pair mode) and cells.csv."""
-    import pandas as pd
-
-    from .icons import compose
-
     files: dict[str, str] = {}
     for view, tile in zip(views, tiles):
         frame = view.cells.attribution / pair_scale if pair_scale is not None else None

@@ -22,10 +22,13 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..runio import atomic_write_json, ensure_writable_dir, mark_complete, new_manifest
+from . import icons
 from .collect import Activations
 from .config import AtlasConfig, AtlasRun
 from .donor_run import ClassPair, DonorRun, layer_donors, rank_pair_donors
 from .grid import Cells, make_grid
+from .icon_measures import cell_top_classes, icon_measures
 from .layout import CLASS_ATLAS, WHOLE_LAYER, Layout, layout
 from .pair import pair_view
 from .pools import ImagePool, collect_pool, layer_pool, pair_pool
@@ -55,8 +58,6 @@ def build_atlas(
     donor_exemplars, donor_steps, shortlist_size, max_images, atlas_grid,
     pair_embed, atlas_method, batch_size, seed.
     """
-    from ..runio import atomic_write_json, ensure_writable_dir, mark_complete, new_manifest
-
     t_all = time.perf_counter()
     unknown = sorted(set(settings) - _SETTINGS)
     if unknown:
@@ -173,17 +174,15 @@ def _concat_acts(parts: list[Activations]) -> Activations:
     )
 
 
-def _measure_icons(run: AtlasRun, cells: Cells, icons: torch.Tensor, rendered: bool) -> dict:
+def _measure_icons(run: AtlasRun, cells: Cells, tiles: torch.Tensor, rendered: bool) -> dict:
     """The atlas view's icon measures (`icon_measures`); each cell's top-3 attributed classes go
     into cells.csv (top_class_1..3) when the layer allows an exact attribution."""
-    from .icon_measures import cell_top_classes, icon_measures
-
     clf = run.classifier
     top = cell_top_classes(clf, run.config.layer, cells.vectors)
     if top is not None:
         for j in range(top.shape[1]):
             cells.extra[f"top_class_{j + 1}"] = np.array([clf.classes.label(int(c)) for c in top[:, j]])
-    measures = icon_measures(clf, run.config.layer, icons, top)
+    measures = icon_measures(clf, run.config.layer, tiles, top)
     what = "centered cell means" if run.config.icon_direction == "centered" else "cell means"
     measures["icons_are"] = f"optvis renders of {what}" if rendered else "member-photo crops"
     return measures
@@ -205,19 +204,10 @@ def icon_directions(cells: Cells, how: str) -> np.ndarray:
 def _tiles(run: AtlasRun, views: list[View], pool) -> tuple[list[torch.Tensor], bool]:
     """Icon images per view: optvis renders of cell means (one batched pass), else member crops;
     and whether they were rendered."""
-    from .icons import member_crops, render_icons, representatives
-
     cfg = run.config
-    icons = cfg.icons
-    if icons:
-        try:
-            import patchlab.optvis.render  # noqa: F401
-        except ImportError:
-            run.log.notes.append("optvis render is not available: icons are member-image crops")
-            icons = False
-    if icons:
+    if cfg.icons:
         vecs = np.concatenate([icon_directions(v.cells, cfg.icon_direction) for v in views])
-        rendered = render_icons(run.classifier, cfg.layer, vecs, size=cfg.icon_size, steps=cfg.icon_steps, seed=cfg.seed)
+        rendered = icons.render_icons(run.classifier, cfg.layer, vecs, size=cfg.icon_size, steps=cfg.icon_steps, seed=cfg.seed)
         out, i = [], 0
         for v in views:
             out.append(rendered[i : i + len(v.cells)])
@@ -225,8 +215,8 @@ def _tiles(run: AtlasRun, views: list[View], pool) -> tuple[list[torch.Tensor], 
         return out, True
     out = []
     for v in views:
-        rep = representatives(v.cells, v.acts.vectors, v.rows)
+        rep = icons.representatives(v.cells, v.acts.vectors, v.rows)
         point_rows = rep if v.rows is None else v.rows[rep]
         fetch = lambda ids, a=v.acts: pool.fetch_by_name([a.image_names[i] for i in ids])  # noqa: E731
-        out.append(member_crops(fetch, v.acts, point_rows, cfg.icon_size))
+        out.append(icons.member_crops(fetch, v.acts, point_rows, cfg.icon_size))
     return out, False

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..pairdata import CONFIRMATION, SELECTION
 from ..patches.candidate import NULL_KIND, Candidate
 from ..stats import difference_interval, wilson_interval
 
 DONOR_KEYS = ("donor_name", "donor", "donor_class")
-SELECTION, CONFIRMATION = "selection", "confirmation"
 
 
 def rate_dict(row: pd.Series, with_setting: bool) -> dict[str, Any]:
