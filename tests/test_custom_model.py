@@ -138,9 +138,11 @@ def test_a_file_spec_builds_your_network_with_options_weights_and_labels(code, t
         load_classifier(spec, "cpu", weights=str(tmp_path / "w.pth"))
 
 
-def test_a_function_may_return_a_ready_classifier(code):
-    clf = load_classifier(f"{code}:build_classifier", "cpu")
+def test_a_function_may_return_a_ready_classifier(code, caplog):
+    with caplog.at_level(logging.WARNING):
+        clf = load_classifier(f"{code}:build_classifier", "cpu")
     assert isinstance(clf, Classifier) and clf.spec == "mine" and clf.input_size == 32
+    assert len(caplog.records) == 1  # wrap() inside the function leaves the one warning to load_classifier
 
 
 def test_a_module_spec_is_imported_from_the_current_folder(code, monkeypatch):

@@ -23,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError, first_line
+from ..labels import placeholder_warning_deferred
 from ..weights import load_state_dict_file, load_strict
 from .classifier import Classifier
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
@@ -108,7 +109,8 @@ def build_from_code(spec: str, weights: str | None, **options: Any) -> Classifie
         module = _run_file(Path(source)) if is_file else _import(source, spec)
         fn = _function(module, fn_name, source)
         try:
-            made = fn(**options)
+            with placeholder_warning_deferred():  # load_classifier warns once for what it returns
+                made = fn(**options)
         except Exception as exc:  # the user's code: report any failure as one line
             raise UserError(f"{spec}: calling {fn_name}() failed: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(made, nn.Module):
