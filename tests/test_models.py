@@ -10,7 +10,7 @@ from torch import nn
 
 from patchlab.devices import generator, resolve_device
 from patchlab.errors import UserError
-from patchlab.models import available_models, load_classifier, tiny_classifier
+from patchlab.models import Preprocessing, available_models, load_classifier, tiny_classifier
 from patchlab.weights import load_state_dict_file, load_strict
 
 
@@ -135,6 +135,8 @@ def test_timm_offline_without_weights_says_how_to_pass_them(monkeypatch):
     assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="no model"):
         load_classifier("timm:resnet*", "cpu")
+    with pytest.raises(UserError, match="num_classes=10 needs the weights file"):
+        load_classifier("timm:resnet18", "cpu", model_options={"num_classes": 10})
 
 
 def test_torchvision_offline_without_weights_says_how_to_pass_them(monkeypatch):
@@ -164,12 +166,55 @@ def test_timm_resnet18_from_safetensors(tmp_path):
     save_file(ref.state_dict(), tmp_path / "r18.safetensors")
     clf = load_classifier("timm:resnet18", "cpu", weights=str(tmp_path / "r18.safetensors"))
     assert clf.input_size == 224 and clf.num_classes == 1000 and clf.feature_layer == "layer4"
+    cfg = ref.pretrained_cfg
+    assert clf.preprocessing == Preprocessing(224, cfg["mean"], cfg["std"], cfg["crop_pct"], cfg["interpolation"])
     assert isinstance(clf.head, nn.Linear) and clf.head.in_features == 512
     x = torch.rand(1, 3, 224, 224)
     mean = torch.tensor(ref.pretrained_cfg["mean"]).view(3, 1, 1)
     std = torch.tensor(ref.pretrained_cfg["std"]).view(3, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(clf(x), ref((x - mean) / std))
+
+
+def test_preprocessing_comes_from_the_models_own_metadata():
+    from patchlab.models.hub import torchvision_preprocessing
+
+    assert torchvision_preprocessing("resnet50").as_dict() == {  # IMAGENET1K_V2: resize 232, crop 224
+        "input_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "crop_pct": 224 / 232,
+        "interpolation": "bilinear"}
+    assert torchvision_preprocessing("inception_v3").input_size == 299
+    assert torchvision_preprocessing("vit_b_16", image_size=64).input_size == 64
+    cfg = {"input_size": (3, 256, 256), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 0.95,
+           "interpolation": "bilinear"}
+    p = Preprocessing.from_timm_cfg(cfg)
+    assert (p.input_size, p.mean, p.crop_pct, p.interpolation) == (256, (0.5, 0.5, 0.5), 0.95, "bilinear")
+    assert Preprocessing.from_timm_cfg(cfg, img_size=64).input_size == 64
+
+
+def test_preprocessing_overrides_are_validated_in_one_line():
+    p = Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert p.with_overrides({"std": "0.2 0.3 0.4", "input_size": 96}).std == (0.2, 0.3, 0.4)
+    bad = {
+        "input_size": (8, r"input_size must be a whole number of pixels >= 16, got 8"),
+        "mean": ((0.5, 0.5), r"mean must be 3 numbers"),
+        "std": ((0.5, -0.1, 0.5), r"std must be > 0"),
+        "crop_pct": (1.5, r"crop_pct must be in \(0, 1\]"),
+        "interpolation": ("lanczos", r"interpolation must be one of bilinear, bicubic, nearest"),
+        "crop": (0.9, r"unknown preprocessing setting 'crop'; did you mean crop_pct"),
+    }
+    for key, (value, message) in bad.items():
+        with pytest.raises(UserError, match=message) as err:
+            p.with_overrides({key: value})
+        assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="mean must be 3 numbers"):
+        Preprocessing(224, (0.5, float("nan"), 0.5), (0.5, 0.5, 0.5))
+
+
+def test_load_classifier_applies_preprocessing_overrides():
+    clf = load_classifier("tiny", "cpu", preprocessing_overrides={"input_size": 40, "crop_pct": 1.0})
+    assert (clf.input_size, clf.crop_pct, clf.preprocessing.interpolation) == (40, 1.0, "bicubic")
+    assert clf.layer_shapes()["features"] == (16, 10, 10) and clf.default_preprocessing.input_size == 32
+    assert load_classifier("tiny48", "cpu").layer_shapes()["features"] == (16, 12, 12)
 
 
 def test_torchvision_resnet18_from_pth(tmp_path):
@@ -183,10 +228,30 @@ def test_torchvision_resnet18_from_pth(tmp_path):
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(clf(x), ref((x - mean) / std))
-    # a file for another head size does not fit: a clear error, not a traceback
-    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "r18_10.pth")
+    # a file for another architecture does not fit: a clear error, not a traceback
+    state = ref.state_dict()
+    state["layer4.1.conv2.weight"] = state["layer4.1.conv2.weight"][:, :256]
+    torch.save(state, tmp_path / "r18_bad.pth")
     with pytest.raises(UserError, match="do not fit"):
-        load_classifier("torchvision:resnet18", "cpu", weights=str(tmp_path / "r18_10.pth"))
+        load_classifier("torchvision:resnet18", "cpu", weights=str(tmp_path / "r18_bad.pth"))
+
+
+def test_a_weights_file_with_another_head_width_builds_that_head(tmp_path, caplog):
+    import torchvision
+
+    ref = torchvision.models.resnet18(num_classes=10).eval()
+    torch.save(ref.state_dict(), tmp_path / "r18_10.pth")
+    clf = load_classifier("torchvision:resnet18", "cpu", weights=str(tmp_path / "r18_10.pth"))
+    assert clf.num_classes == 10 and clf.head is clf.net.fc and clf.classes.names[9] == "class_9"
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "10 outputs" in warned[0].getMessage() and "\n" not in warned[0].getMessage()
+    (tmp_path / "labels.txt").write_text("\n".join(f"thing {i}" for i in range(10)))
+    caplog.clear()
+    named = load_classifier("torchvision:resnet18", "cpu", weights=str(tmp_path / "r18_10.pth"),
+                            labels=tmp_path / "labels.txt")
+    assert named.classes.names[3] == "thing 3" and not caplog.records
+    x = torch.rand(1, 3, 224, 224)
+    torch.testing.assert_close(named(x), clf(x))
 
 
 # -- the default model: EfficientNet-Lite0 -------------------------------------------------

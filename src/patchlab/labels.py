@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
-from .classes import ClassIndex
+from .classes import ClassIndex, generic_classes
 from .errors import UserError
 
+log = logging.getLogger("patchlab")
+_DEFERRED: ContextVar[bool] = ContextVar("patchlab_placeholder_warning_deferred", default=False)
 MAX_BYTES = 16 * 1024 * 1024  # a labels file is text: refuse anything far larger
 
 
@@ -76,3 +82,25 @@ def label_index(path: str | Path, n_outputs: int) -> ClassIndex:
     if len(names) != n_outputs:
         raise UserError(f"--labels {path}: {len(names)} names for a model with {n_outputs} outputs")
     return ClassIndex(names=names)
+
+
+def named_classes(classes: ClassIndex, labels: str | Path | None, model: str) -> ClassIndex:
+    """A model's class names: the labels file when one is given (one name per output), else `classes`;
+    placeholder names (class_0, class_1, ...) come with one warning saying so."""
+    if labels is not None:
+        return label_index(labels, len(classes))
+    if len(classes) and classes.names == generic_classes(len(classes)).names and not _DEFERRED.get():
+        log.warning("%s has %d outputs and no labels file: its classes are named class_0..class_%d "
+                    "(give one name per line with --labels FILE)", model, len(classes), len(classes) - 1)
+    return classes
+
+
+@contextmanager
+def placeholder_warning_deferred() -> Iterator[None]:
+    """Within it `named_classes` does not warn: code that builds a model inside another builder (a
+    user's function calling `wrap`) leaves the one warning to the outer builder."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)

@@ -3,7 +3,7 @@ preprocessing, class names and the layers atlases and patches hook."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,15 +13,19 @@ from torch import nn
 
 from ..classes import ClassIndex
 from ..errors import UserError
+from .layout import Architecture, MapTap, MapView, architecture_of
+from .preprocessing import Preprocessing
 
 
 class Classifier(nn.Module):
     """A frozen classifier taking float RGB images in [0,1], shape (N,3,H,W).
 
-    It owns its preprocessing (resize to `input_size`, then mean/std
+    It owns its preprocessing (`preprocessing`: resize to `input_size`, then mean/std
     normalization), so patches and images everywhere else live in pixel space.
-    `feature_layer` names the last spatial feature map (for atlases) and
-    `head` is the final linear layer on pooled features when there is one.
+    `feature_layer` names the last spatial feature map before pooling (for atlases, library
+    indexes and pair directions; see `layer_choices`) and `head` is the final linear layer on
+    pooled features when there is one. Layers whose outputs are NHWC maps or transformer tokens
+    are captured as (B,C,H,W) maps (see `patchlab.models.layout`).
     """
 
     def __init__(
@@ -34,6 +38,7 @@ class Classifier(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         crop_pct: float = 0.875,
+        interpolation: str = "bicubic",
         feature_layer: str | None = None,
         head: nn.Linear | None = None,
     ):
@@ -43,11 +48,14 @@ class Classifier(nn.Module):
             p.requires_grad_(False)
         self.spec = spec
         self.classes = classes
-        self.input_size = int(input_size)
-        self.crop_pct = float(crop_pct)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(3, 1, 1))
-        self.feature_layer = feature_layer or self._find_feature_layer()
+        self.preprocessing = Preprocessing(input_size, tuple(mean), tuple(std), crop_pct, interpolation)
+        self.default_preprocessing = self.preprocessing  # as built, before any override
+        self.register_buffer("mean", torch.tensor(self.preprocessing.mean, dtype=torch.float32).view(3, 1, 1))
+        self.register_buffer("std", torch.tensor(self.preprocessing.std, dtype=torch.float32).view(3, 1, 1))
+        self.architecture: Architecture = architecture_of(self.net)
+        self._order: list[tuple[str, tuple[int, ...]]] | None = None  # see _execution_order
+        self._feature_layer = feature_layer
+        self._layer_chosen = False  # True once a caller picked the feature layer (set_feature_layer)
         self.head = head if head is not None else self._find_head()
 
     # -- basics -----------------------------------------------------------
@@ -58,6 +66,22 @@ class Classifier(nn.Module):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.input_size
+
+    @property
+    def crop_pct(self) -> float:
+        return self.preprocessing.crop_pct
+
+    def set_preprocessing(self, preprocessing: Preprocessing) -> None:
+        """Use other preprocessing (e.g. `self.preprocessing.with_overrides({...})`)."""
+        self.preprocessing = preprocessing
+        with torch.no_grad():
+            self.mean.copy_(torch.tensor(preprocessing.mean).view(3, 1, 1))
+            self.std.copy_(torch.tensor(preprocessing.std).view(3, 1, 1))
+        self._order = None
 
     def train(self, mode: bool = True) -> "Classifier":  # always inference mode
         return super().train(False)
@@ -91,21 +115,26 @@ class Classifier(nn.Module):
         return {name: m for name, m in self.net.named_modules() if name}
 
     def layer(self, name: str) -> nn.Module:
+        """The named layer; for an NHWC or token output, a `MapTap` whose forward hooks see (B,C,H,W)."""
         layers = self.layers()
         if name not in layers:
             close = difflib.get_close_matches(name, list(layers), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UserError(f"model {self.spec} has no layer {name!r}{hint} (see `patchlab layers`)")
-        return layers[name]
+        view = self._view(name)
+        return layers[name] if view is None or view.layout == "nchw" else MapTap(layers[name], view)
 
     @contextmanager
-    def capture(self, names: Iterable[str]):
-        """Record the outputs of the named layers during forward passes: yields a dict."""
+    def capture(self, names: Iterable[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """Record the outputs of the named layers during forward passes: yields a dict
+        (spatial maps as (B,C,H,W), other outputs as they are). A viewed map is written back as the
+        layer's output, so the logits depend on it as on any captured activation (exactly the same values)."""
         store: dict[str, torch.Tensor] = {}
         handles = []
         for name in names:
             def hook(_m, _i, out, name=name):
                 store[name] = out
+                return out
             handles.append(self.layer(name).register_forward_hook(hook))
         try:
             yield store
@@ -119,38 +148,83 @@ class Classifier(nn.Module):
             logits = self(images)
         return logits, dict(acts)
 
-    @torch.no_grad()
     def layer_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Output shape (without batch) of every layer for one input image."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        handles = [
-            m.register_forward_hook(lambda _m, _i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:])) if isinstance(o, torch.Tensor) else None)
-            for n, m in self.layers().items()
-        ]
-        try:
-            self(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
-        finally:
-            for h in handles:
-                h.remove()
+        """Output shape (without batch) of every layer for one input image, as `capture` records it."""
+        shapes = {}
+        for name, shape in self._layer_shapes().items():
+            view = self.architecture.view(shape)
+            shapes[name] = shape if view is None else view.map_shape(shape)
         return shapes
 
+    # -- which layer each use reads -----------------------------------------
+    @property
+    def feature_layer(self) -> str:
+        """The last spatial map before pooling: a CNN's last NCHW map, a Swin's last NHWC stage map, a
+        vision transformer's final token output on its patch grid (found on first use)."""
+        if self._feature_layer is None:
+            self._feature_layer = self._find_feature_layer()
+        return self._feature_layer
+
+    def set_feature_layer(self, name: str) -> None:
+        """Read `name` as the feature layer; UserError for an unknown layer (with close names) or one whose
+        output is not a spatial map (saying why)."""
+        self.layer(name)
+        shape = self._layer_shapes().get(name)
+        if shape is None:
+            raise UserError(f"layer {name!r} of model {self.spec} does not run in a forward pass")
+        if self.architecture.view(shape) is None:
+            raise UserError(f"layer {name!r} of model {self.spec} cannot be the feature layer: "
+                            f"{self.architecture.why_not(shape)} (see `patchlab layers`)")
+        self._feature_layer, self._layer_chosen = name, True
+
+    @property
+    def atlas_layer(self) -> str:
+        """The layer an atlas attributes at: the feature layer, except for a transformer whose head reads
+        only its class token: the last block's patch tokens never reach that head (zero gradient), so
+        the block before the last, whose patch tokens the class token attends to."""
+        arch = self.architecture
+        if self._layer_chosen or not arch.pools_class_token or len(arch.blocks) < 2:
+            return self.feature_layer
+        return arch.blocks[-2]
+
+    def layer_choices(self) -> dict[str, str]:
+        """Which layer each use reads: {"atlas", "library index", "pair direction"} -> layer name."""
+        return {"atlas": self.atlas_layer, "library index": self.feature_layer, "pair direction": self.feature_layer}
+
+    # -- internals ----------------------------------------------------------
+    def _view(self, name: str) -> MapView | None:
+        """How layer `name`'s output reads as a map (None: not a map, or a CNN, whose maps need no view)."""
+        if self.architecture.kind == "cnn":
+            return None
+        shape = self._layer_shapes().get(name)
+        return None if shape is None else self.architecture.view(shape)
+
     def _execution_order(self) -> list[tuple[str, tuple[int, ...]]]:
-        order: list[tuple[str, tuple[int, ...]]] = []
-        handles = [
-            m.register_forward_hook(lambda _m, _i, o, n=n: order.append((n, tuple(o.shape))) if isinstance(o, torch.Tensor) else None)
-            for n, m in self.layers().items()
-        ]
-        try:
-            with torch.no_grad():
-                self(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
-        finally:
-            for h in handles:
-                h.remove()
-        return order
+        """(name, output shape without batch) of each layer call in one forward pass of a blank image,
+        kept until the preprocessing changes."""
+        if self._order is None:
+            order: list[tuple[str, tuple[int, ...]]] = []
+            handles = [
+                m.register_forward_hook(
+                    lambda _m, _i, o, n=n: order.append((n, tuple(o.shape[1:]))) if isinstance(o, torch.Tensor) else None)
+                for n, m in self.layers().items()
+            ]
+            try:
+                with torch.no_grad():
+                    self(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
+            finally:
+                for h in handles:
+                    h.remove()
+            self._order = order
+        return self._order
+
+    def _layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Raw output shape of each layer (at its last call)."""
+        return dict(self._execution_order())
 
     def _find_feature_layer(self) -> str:
-        """Last layer (in execution order) whose output is a spatial map with H, W > 1."""
-        spatial = [n for n, s in self._execution_order() if len(s) == 4 and s[2] > 1 and s[3] > 1]
+        """Last layer (in execution order) whose output the architecture lays out as a spatial map."""
+        spatial = [n for n, s in self._execution_order() if self.architecture.view(s) is not None]
         if not spatial:
             raise UserError(f"model {self.spec} has no spatial feature map to hook")
         return spatial[-1]

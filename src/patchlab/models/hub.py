@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import socket
 import urllib.error
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -14,17 +16,18 @@ from ..classes import classes_for
 from ..errors import UserError
 from ..weights import load_state_dict_file, load_strict
 from .classifier import Classifier
+from .preprocessing import Preprocessing
 
 try:  # timm's download client (a dependency of timm, not of patchlab)
     from huggingface_hub import constants as hub_constants
 except ImportError:  # pragma: no cover - timm cannot be installed without it
     hub_constants = None
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HUB_SPECS = {
-    "timm:": "timm:NAME, any timm architecture (pretrained download, or --weights FILE)",
-    "torchvision:": "torchvision:NAME, any torchvision classifier (pretrained download, or --weights FILE)",
+    "timm:": "timm:NAME, any timm architecture (pretrained download, or --weights FILE; its head width is read "
+             "from the file)",
+    "torchvision:": "torchvision:NAME, any torchvision classifier (pretrained download, or --weights FILE; its head "
+                    "width is read from the file)",
 }
 NETWORK_ERRORS = (ConnectionError, TimeoutError)  # OSError subclasses a failed download raises
 
@@ -60,8 +63,37 @@ def hub_reachable() -> bool:
         return False
 
 
-def build_timm(spec: str, weights: str | None) -> Classifier:
-    """The `timm:NAME` spec: timm.create_model(NAME), pretrained unless a weights file is given."""
+def head_width(net: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
+    """The number of outputs a weights file gives the network's last linear layer, when it differs
+    from the network's own (a head fine-tuned to other classes); None otherwise."""
+    names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    weight = state.get(f"{names[-1]}.weight") if names else None
+    own = net.get_submodule(names[-1]).out_features if names else None
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 and weight.shape[0] != own else None
+
+
+def _create(spec: str, make: Callable[..., nn.Module], weights: str | None, options: dict[str, Any]) -> nn.Module:
+    """Build with `make(pretrained, **options)`; with a weights file, a head of the file's width is built
+    (unless options give num_classes) and the file is loaded strictly."""
+    if weights is None and "num_classes" in options:
+        raise UserError(f"{spec} with num_classes={options['num_classes']} needs the weights file of that head "
+                        "(pretrained weights would leave it random)")
+    state = load_state_dict_file(weights) if weights else None
+    try:
+        net = make(weights is None, **options)
+        width = head_width(net, state) if state is not None and "num_classes" not in options else None
+        if width is not None:
+            net = make(False, **options, num_classes=width)
+    except Exception as exc:
+        raise _build_error(spec, exc, weights) from exc
+    if state is not None:
+        load_strict(net, state, str(weights))
+    return net
+
+
+def build_timm(spec: str, weights: str | None, **options: Any) -> Classifier:
+    """The `timm:NAME` spec: timm.create_model(NAME, **options), pretrained unless a weights file is
+    given; preprocessing from the model's `pretrained_cfg` (an `img_size` option sets the input size)."""
     import timm
 
     name = spec.split(":", 1)[1]
@@ -70,39 +102,42 @@ def build_timm(spec: str, weights: str | None) -> Classifier:
         close = difflib.get_close_matches(name.split(".")[0], known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"timm has no model {name!r}{hint} (list them with timm.list_models())")
-    try:
-        if weights is None and not hub_reachable():
+
+    def make(pretrained: bool, **kw: Any) -> nn.Module:
+        if pretrained and not hub_reachable():
             raise ConnectionError("hub not reachable")
-        net = timm.create_model(name, pretrained=weights is None)
-    except Exception as exc:
-        raise _build_error(spec, exc, weights) from exc
-    if weights:
-        load_strict(net, load_state_dict_file(weights), weights)
-    cfg = getattr(net, "pretrained_cfg", {}) or {}
-    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        return timm.create_model(name, pretrained=pretrained, **kw)
+
+    net = _create(spec, make, weights, options)
+    prep = Preprocessing.from_timm_cfg(getattr(net, "pretrained_cfg", {}) or {}, options.get("img_size"))
     return Classifier(
-        net, spec=spec, classes=classes_for(net.num_classes), input_size=size,
-        mean=cfg.get("mean", IMAGENET_MEAN), std=cfg.get("std", IMAGENET_STD), crop_pct=cfg.get("crop_pct", 0.875),
+        net, spec=spec, classes=classes_for(net.num_classes), **prep.as_dict(),
         head=net.get_classifier() if isinstance(net.get_classifier(), nn.Linear) else None,
     )
 
 
-def build_torchvision(spec: str, weights: str | None) -> Classifier:
-    """The `torchvision:NAME` spec: torchvision.models.get_model(NAME), DEFAULT weights unless a file is given."""
+def torchvision_preprocessing(name: str, image_size: int | None = None) -> Preprocessing:
+    """The eval preprocessing of a torchvision architecture's DEFAULT weights (from its metadata, no
+    download); `image_size` (an option the model was built with) sets the input size."""
+    import torchvision
+
+    return Preprocessing.from_torchvision_transforms(torchvision.models.get_model_weights(name).DEFAULT.transforms(),
+                                                     image_size)
+
+
+def build_torchvision(spec: str, weights: str | None, **options: Any) -> Classifier:
+    """The `torchvision:NAME` spec: torchvision.models.get_model(NAME, **options), DEFAULT weights unless a
+    file is given; preprocessing from the DEFAULT weights' transforms."""
     import torchvision
 
     name = spec.split(":", 1)[1]
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise UserError(f"torchvision has no classification model {name!r}")
-    try:
-        net = torchvision.models.get_model(name, weights=None if weights else "DEFAULT")
-    except Exception as exc:
-        raise _build_error(spec, exc, weights) from exc
-    if weights:
-        load_strict(net, load_state_dict_file(weights), weights)
+
+    def make(pretrained: bool, **kw: Any) -> nn.Module:
+        return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None, **kw)
+
+    net = _create(spec, make, weights, options)
     outs = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)]
-    size = 299 if name.startswith("inception") else 224
-    return Classifier(
-        net, spec=spec, classes=classes_for(outs[-1] if outs else 1000), input_size=size,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    )
+    prep = torchvision_preprocessing(name, options.get("image_size"))
+    return Classifier(net, spec=spec, classes=classes_for(outs[-1] if outs else 1000), **prep.as_dict())

@@ -31,7 +31,8 @@ class TinyNet(nn.Module):
 
 
 def tiny_classifier(
-    num_classes: int = 1000, input_size: int = 32, seed: int = 0, classes: ClassIndex | None = None, width: int = 16
+    num_classes: int = 1000, input_size: int = 32, seed: int = 0, classes: ClassIndex | None = None, width: int = 16,
+    spec: str = "tiny",
 ) -> Classifier:
     """Random-weight TinyNet wrapped as a Classifier (deterministic for a seed)."""
     g = torch.Generator().manual_seed(seed)
@@ -40,14 +41,14 @@ def tiny_classifier(
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * (1.0 / max(1, p[0].numel()) ** 0.5))
     return Classifier(
-        net, spec="tiny", classes=classes or classes_for(num_classes), input_size=input_size,
+        net, spec=spec, classes=classes or classes_for(num_classes), input_size=input_size,
         mean=(0.5,) * 3, std=(0.5,) * 3, feature_layer="features", head=net.fc,
     )
 
 
-def build_tiny(spec: str, weights: str | None) -> Classifier:
+def build_tiny(spec: str, weights: str | None, input_size: int = 32) -> Classifier:
     """The `tiny` spec: tiny_classifier(), or a weights file loaded into it."""
-    clf = tiny_classifier()
+    clf = tiny_classifier(input_size=input_size, spec=spec)
     if weights:
         load_strict(clf.net, load_state_dict_file(weights), weights)
     return clf
@@ -55,6 +56,5 @@ def build_tiny(spec: str, weights: str | None) -> Classifier:
 
 def build_tiny48(spec: str, weights: str | None) -> Classifier:
     """The `tiny48` spec: the `tiny` network at 48 px input."""
-    clf = build_tiny(spec, weights)
-    clf.spec, clf.input_size = spec, 48
-    return clf
+    return build_tiny(spec, weights, input_size=48)
+
