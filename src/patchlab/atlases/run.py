@@ -65,7 +65,7 @@ def build_atlas(
     classes = classifier.classes
     s, t = _resolve_pair(classes, source, target)
     cfg = dataclasses.replace(config or AtlasConfig(), **settings)
-    cfg = dataclasses.replace(cfg, layer=cfg.layer or classifier.feature_layer)
+    cfg = dataclasses.replace(cfg, layer=cfg.layer or classifier.atlas_layer)
     classifier.layer(cfg.layer)  # UserError with suggestions for an unknown name
     layer_pair = _layer_donor_pair(classes, cfg, s)
     out = Path(out) if out else _default_out(classifier, s, t, cfg.layer)
