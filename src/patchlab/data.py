@@ -33,6 +33,7 @@ from .errors import UserError, first_line
 log = logging.getLogger("patchlab")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+RESAMPLING = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}  # the model's resize
 MAX_PIXELS = 89_478_485  # PIL's default bomb threshold (~0.25 GB of RGB)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 DECODE_VERSION = 3  # bump when decoded pixels change (keys the library index cache); 2: centre-box resampling;
@@ -98,9 +99,9 @@ def decode_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, min_s
             opened.close()
 
 
-def to_model_input(img: Image.Image, size: int, crop_pct: float = 0.875) -> torch.Tensor:
-    """Resize the short side to size/crop_pct (bicubic), center-crop size x size; (3,H,W) in [0,1]."""
-    return pixels_to_float(torch.from_numpy(to_model_pixels(img, size, crop_pct)).permute(2, 0, 1))
+def to_model_input(img: Image.Image, size: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> torch.Tensor:
+    """Resize the short side to size/crop_pct, center-crop size x size; (3,H,W) in [0,1]."""
+    return pixels_to_float(torch.from_numpy(to_model_pixels(img, size, crop_pct, interpolation)).permute(2, 0, 1))
 
 
 def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
@@ -119,7 +120,7 @@ def resized_size(w: int, h: int, size: int, crop_pct: float = 0.875) -> tuple[in
     return max(size, round(w * scale)), max(size, round(h * scale))
 
 
-def to_model_pixels(img: Image.Image, size: int, crop_pct: float = 0.875) -> np.ndarray:
+def to_model_pixels(img: Image.Image, size: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> np.ndarray:
     """`to_model_input` as uint8 (H,W,3): the same pixels, a quarter of the bytes to move.
 
     Only the centre crop is resampled (PIL's `box`): the sampling grid of resizing the whole
@@ -131,7 +132,7 @@ def to_model_pixels(img: Image.Image, size: int, crop_pct: float = 0.875) -> np.
     left, top = (nw - size) // 2, (nh - size) // 2
     sx, sy = w / nw, h / nh  # source pixels per resized pixel
     box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-    return np.asarray(img.resize((size, size), Image.BICUBIC, box=box), dtype=np.uint8).copy()
+    return np.asarray(img.resize((size, size), RESAMPLING[interpolation], box=box), dtype=np.uint8).copy()
 
 
 @dataclass
@@ -157,8 +158,10 @@ class ImageFolderDataset(Dataset):
     """Decodes records lazily; a bad file yields its error message instead of a tensor.
     uint8: yield (H,W,3) uint8 arrays instead of float (3,H,W) tensors (see `iter_batches`)."""
 
-    def __init__(self, records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, uint8: bool = False):
+    def __init__(self, records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, uint8: bool = False,
+                 interpolation: str = "bicubic"):
         self.records, self.size, self.crop_pct, self.uint8 = list(records), size, crop_pct, uint8
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.records)
@@ -169,8 +172,9 @@ class ImageFolderDataset(Dataset):
         try:
             img = decode_image(rec.path, min_side=short_side(self.size, self.crop_pct))
             if self.uint8:
-                return torch.from_numpy(to_model_pixels(img, self.size, self.crop_pct)), label, str(rec.path), None
-            return to_model_input(img, self.size, self.crop_pct), label, str(rec.path), None
+                pixels = to_model_pixels(img, self.size, self.crop_pct, self.interpolation)
+                return torch.from_numpy(pixels), label, str(rec.path), None
+            return to_model_input(img, self.size, self.crop_pct, self.interpolation), label, str(rec.path), None
         except BadImage as exc:
             return None, label, str(rec.path), str(exc)
 
@@ -194,7 +198,7 @@ def _decode_in_threads(dataset: ImageFolderDataset, batch_size: int, threads: in
 
 def iter_batches(
     records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, batch_size: int = 32, workers: int = 0,
-    uint8: bool = False, threads: int | None = None,
+    uint8: bool = False, threads: int | None = None, interpolation: str = "bicubic",
 ) -> Iterator[Images]:
     """Stream decoded batches (a large folder is never held in memory at once).
 
@@ -205,7 +209,7 @@ def iter_batches(
     each batch when asked, on `threads` threads (default: one per core; PIL releases
     the GIL while it decodes and resamples).
     """
-    dataset = ImageFolderDataset(records, size, crop_pct, uint8)
+    dataset = ImageFolderDataset(records, size, crop_pct, uint8, interpolation)
     if workers > 0:
         loader: Iterator[Images] = iter(DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                                    collate_fn=_collate))
@@ -217,11 +221,12 @@ def iter_batches(
         yield batch
 
 
-def load_images(records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, batch_size: int = 32) -> Images:
+def load_images(records: Sequence[ImageRecord], size: int, crop_pct: float = 0.875, batch_size: int = 32,
+                interpolation: str = "bicubic") -> Images:
     """Decode a (small) selection into one Images batch; UserError when nothing decodes."""
     if not records:
         raise UserError("no images selected")
-    parts = list(iter_batches(records, size, crop_pct, batch_size))
+    parts = list(iter_batches(records, size, crop_pct, batch_size, interpolation=interpolation))
     good = [p for p in parts if len(p)]
     skipped = [s for p in parts for s in p.skipped]
     if not good:
