@@ -120,12 +120,12 @@ def test_models_and_layers_json(cli):
 
 
 def test_internal_error_exit_1_traceback_only_with_verbose(cli, monkeypatch):
-    import patchlab.models
+    import patchlab.cli.models
 
     def boom():
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(patchlab.models, "available_models", boom)
+    monkeypatch.setattr(patchlab.cli.models, "available_models", boom)
     res = cli("models")
     assert res.code == 1 and "Traceback" not in res.err
     assert res.err.strip().splitlines() == ["internal error: RuntimeError: boom second line (run with --verbose for the traceback)"]
@@ -136,11 +136,11 @@ def test_internal_error_exit_1_traceback_only_with_verbose(cli, monkeypatch):
 @pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("DefaultCPUAllocator: can't allocate memory: you "
                                                              "tried to allocate 160000000000 bytes")])
 def test_settings_too_large_for_memory_are_one_line_and_exit_2(cli, monkeypatch, exc):
-    import patchlab.models
+    import patchlab.cli.models
 
     def too_big():
         raise exc
 
-    monkeypatch.setattr(patchlab.models, "available_models", too_big)
+    monkeypatch.setattr(patchlab.cli.models, "available_models", too_big)
     res = cli("models")
     assert res.code == 2 and len(res.err.strip().splitlines()) == 1 and "more memory" in res.err

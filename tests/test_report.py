@@ -49,7 +49,7 @@ def check_html(text: str) -> None:
 
 def test_write_run_layout_schema_rebuild_index(evaluation, tmp_path):
     run = tmp_path / "reports" / "20260101-000000-any-to-x"
-    _, html_path = write_run(run, evaluation, {"model": "tiny", "seed": 7, "data": {"kind": "synthesized", "how": "test"}})
+    _, html_path = write_run(run, evaluation, model="tiny", seed=7, data={"kind": "synthesized", "how": "test"})
     assert is_complete(run) and json.loads((run / "manifest.json").read_text())["complete"]
     for f in ("results.csv", "summary.json", "report.html", "figures/success_vs_area.png",
               "figures/placement_heatmap.png", "figures/patch_gallery.png", "figures/examples.png"):
@@ -90,17 +90,17 @@ def test_write_run_layout_schema_rebuild_index(evaluation, tmp_path):
 @pytest.fixture()
 def no_figures(monkeypatch):
     """Skip the (slow) figures where a test is about something else."""
-    import patchlab.report as report
+    import patchlab.report.figures as figs
 
     for name in ("success_vs_area", "placement_heatmap", "patch_gallery", "before_after"):
-        monkeypatch.setattr(report.figs, name, lambda *a, **k: None)
+        monkeypatch.setattr(figs, name, lambda *a, **k: None)
 
 
 def test_interrupted_write_is_not_complete(evaluation, tmp_path, monkeypatch, no_figures):
-    import patchlab.report as report
+    import patchlab.report.run as report
 
     run = tmp_path / "run"
-    write_run(run, evaluation, {"model": "tiny"})
+    write_run(run, evaluation, model="tiny")
     assert is_complete(run)
 
     def boom(_):
@@ -108,10 +108,10 @@ def test_interrupted_write_is_not_complete(evaluation, tmp_path, monkeypatch, no
 
     monkeypatch.setattr(report, "rebuild_report", boom)
     with pytest.raises(KeyboardInterrupt):
-        write_run(run, evaluation, {"model": "tiny"})
+        write_run(run, evaluation, model="tiny")
     assert not is_complete(run)
     monkeypatch.setattr(report, "rebuild_report", rebuild_report)
-    write_run(run, evaluation, {"model": "tiny"})
+    write_run(run, evaluation, model="tiny")
     assert is_complete(run)
 
 
@@ -142,7 +142,7 @@ def test_malformed_run_folders_are_user_errors(evaluation, tmp_path, no_figures)
     from patchlab.errors import UserError
 
     good = tmp_path / "good"
-    write_run(good, evaluation, {"model": "tiny"})
+    write_run(good, evaluation, model="tiny")
     results = (good / "results.csv").read_text()
     summary = json.loads((good / "summary.json").read_text())
     (tmp_path / "a_file").write_text("x")
@@ -161,9 +161,9 @@ def test_malformed_run_folders_are_user_errors(evaluation, tmp_path, no_figures)
 
 
 def test_an_index_that_cannot_be_written_is_a_warning(evaluation, tmp_path, no_figures, monkeypatch, caplog):
-    import patchlab.report as report
+    import patchlab.report.index as report
 
-    write_run(tmp_path / "run", evaluation, {"model": "tiny"})
+    write_run(tmp_path / "run", evaluation, model="tiny")
 
     def refuse(path, text):
         raise PermissionError(13, "Permission denied")
@@ -175,21 +175,20 @@ def test_an_index_that_cannot_be_written_is_a_warning(evaluation, tmp_path, no_f
 
 def test_a_finished_run_with_other_settings_is_not_overwritten(tmp_path):
     from patchlab.errors import UserError
-    from patchlab.report import start_run
-    from patchlab.runio import check_run_dir, mark_complete, new_manifest
+    from patchlab.runfolder import Manifest, RunConfig, RunFolder
 
     def manifest(target="tench", seed=0, model="tiny"):
-        return new_manifest("evaluate", {"target": target, "sizes_pct": [10.0]}, seed, model)
+        return Manifest.new("evaluate", RunConfig(target=target, extra={"sizes_pct": [10.0]}), seed, model)
 
-    start_run(tmp_path / "run", manifest())
-    assert check_run_dir(tmp_path / "run", "evaluate", manifest("goldfish"))  # unfinished: a re-run may take it
-    mark_complete(tmp_path / "run", manifest())
-    assert check_run_dir(tmp_path / "run", "evaluate", manifest())  # the same run again
+    folder = RunFolder(tmp_path / "run").start(manifest())
+    assert folder.check("evaluate", manifest("goldfish"))  # unfinished: a re-run may take it
+    folder.mark_complete(manifest())
+    assert folder.check("evaluate", manifest())  # the same run again
     for other in (manifest("goldfish"), manifest(seed=1), manifest(model="tiny48")):
         with pytest.raises(UserError, match="other settings"):
-            check_run_dir(tmp_path / "run", "evaluate", other)
+            folder.check("evaluate", other)
     with pytest.raises(UserError, match="holds an evaluate run"):
-        check_run_dir(tmp_path / "run", "synth")
+        folder.check("synth")
 
 
 def test_new_run_folders_are_never_shared(tmp_path):

@@ -152,7 +152,7 @@ def test_report_renders_in_headless_chromium(chromium, tmp_path):
     ev = evaluate(clf, cands, images[2:], None, 3, sizes=(0.1, 0.3), random_placements=2, controls=controls,
                   generator=g, image_names=["<img src=x onerror=alert(1)>.png"] * 4)
     run = tmp_path / "reports" / "run"
-    _, html_path = write_run(run, ev, {"model": "tiny", "seed": 0})
+    _, html_path = write_run(run, ev, model="tiny", seed=0)
     update_index(tmp_path / "reports")
     for page, min_images in ((html_path, 8), (tmp_path / "reports" / "index.html", 0)):
         imgs, errors, urls = open_page(chromium, page.resolve().as_uri(), str(tmp_path / f"profile-{page.stem}"))

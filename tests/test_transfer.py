@@ -50,8 +50,9 @@ def make_run(tmp: Path, data: Path | None) -> tuple[Path, Path]:
     from patchlab.models import load_classifier
     from patchlab.pairdata import load_pair
     from patchlab.patches.candidate import Candidate
+    from patchlab.pipelines.common import run_config
     from patchlab.report import write_run
-    from patchlab.runio import new_manifest
+    from patchlab.runfolder import Manifest
 
     weights = _tuned_tiny_weights(tmp / "tiny.safetensors")
     plan = dataclasses.replace(get_budget("quick"), n_train=2, n_selection=2, n_confirmation=4, n_target=1)
@@ -68,9 +69,10 @@ def make_run(tmp: Path, data: Path | None) -> tuple[Path, Path]:
                   controls=controls, generator=stage_generator(0, "evaluate"),
                   image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]})
     identity = run_identity(model="tiny", weights=weights, data=data, budget="quick", seed=0)
-    manifest = new_manifest("probe", {"source": clf.classes.label(SOURCE), "target": clf.classes.label(TARGET),
-                                      "identity": identity, "plan": plan.as_dict()}, 0, "tiny")
-    write_run(tmp / "run", ev, {"model": "tiny", "seed": 0, "manifest": manifest, "pair": pair.manifest()})
+    config = run_config(clf.classes.label(SOURCE), clf.classes.label(TARGET), data=data, budget="quick",
+                        splits=plan.splits(), weights=weights, identity=identity, plan=plan.as_dict())
+    manifest = Manifest.new("probe", config, 0, "tiny")
+    write_run(tmp / "run", ev, model="tiny", seed=0, manifest=manifest, data=pair.manifest())
     return tmp / "run", weights
 
 
@@ -140,7 +142,7 @@ def test_bad_inputs_are_user_errors(real_run, tmp_path):
     import shutil
 
     from patchlab.models import tiny_classifier
-    from patchlab.pipelines.transfer import _check_classes
+    from patchlab.pipelines.transfer import check_classes
 
     run, weights = real_run
     with pytest.raises(UserError, match="not a patchlab run folder"):
@@ -152,7 +154,7 @@ def test_bad_inputs_are_user_errors(real_run, tmp_path):
     with pytest.raises(UserError, match="2 weights for 1 models"):
         parse_models(["tiny"], ["a", "b"])
     with pytest.raises(UserError, match="other classes than the run"):  # a 10-class model cannot count ImageNet's 983
-        _check_classes(tiny_classifier(num_classes=10), read_run(run).summary, "ten-class tiny")
+        check_classes(tiny_classifier(num_classes=10), read_run(run).summary, "ten-class tiny")
     copy = shutil.copytree(run, tmp_path / "copy")
     (copy / "COMPLETE").unlink()
     with pytest.raises(UserError, match="not a finished run"):

@@ -9,7 +9,7 @@ subpackages (`patchlab.atlases`, `patchlab.evaluation`, `patchlab.patches`,
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .audits.run import audit  # noqa: E402
 from .errors import UserError  # noqa: E402

@@ -1,23 +1,28 @@
-"""Run directories and atomic file writes (temp file + rename).
+"""Atomic file writes (temp file + rename), JSON, and the primitives of a run directory.
 
-A run directory is the unit of output. `manifest.json` holds config, versions,
-seed and model id; a run is marked complete only by `mark_complete`, written
-last, so an interrupted run never looks finished.
+A run directory is the unit of output (`patchlab.runfolder.RunFolder` reads and
+writes one). `manifest.json` holds config, versions, seed and model id; a run is
+marked complete only by `mark_complete`, written last, so an interrupted run
+never looks finished.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .errors import UserError
+from .version import __version__
 
 COMPLETE_MARKER = "COMPLETE"
 
@@ -49,20 +54,31 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _json_default(obj: Any):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
+def plain(obj: Any) -> Any:
+    """`obj` as JSON holds it: numpy and torch numbers and arrays as Python numbers and lists,
+    paths as strings, and every non-finite float (NaN, inf) as None, since JSON has no NaN.
+    The one place where numbers become JSON: `to_json` writes what this returns."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
     if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return obj.tolist()
+        return plain(obj.tolist())
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, Path):
         return str(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=_json_default, allow_nan=False)
+    return json.dumps(plain(obj), indent=2, allow_nan=False)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
@@ -71,10 +87,6 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def save_png(path: str | Path, image: torch.Tensor) -> Path:
     """Write a (3,H,W) [0,1] tensor as an 8-bit PNG, atomically."""
-    from io import BytesIO
-
-    from PIL import Image
-
     arr = (image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
     buf = BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
@@ -108,37 +120,7 @@ def claim_new_dir(path: Path) -> Path:
     raise UserError(f"could not make a new run folder next to {path}")
 
 
-def check_run_dir(run_dir: str | Path, command: str, manifest: dict[str, Any] | None = None) -> Path:
-    """Create `run_dir` if needed and prove it writable, touching nothing in it; UserError when it
-    already holds the manifest of another command's run (or an unreadable one), or, given the new
-    run's `manifest`, a finished run of the same command with another config, seed or model:
-    either would be lost."""
-    run_dir = ensure_writable_dir(run_dir)
-    old_path = run_dir / "manifest.json"
-    if not old_path.exists():
-        return run_dir
-    try:
-        old = json.loads(old_path.read_text())
-        kind = old.get("command")
-    except (OSError, ValueError, AttributeError):
-        old, kind = {}, None
-    if kind != command:
-        what = f"{_article(kind)} {kind} run" if isinstance(kind, str) else "an unreadable manifest.json"
-        raise UserError(f"{run_dir} already holds {what}; give another --out")
-    settings = ("config", "seed", "model")
-    if manifest is not None and is_complete(run_dir) and (
-            [old.get(k) for k in settings] != json.loads(to_json([manifest.get(k) for k in settings]))):
-        raise UserError(f"{run_dir} already holds a finished {command} run with other settings; give another --out")
-    return run_dir
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
 def versions() -> dict[str, str]:
-    from . import __version__
-
     out = {"patchlab": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     try:
         import torchvision

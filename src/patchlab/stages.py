@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from .errors import first_line
 from .runio import atomic_write_bytes, atomic_write_json
@@ -40,8 +42,6 @@ class StageStore:
         return self._paths(name)[1].is_file()
 
     def save(self, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], seconds: float) -> None:
-        from safetensors.torch import save
-
         tpath, jpath = self._paths(name)
         blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
         atomic_write_bytes(tpath, blob)
@@ -49,9 +49,6 @@ class StageStore:
 
     def load(self, name: str, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """A saved stage's tensors and metadata; UnreadableStage when its files are damaged."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         tpath, jpath = self._paths(name)
         try:
             record = json.loads(jpath.read_text())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..report.figures import _png, _t, plt, sns
+from ..report.figures import figure_png, label_text, plt, sns
 
 KIND_LABELS = {"synth": "optimized\n(synth)", "feature": "feature /\ndisguised", "natural": "natural\ncrop",
                "control": "best null\ncontrol", "reference": "target photo\n(reference)"}
@@ -26,9 +26,9 @@ def success_distribution(df: pd.DataFrame) -> bytes | None:
                   legend=False, size=6, jitter=0.3, alpha=0.8, ax=ax)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("")
-    ax.set_ylabel(f"targeted success ({_t(ok['protocol'].iloc[0])})")
+    ax.set_ylabel(f"targeted success ({label_text(ok['protocol'].iloc[0])})")
     ax.set_title(f"best success per pair, {len(ok)} pairs", parse_math=False)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def vulnerability_vs_similarity(df: pd.DataFrame) -> bytes | None:
@@ -54,4 +54,4 @@ def vulnerability_vs_similarity(df: pd.DataFrame) -> bytes | None:
     if ax.get_legend():
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=8,
                         title="best kind / model" if several else "best kind")
-    return _png(fig)
+    return figure_png(fig)

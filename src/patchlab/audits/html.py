@@ -114,5 +114,5 @@ def audit_page(doc: dict[str, Any], figures: dict[str, bytes | None]) -> str:
         if figures.get(key):
             parts += [f"<h2>{fig_title}</h2>", img(figures[key], fig_title)]
     parts += _not_finished(rows, several)
-    parts += ["<h2>Settings</h2>", kv_table({k: v for k, v in cfg.items() if k != "pairs"})]
+    parts += ["<h2>Settings</h2>", kv_table({k: v for k, v in cfg.items() if k != "pairs" and v is not None})]
     return page(f"patchlab audit: {title}", "\n".join(parts))

@@ -6,16 +6,18 @@ Rows are rebuilt from the pair folders every time, so the report is always
 what the folders hold (a resumed or a Ray audit writes the same table)."""
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..errors import UserError
 from ..evaluation.summary import CONFIRMATION, SELECTION
 from ..patches.candidate import GENERATED_KINDS, NULL_KIND, REFERENCE_KIND
-from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, versions
+from ..runfolder import Entry, Headline, Lift, RunFolder
+from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, plain, versions
+from . import figures
+from .html import audit_page
 from .pair_run import Job, is_finished, read_failure
 
 SCHEMA = "patchlab.audit/2"
@@ -29,12 +31,6 @@ COLUMNS = [
     "synth", "feature", "natural", "control", "reference", "confirmation", "seconds", "report", "error",
 ]
 KINDS = GENERATED_KINDS + (NULL_KIND, REFERENCE_KIND)
-
-
-def _ci(entry: dict) -> tuple[float | None, float | None]:
-    """An entry's (low, high) interval, (None, None) when it has none."""
-    lo, hi = entry.get("ci") or (None, None)
-    return lo, hi
 
 
 def smallest_patch(results: pd.DataFrame, protocol: str) -> dict[str, Any]:
@@ -56,11 +52,11 @@ def smallest_patch(results: pd.DataFrame, protocol: str) -> dict[str, Any]:
             "min_area_candidate": top["candidate"]}
 
 
-def best_of_kind(entries: list[dict], protocol: str) -> float | None:
+def best_of_kind(entries: list[Entry], protocol: str) -> float | None:
     """Confirmation rate of the entry with the best SELECTION rate (never the max over confirmation)."""
-    rated = [e for e in entries if (e.get("selection") or {}).get(protocol) and e.get(protocol)]
-    best = max(rated, key=lambda e: e["selection"][protocol]["rate"], default=None)
-    return None if best is None else best[protocol]["rate"]
+    rated = [e for e in entries if e.selection_rate(protocol) is not None and e.rate(protocol)]
+    best = max(rated, key=lambda e: e.selection_rate(protocol), default=None)
+    return None if best is None else best.confirmation_rate(protocol)
 
 
 def pair_row(audit_dir: Path, job: Job) -> dict[str, Any]:
@@ -70,38 +66,34 @@ def pair_row(audit_dir: Path, job: Job) -> dict[str, Any]:
     row.update(model=job.model, source=pair.source_name, target=pair.target_name, source_index=pair.source,
                target_index=pair.target, similarity=pair.similarity, confusion=pair.confusion,
                chosen_by=pair.chosen_by)
-    run = audit_dir / job.rel()
     if not is_finished(audit_dir, job):
         failure = read_failure(audit_dir, job)
         row["status"] = "failed" if failure else "pending"
-        row["error"] = (failure or {}).get("error")
+        row["error"] = failure.get("error") if failure else None
         return row
+    folder = RunFolder(audit_dir / job.rel())
     try:
-        s = json.loads((run / "summary.json").read_text())
-        results = pd.read_csv(run / "results.csv")
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        s, results = folder.summary(), folder.results()
+    except UserError as exc:
         row["status"] = "broken"
-        row["error"] = f"{run} is marked complete but unreadable ({type(exc).__name__}); delete it to probe again"
+        row["error"] = f"{folder.path} is marked complete but unreadable ({exc}); delete it to probe again"
         return row
-    protocol = s["primary_protocol"]
-    best = s.get("best_candidate") or {}
-    by_name = {c["name"]: c for c in s.get("candidates", [])}
-    lift = (by_name.get(best.get("name")) or {}).get("lift_over_best_control") or {}
-    dis = s.get("best_disguised_candidate") or {}
-    controls = sorted(s.get("controls", []), key=lambda c: -(((c.get("selection") or {}).get(protocol) or {}).get("rate") or 0))
-    (ci_low, ci_high), (lift_low, lift_high), (dis_low, dis_high) = (_ci(best), _ci(lift), _ci(dis))
-    row.update(status="ok", best_candidate=best.get("name"), best_kind=best.get("kind"), protocol=protocol,
-               success=best.get("rate"), ci_low=ci_low, ci_high=ci_high, selection_success=best.get("selection_rate"),
-               lift=lift.get("value"),
-               lift_ci_low=lift_low, lift_ci_high=lift_high,
-               best_control=controls[0]["name"] if controls else None, best_disguised=dis.get("name"),
-               disguised_success=dis.get("rate"), disguised_ci_low=dis_low, disguised_ci_high=dis_high,
-               confirmation=(s.get("confirmation") or {}).get("denominator"),
-               seconds=(s.get("timings") or {}).get("total"), report=f"{job.rel()}/report.html")
+    protocol = s.primary_protocol
+    best, dis = s.best_candidate or Headline(), s.best_disguised_candidate or Headline()
+    best_entry = next((c for c in s.candidates if c.name == best.name), None)
+    lift = (best_entry and best_entry.lift) or Lift()
+    controls = sorted(s.controls, key=lambda c: -(c.selection_rate(protocol) or 0))
+    row.update(status="ok", best_candidate=best.name, best_kind=best.kind, protocol=protocol,
+               success=best.rate, ci_low=best.ci[0], ci_high=best.ci[1], selection_success=best.selection_rate,
+               lift=lift.value, lift_ci_low=lift.ci[0], lift_ci_high=lift.ci[1],
+               best_control=controls[0].name if controls else None, best_disguised=dis.name,
+               disguised_success=dis.rate, disguised_ci_low=dis.ci[0], disguised_ci_high=dis.ci[1],
+               confirmation=s.confirmation.denominator, seconds=s.timings.get("total"),
+               report=f"{job.rel()}/report.html")
     row.update(smallest_patch(results, protocol))
-    everyone = s.get("candidates", []) + s.get("controls", []) + s.get("references", [])
+    everyone = s.entries
     for kind in KINDS:
-        row[kind] = best_of_kind([c for c in everyone if c["kind"] == kind], protocol)
+        row[kind] = best_of_kind([c for c in everyone if c.kind == kind], protocol)
     return row
 
 
@@ -115,12 +107,6 @@ def leaderboard(audit_dir: Path, jobs: list[Job]) -> pd.DataFrame:
                         kind="stable").drop(columns="_ok").reset_index(drop=True)
     df["rank"] = range(1, len(df) + 1)
     return df
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value.item() if hasattr(value, "item") else value
 
 
 def most_vulnerable(rows: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
@@ -144,11 +130,8 @@ def most_vulnerable(rows: list[dict[str, Any]], models: list[str]) -> list[dict[
 
 def write_report(audit_dir: Path, jobs: list[Job], config: dict[str, Any]) -> dict[str, Any]:
     """Write audit.csv, audit.json, figures/*.png and index.html; returns audit.json's content."""
-    from . import figures
-    from .html import audit_page
-
     df = leaderboard(audit_dir, jobs)
-    rows = [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+    rows = plain(df.to_dict(orient="records"))
     models = list(dict.fromkeys(j.model for j in jobs))
     counts = df["status"].value_counts().to_dict()
     made = {"success_distribution": figures.success_distribution(df),

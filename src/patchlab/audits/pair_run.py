@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 import tarfile
 import time
 import traceback
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
-from ..runio import atomic_write_json, is_complete
+from ..pipelines.probe import probe
+from ..runfolder import RunFolder
+from ..runio import atomic_write_json
 from .pairs import Pair
 
 log = logging.getLogger("patchlab")
@@ -29,10 +32,8 @@ def run_pair(pair: Pair, settings: dict[str, Any], pair_dir: Path, classifier: A
              echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Probe one pair into pair_dir (resuming its finished stages). Never raises for a
     failed pair (except KeyboardInterrupt): returns {status, error, traceback, seconds}."""
-    from ..pipelines.probe import probe
-
     start = time.perf_counter()
-    resume = pair_dir if (pair_dir / "manifest.json").is_file() else None
+    resume = pair_dir if RunFolder(pair_dir).has_manifest() else None
     try:
         probe(str(pair.source), str(pair.target), model=settings["model"], weights=settings.get("weights"),
               data=settings.get("data"), library=settings.get("library"), donor_data=settings.get("donor_data"),
@@ -82,7 +83,7 @@ def record_outcome(audit_dir: Path, job: Job, outcome: dict[str, Any]) -> None:
 
 
 def is_finished(audit_dir: Path, job: Job) -> bool:
-    return is_complete(audit_dir / job.rel())
+    return RunFolder(audit_dir / job.rel()).is_complete()
 
 
 def read_failure(audit_dir: Path, job: Job) -> dict[str, Any] | None:
@@ -125,8 +126,6 @@ def _safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
 
 def unpack_dir(blob: bytes, folder: Path) -> None:
     """Replace folder's contents with a pack_dir archive (plain files only, no paths outside it)."""
-    import shutil
-
     recover(folder)
     tmp = folder.with_name(folder.name + ".incoming")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 from ..classes import slugify
+from ..data import discover, iter_batches
 from ..errors import UserError
+from ..pairdata import split_of
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,6 @@ def head_pairs(clf, n: int) -> list[Pair]:
 
 def train_records(records: list, seed: int) -> list:
     """Each class's photos in the TRAIN split of `patchlab.pairdata` (sorted by path, as probe sorts them)."""
-    from ..pairdata import split_of
-
     by_class: dict[int, list] = {}
     for r in sorted(records, key=lambda r: str(r.path)):
         by_class.setdefault(r.label, []).append(r)
@@ -92,8 +92,6 @@ def confusion_pairs(clf, data: str | Path, n: int, batch_size: int = 64, min_ima
     """The n ordered pairs most confused on the TRAIN-split photos in `data` (fraction of
     source images predicted as target), so the pairs are never chosen on the photos
     their probes count; only source classes with at least `min_images` such photos count."""
-    from ..data import discover, iter_batches
-
     if n < 1:
         raise UserError("--pairs must be at least 1")
     records = train_records([r for r in discover(data, clf.classes) if r.label is not None], seed)

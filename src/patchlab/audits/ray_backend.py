@@ -13,12 +13,17 @@ cluster has GPUs, and at most the CPUs of the cluster's largest node.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
+import socket
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
+
 from ..errors import UserError, first_line
-from .pair_run import Job, pack_dir, recover, run_pair
+from .pair_run import Job, pack_dir, recover, run_pair, unpack_dir
 from .pairs import Pair
 
 log = logging.getLogger("patchlab")
@@ -28,9 +33,6 @@ MAX_RETRIES = 2  # re-runs of a task whose worker or node died (Ray's max_retrie
 def check_reachable(address: str, timeout: float = 5.0) -> None:
     """UserError unless ray is installed and something answers on ADDRESS's host:port
     ('auto' is not dialled). Ray itself retries an unreachable address for minutes."""
-    import importlib.util
-    import socket
-
     if importlib.util.find_spec("ray") is None:
         raise UserError("--ray needs the ray package: pip install 'patchlab[ray]'")
     if address == "auto":
@@ -81,12 +83,6 @@ def _attempt() -> int | None:
 
 def _task(pair_row: dict[str, Any], settings: dict[str, Any], partial: bytes | None, threads: int) -> dict[str, Any]:
     """Body of a Ray task: probe one pair in a scratch folder, return its outcome and archive."""
-    import tempfile
-
-    import torch
-
-    from .pair_run import unpack_dir
-
     torch.set_num_threads(threads)
     pair = Pair(**pair_row)
     with tempfile.TemporaryDirectory(prefix="patchlab-audit-") as tmp:

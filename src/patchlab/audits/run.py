@@ -22,10 +22,13 @@ import pandas as pd
 from ..classes import slugify
 from ..errors import UserError
 from ..identity import check_same_run, run_identity
-from ..runio import COMPLETE_MARKER, atomic_write_json, atomic_write_text, ensure_writable_dir, mark_complete, new_manifest
+from ..pipelines.common import check_inputs, load_model
+from ..runfolder import DataSource, Manifest, RunConfig, RunFolder
+from ..runio import atomic_write_text, ensure_writable_dir
 from .leaderboard import write_report
-from .pair_run import Job, is_finished, record_outcome, run_pair
+from .pair_run import Job, is_finished, record_outcome, run_pair, unpack_dir
 from .pairs import Pair, confusion_pairs, head_pairs, read_pairs_file
+from .ray_backend import check_reachable, run_pairs
 
 log = logging.getLogger("patchlab")
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -62,9 +65,7 @@ def model_list(model: str | None, models: Sequence[str] | None) -> list[str]:
 def load_models(specs: list[str], device: str, weights: str | None) -> list[Any]:
     """Load every model (a bad name or weights file fails here, before anything is written);
     each keeps its own input size. All must have the first model's classes."""
-    from ..models import load_classifier
-
-    clfs = [load_classifier(spec, device, weights=weights) for spec in specs]
+    clfs = [load_model(spec, device, weights) for spec in specs]
     first = clfs[0]
     for clf in clfs[1:]:
         if clf.classes.names != first.classes.names:
@@ -81,20 +82,15 @@ def make_jobs(specs: list[str], pairs: list[Pair]) -> list[Job]:
 
 
 def _check_same_audit(audit_dir: Path, identity: dict[str, Any]) -> None:
-    import json
-
-    path = audit_dir / "manifest.json"
-    if not path.is_file():
+    folder = RunFolder(audit_dir)
+    if not folder.has_manifest():
         if audit_dir.is_dir() and any(audit_dir.iterdir()):
             raise UserError(f"{audit_dir} is not empty and holds no audit; give a new or empty folder as --out")
         return
-    try:
-        old = json.loads(path.read_text())
-    except ValueError:
-        raise UserError(f"{path} is not readable JSON; use another --out") from None
-    if old.get("command") != "audit":
-        raise UserError(f"{audit_dir} holds a patchlab {old.get('command')} run, not an audit; use another --out")
-    check_same_run(old.get("config", {}).get("identity"), identity, f"the audit in {audit_dir}")
+    old = folder.manifest()
+    if old.command != "audit":
+        raise UserError(f"{audit_dir} holds a patchlab {old.command} run, not an audit; use another --out")
+    check_same_run(old.config.extra.get("identity"), identity, f"the audit in {audit_dir}")
 
 
 def _reporter(audit_dir: Path, jobs: list[Job], todo: list[Job], config: dict[str, Any], say):
@@ -124,9 +120,6 @@ def _run_in_process(todo, jobs, settings, audit_dir, config, loaded, ray, cpus_p
 
 def _run_with_ray(todo, jobs, settings, audit_dir, config, loaded, ray, cpus_per_pair, say) -> None:
     """One Ray task per job; each finished folder comes back as an archive and is unpacked here."""
-    from .pair_run import unpack_dir
-    from .ray_backend import run_pairs
-
     finished = _reporter(audit_dir, jobs, todo, config, say)
     for i, (job, outcome) in enumerate(run_pairs(todo, settings, audit_dir, ray, cpus_per_pair, say), 1):
         files = outcome.pop("files", None)
@@ -140,11 +133,12 @@ def _run_with_ray(todo, jobs, settings, audit_dir, config, loaded, ray, cpus_per
 
 
 def _config(settings: dict[str, Any], identity: dict[str, Any], clfs: list[Any], pairs: list[Pair],
-            pairs_file: Any, data: Any, ray: str | None) -> dict[str, Any]:
-    return {"settings": settings, "identity": identity, "model": clfs[0].spec, "models": [c.spec for c in clfs],
-            "input_sizes": {c.spec: c.input_size for c in clfs}, "budget": settings["budget"],
-            "selection": "file" if pairs_file else ("confusion" if data else "head"),
-            "pairs": [p.as_row() for p in pairs], "execution": f"ray {ray}" if ray else "in-process"}
+            pairs_file: Any, data: Any, ray: str | None) -> RunConfig:
+    return RunConfig(data=DataSource.of(data), budget=settings["budget"], weights=settings["weights"], extra={
+        "settings": settings, "identity": identity, "model": clfs[0].spec, "models": [c.spec for c in clfs],
+        "input_sizes": {c.spec: c.input_size for c in clfs},
+        "selection": "file" if pairs_file else ("confusion" if data else "head"),
+        "pairs": [p.as_row() for p in pairs], "execution": f"ray {ray}" if ray else "in-process"})
 
 
 def _absolute(path: str | Path | None) -> str | None:  # Ray workers do not share the driver's cwd
@@ -152,16 +146,12 @@ def _absolute(path: str | Path | None) -> str | None:  # Ray workers do not shar
 
 
 def _check_args(n_pairs, cpus_per_pair, budget, data, donor_data, library, ray) -> None:
-    from ..pipelines.probe import check_inputs
-
     check_inputs(budget, data=data, donor_data=donor_data, library=library)
     if n_pairs is not None and n_pairs < 1:
         raise UserError("--pairs must be at least 1")
     if cpus_per_pair < 1:
         raise UserError("--cpus-per-pair must be at least 1")
     if ray:
-        from .ray_backend import check_reachable
-
         check_reachable(ray)
 
 
@@ -208,10 +198,9 @@ def audit(
                 audit_dir.rmdir()
         raise
     jobs = make_jobs(specs, pairs)
-    config = _config(settings, identity, clfs, pairs, pairs_file, data, ray)
-    manifest = new_manifest("audit", config, seed, ", ".join(specs))
-    atomic_write_json(audit_dir / "manifest.json", manifest)
-    (audit_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+    manifest = Manifest.new("audit", _config(settings, identity, clfs, pairs, pairs_file, data, ray), seed, ", ".join(specs))
+    folder = RunFolder(audit_dir).start(manifest)
+    config = manifest.config.as_dict()
     atomic_write_text(audit_dir / "pairs.csv", pd.DataFrame([p.as_row() for p in pairs]).to_csv(index=False))
     todo = [j for j in jobs if not is_finished(audit_dir, j)]
     what = f"{len(pairs)} pairs x {len(specs)} models" if len(specs) > 1 else f"{len(pairs)} pairs"
@@ -226,5 +215,5 @@ def audit(
     doc.update(seconds=round(time.perf_counter() - start, 3), report=str(audit_dir / "index.html"),
                audit_dir=str(audit_dir))
     if doc["complete"]:
-        mark_complete(audit_dir, manifest)
+        folder.mark_complete(manifest)
     return doc

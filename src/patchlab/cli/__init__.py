@@ -1,20 +1,9 @@
-"""`patchlab` command line. Each command module beside app.py registers itself
-on the shared typer `app` when imported; `load_commands` imports them all."""
+"""`patchlab` command line. Each command lives in its own module and registers itself on the
+shared typer `app` (app.py) when imported; `load_commands` imports them all and `main` runs one."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from .app import app, main
-
-COMMAND_ORDER = ["probe", "dream", "atlas", "synth", "paste", "apply_cmd", "evaluate", "report_cmd", "audit"]
-
-
-def load_commands() -> None:
-    """Import every command module (probe first, so --help lists the main job first)."""
-    found = {m.name for m in pkgutil.iter_modules(__path__) if m.name != "app"}
-    for name in [n for n in COMMAND_ORDER if n in found] + sorted(found - set(COMMAND_ORDER)):
-        importlib.import_module(f"{__name__}.{name}")
-
+from .app import app
+from .commands import load_commands
+from .main import main
 
 __all__ = ["app", "load_commands", "main"]

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..pipelines.apply import apply_to_files
 from .app import DeviceOpt, JsonOpt, ModelOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
 
 POSITION_HELP = "top-left | top-right | bottom-left | bottom-right | center"
@@ -29,8 +30,6 @@ def apply_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Paste a saved patch on images and show the model's top-1 before and after."""
-    from ..pipelines.apply import apply_to_files
-
     setup(verbose)
     res = apply_to_files(patch, list(images), area=area, position=position, angle_deg=angle, shape=shape, model=model,
                          weights=weights, device=device, batch_size=batch_size, out=out)

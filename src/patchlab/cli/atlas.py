@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UserError
+from ..pipelines.atlas import atlas
 from .app import ModelArgs, emit_json, model_command
 
 
@@ -27,8 +28,6 @@ def atlas_cmd(
     opts: ModelArgs,
 ) -> None:
     """Activation atlas of a class pair (pair view, class atlas, ranked donors) or of a whole layer."""
-    from ..pipelines.atlas import atlas
-
     if max_images is not None and data is None:
         raise UserError("--max-images limits the photos a whole-layer atlas draws from --data; give --data DIR too")
     source, target = classes if classes else (None, None)

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..audits import audit
 from ..errors import UserError
 from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
 
@@ -90,8 +91,6 @@ def audit_cmd(
     With --models A B ..., every pair is probed on each model (OUT/pairs/<model>/<pair>/) and the
     report adds the most vulnerable model per pair. Exit code 0 when every pair was probed,
     3 when the audit finished but some pairs failed (see audit.csv)."""
-    from ..audits import audit
-
     model, many = model_specs(ctx, opts.model, models, extra)
     doc = audit(pairs, pairs_file, model=model, models=many, weights=opts.weights, data=data, library=library,
                 donor_data=donor_data, budget=budget, out=out, device=opts.device, seed=opts.seed, ray=ray,

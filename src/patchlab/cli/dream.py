@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UserError
+from ..pipelines.dream import dream
 from .app import ModelArgs, emit_json, model_command
 
 
@@ -25,8 +26,6 @@ def dream_cmd(
     opts: ModelArgs,
 ) -> None:
     """Synthesize calibrated class exemplars: top-1 for the class at a confidence inside a band."""
-    from ..pipelines.dream import dream
-
     if near_band is not None and near is None:
         raise UserError("--near-band sets the band of the --near class; give --near CLASS too")
     manifest = dream(

@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UserError
+from ..pipelines.evaluate import evaluate_patches
 from ..protocols import PROTOCOLS
+from ..runfolder import Summary
 from .app import ModelArgs, emit_json, model_command
-
-
 
 def _split_values(values: list[str]) -> list[str]:
     return [v for item in values for v in item.replace(",", " ").split()]
@@ -46,8 +46,6 @@ def evaluate_cmd(
     opts: ModelArgs,
 ) -> None:
     """Measure how often patches flip SOURCE images to TARGET (static, dynamic, random), with controls."""
-    from ..pipelines.evaluate import evaluate_patches
-
     size_vals, protos, patches = _split_values(sizes or []), _split_values(protocol or []), list(patch)
     _sort_extras(list(extra or []), size_vals, protos, patches)
     try:
@@ -62,16 +60,15 @@ def evaluate_cmd(
     if opts.json_out:
         emit_json(dict(result["summary"], run_dir=result["run_dir"], report=result["report"]))
         return
-    s = result["summary"]
-    proto = s["primary_protocol"]
-    c = s["data"]["counts"]
-    typer.echo(f"{s['source']['name']} -> {s['target']['name']}: settings chosen on {c['selection_denominator']} selection "
+    s = Summary.from_dict(result["summary"])
+    proto = s.primary_protocol
+    c = s.data.counts
+    typer.echo(f"{s.source.name} -> {s.target.name}: settings chosen on {c['selection_denominator']} selection "
                f"images, rates counted on {c['confirmation_denominator']} of {c['confirmation']} confirmation images "
                "(those the model calls the source when clean)")
-    for e in s["candidates"] + s["controls"] + s["references"]:
-        r = e.get(proto) or {}
-        lift = e.get("lift_over_best_control")
-        lift_txt = f"  lift {100 * lift['value']:+.1f} pts vs {lift['control']}" if lift else ""
-        typer.echo(f"  {e['name']:<28} {proto} {100 * r.get('rate', 0):5.1f} % "
-                   f"[{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}]  reads as {e['reads_as']['name']}{lift_txt}")
+    for e in s.entries:
+        r = e.rate(proto)
+        rate = "   - " if r is None else f"{100 * r.rate:5.1f} % [{100 * r.ci[0]:.1f}, {100 * r.ci[1]:.1f}]"
+        lift_txt = f"  lift {100 * e.lift.value:+.1f} pts vs {e.lift.control}" if e.lift else ""
+        typer.echo(f"  {e.name:<28} {proto} {rate}  reads as {e.reads_as.name}{lift_txt}")
     typer.echo(f"report: {result['report']}")

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..pipelines.paste import paste
 from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
 
 
@@ -22,8 +23,6 @@ def paste_cmd(
     opts: ModelArgs,
 ) -> None:
     """Copy/paste search: natural patches cut from donor images, ranked by measured gain."""
-    from ..pipelines.paste import paste
-
     result = paste(classes[0], classes[1], model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed,
                    data=data, library=library, donors=donor, donor_data=donor_data, top_k=top_k, out=out)
     if opts.json_out:

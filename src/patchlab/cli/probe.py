@@ -7,52 +7,44 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..pipelines.probe import probe
+from ..runfolder import Entry, Summary
 from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
+from .format import rate_text
 
 
-def _pct(r: dict | None) -> str:
-    if not r or r.get("rate") is None:
-        return "   -  "
-    lo, hi = r.get("ci") or (None, None)
-    ci = f" [{100 * lo:.0f}-{100 * hi:.0f}]" if lo is not None else ""
-    return f"{100 * r['rate']:5.1f}%{ci}"
-
-
-def _lift(c: dict) -> str:
-    lift = c.get("lift_over_best_control") or {}
-    if lift.get("value") is None:
+def _lift(c: Entry) -> str:
+    if c.lift is None or c.lift.value is None:
         return "-"
-    lo, hi = lift["ci"]
-    return f"{100 * lift['value']:+.1f} [{100 * lo:+.0f},{100 * hi:+.0f}]"
+    lo, hi = c.lift.ci
+    return f"{100 * c.lift.value:+.1f} [{100 * lo:+.0f},{100 * hi:+.0f}]"
 
 
-def print_table(summary: dict) -> None:
+def print_table(summary: Summary, report: str) -> None:
     """Ranked table: confirmation rates (static, dynamic, primary) with the selection
     figure of the primary protocol beside them, and lift over the best null control."""
-    primary = summary["primary_protocol"]
-    n = summary["data"]["counts"]
-    rows = sorted(summary["candidates"], key=lambda c: -((c.get("selection") or {}).get(primary) or {}).get("rate", 0))
-    typer.echo(f"\n{summary['source']['name']} -> {summary['target']['name']}  ({summary['data']['kind']} images: "
+    primary = summary.primary_protocol
+    n = summary.data.counts
+    rows = sorted(summary.candidates, key=lambda c: -(c.selection_rate(primary) or 0))
+    typer.echo(f"\n{summary.source.name} -> {summary.target.name}  ({summary.data.kind} images: "
                f"settings and winner chosen on {n.get('selection_denominator')} selection images, "
                f"rates counted on {n.get('confirmation_denominator')} confirmation images)")
     typer.echo(f"{'candidate':<38} {'kind':<9} {'static':>15} {'dynamic':>15} {primary:>15} {'(selection)':>11} "
                f"{'lift vs null':>16}  reads as")
-    for c in rows + summary.get("controls", []) + summary.get("references", []):
-        sel = ((c.get("selection") or {}).get(primary) or {}).get("rate")
+    for c in rows + summary.controls + summary.references:
+        sel = c.selection_rate(primary)
         sel_s = f"({100 * sel:.0f}%)" if sel is not None else ""
-        lift = _lift(c) if c["kind"] not in ("control", "reference") else ""
-        ra = (c.get("reads_as") or {}).get("name", "")
-        typer.echo(f"{c['name'][:38]:<38} {c['kind']:<9} {_pct(c.get('static')):>15} {_pct(c.get('dynamic')):>15} "
-                   f"{_pct(c.get(primary)):>15} {sel_s:>11} {lift:>16}  {ra}")
-    donors = summary.get("donors") or []
-    if donors:
-        typer.echo("top donors: " + ", ".join(str(d.get("name", d.get("class"))) for d in donors[:5]))
+        lift = _lift(c) if c.kind not in ("control", "reference") else ""
+        typer.echo(f"{c.name[:38]:<38} {c.kind:<9} {rate_text(c.rate('static')):>15} {rate_text(c.rate('dynamic')):>15} "
+                   f"{rate_text(c.rate(primary)):>15} {sel_s:>11} {lift:>16}  {c.reads_as.name or ''}")
+    if summary.donors:
+        typer.echo("top donors: " + ", ".join(str(d.get("name", d.get("class"))) for d in summary.donors[:5]))
     for key in ("best_candidate", "best_disguised_candidate", "reference"):
-        b = summary.get(key)
+        b = getattr(summary, key)
         if b:
-            typer.echo(f"{key.replace('_', ' ')}: {b['name']} ({b['kind']}, reads as {b.get('reads_as')}) "
-                       f"{100 * b['rate']:.1f}% {primary} on confirmation (selection {100 * b['selection_rate']:.1f}%)")
-    typer.echo(f"report: {summary['report']}")
+            typer.echo(f"{key.replace('_', ' ')}: {b.name} ({b.kind}, reads as {b.reads_as}) "
+                       f"{100 * b.rate:.1f}% {primary} on confirmation (selection {100 * b.selection_rate:.1f}%)")
+    typer.echo(f"report: {report}")
 
 
 @model_command("probe")
@@ -68,8 +60,6 @@ def probe_cmd(
     opts: ModelArgs,
 ) -> None:
     """Find and measure patches that flip SOURCE into TARGET; write a report (the main job)."""
-    from ..pipelines.probe import probe
-
     summary = probe(classes[0], classes[1], model=opts.model, weights=opts.weights, data=data, library=library, donor_data=donor_data,
                     budget=budget, out=out, device=opts.device, seed=opts.seed, resume=resume,
                     progress=not opts.json_out and sys.stderr.isatty(),
@@ -77,4 +67,4 @@ def probe_cmd(
     if opts.json_out:
         emit_json(summary)
     else:
-        print_table(summary)
+        print_table(Summary.from_dict(summary), summary["report"])

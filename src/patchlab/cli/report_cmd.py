@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from ..report import rebuild_report, update_index
 from .app import JsonOpt, VerboseOpt, app, emit_json, setup
 
 
@@ -16,8 +17,6 @@ def report_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Rebuild figures and report.html from results.csv + summary.json (and refresh the reports index)."""
-    from ..report import rebuild_report, update_index
-
     setup(verbose)
     path = rebuild_report(run_dir)
     index = update_index(Path(run_dir).resolve().parent)

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..pipelines.synth import SYNTH_AREA, SYNTH_STEPS
+from ..pipelines.synth import SYNTH_AREA, SYNTH_STEPS, synth
+from ..runfolder import RunFolder
 from .app import ModelArgs, emit_json, model_command
 
 
@@ -25,8 +26,6 @@ def synth_cmd(
     opts: ModelArgs,
 ) -> None:
     """Synthesize a universal targeted patch with EOT (Brown et al. 2017) and test it on held-out images."""
-    from ..pipelines.synth import synth
-
     res = synth(classes[0], classes[1], model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed,
                 data=data, mix=mix, budget=budget, area=area, steps=steps, patch_px=patch_px, batch_size=batch_size, out=out,
                 progress=opts.verbose)
@@ -47,9 +46,7 @@ def synth_cmd(
 
 def area_table(run_dir: str) -> list[tuple[float, float, float]]:
     """(size, patch rate, best null-control rate) on confirmation under random placement, from results.csv."""
-    import pandas as pd
-
-    res = pd.read_csv(Path(run_dir) / "results.csv")
+    res = RunFolder(run_dir).results()
     res = res[(res["split"] == "confirmation") & (res["protocol"] == "random")]
     out = []
     for size, g in res.groupby("size"):

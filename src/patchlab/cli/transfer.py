@@ -8,14 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..pipelines.transfer import transfer
+from ..runfolder import Rate
 from .app import DeviceOpt, JsonOpt, VerboseOpt, app, emit_json, setup
+from .format import rate_text
 
 
 def _cell(row: dict, prefix: str = "") -> str:
     """A table row's {prefix}rate with its interval, as `probe` prints rates."""
-    from .probe import _pct
-
-    return _pct({"rate": row[f"{prefix}rate"], "ci": [row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]]})
+    return rate_text(Rate(row[f"{prefix}rate"], [row[f"{prefix}ci_low"], row[f"{prefix}ci_high"]]))
 
 
 def print_transfer(result: dict) -> None:
@@ -61,8 +62,6 @@ def transfer_cmd(
     """Re-measure every patch of a finished run on other models, with the run's protocols, sizes,
     placements and images; write transfer.csv/.json, a heatmap and transfer.html. RUN_DIR comes
     first; --models takes several values. The source model and its weights come from the run."""
-    from ..pipelines.transfer import transfer
-
     setup(verbose, seed)
     result = transfer(run_dir, models=list(models) + list(extra or []), device=device, seed=seed, data=data, out=out,
                       progress=not json_out and sys.stderr.isatty())

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import torch
 
+from ..data import ImageRecord, iter_batches, list_image_files
 from ..errors import UserError
+from ..patches.apply import POSITIONS, apply_at
+from ..patches.candidate import load_patch
+from ..runio import ensure_writable_dir, save_png
+from .common import load_model
 
 
 def apply_to_files(
@@ -38,12 +43,6 @@ def apply_to_files(
     area: patch size as a fraction of the image area. position: top-left,
     top-right, bottom-left, bottom-right or center. shape: square or circle.
     """
-    from ..data import ImageRecord, iter_batches, list_image_files
-    from ..models import load_classifier
-    from ..patches.apply import POSITIONS, apply_at
-    from ..patches.candidate import load_patch
-    from ..runio import ensure_writable_dir, save_png
-
     if not 0 < area < 1:
         raise UserError(f"--area must be a fraction of the image area in (0, 1), got {area}")
     if position not in POSITIONS:
@@ -60,7 +59,7 @@ def apply_to_files(
     if any(f.resolve().parent == out_resolved for f in files):
         raise UserError(f"--out {out} holds input images; write the patched images to another folder")
     out_dir = ensure_writable_dir(out)
-    clf = load_classifier(model, device, str(weights) if weights else None)
+    clf = load_model(model, device, weights)
     tensor = tensor.to(clf.device)
     rows, skipped, used = [], [], set()
     for batch in iter_batches([ImageRecord(f) for f in files], clf.input_size, clf.crop_pct, batch_size):

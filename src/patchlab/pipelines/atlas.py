@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..atlases import build_atlas
 from ..errors import UserError
+from .common import check_paths, load_model
 
 log = logging.getLogger("patchlab")
 
@@ -45,16 +47,12 @@ def atlas(
     computed from the layer's own activations (real photos need no source or
     target photo); max_images caps the photos drawn from `data` (None: all).
     """
-    from ..atlases import build_atlas
-    from ..models import load_classifier
-
     if source is None and target is None and layer is None and data is None:
         raise UserError("give --classes SOURCE TARGET, or --data DIR / --layer L for a whole-layer atlas")
     if max_images is not None and max_images < 1:
         raise UserError("--max-images must be at least 1")
-    if data is not None and not Path(data).exists():
-        raise UserError(f"--data {data} does not exist")
-    clf = load_classifier(model, device, weights=str(weights) if weights else None)
+    check_paths(data=data)
+    clf = load_model(model, device, weights)
     if icons is None:  # a pair atlas's 32 icons: ~2.5 minutes on one CPU thread (README, Icons)
         icons = clf.device.type == "cuda"
         if not icons:

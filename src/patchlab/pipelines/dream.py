@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 from ..exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND, DEFAULT_STEPS, exemplars
+from ..runfolder import RunFolder
+from .common import load_model, run_dir_name
 
 log = logging.getLogger("patchlab")
 
@@ -36,15 +37,12 @@ def dream(
     these: the default). size: image side (None: the model's input size).
     out: default reports/dream-CLASS-TIME. cache: load and save the exemplar cache.
     """
-    from ..models import load_classifier
-    from ..runio import check_run_dir
-
-    clf = load_classifier(model, device, weights=str(weights) if weights else None)
+    clf = load_model(model, device, weights)
     index = clf.classes.resolve(str(cls))
     near_index = clf.classes.resolve(str(near)) if near is not None else None
     if out is None:
-        out = Path("reports") / f"dream-{clf.classes.slug(index)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_run_dir(out, "dream")  # an unusable --out fails before the rendering, not after
+        out = Path("reports") / run_dir_name(clf.classes.slug(index), "dream")
+    RunFolder(out).check("dream")  # an unusable --out fails before the rendering, not after
     result = exemplars(
         clf, index, n=n, band=band or DEFAULT_BAND, near=near_index, near_band=near_band or DEFAULT_NEAR_BAND,
         size=size, steps=steps or DEFAULT_STEPS, seed=seed, cache=cache, progress=progress,

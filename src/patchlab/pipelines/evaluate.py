@@ -14,10 +14,14 @@ from typing import Any
 
 from ..devices import stage_generator
 from ..errors import UserError
-from ..patches.candidate import GENERATED_KINDS, Candidate, load_patch
-from ..protocols import DEFAULT_SIZES, PROTOCOLS
 from ..evaluation.controls import make_controls
 from ..evaluation.core import evaluate
+from ..pairdata import load_pair
+from ..patches.candidate import GENERATED_KINDS, Candidate, load_patch
+from ..protocols import DEFAULT_SIZES, PROTOCOLS
+from ..report import update_index, write_run
+from ..runfolder import Manifest, RunFolder
+from .common import check_inputs, load_model, resolve_pair, run_config, run_dir_name
 
 log = logging.getLogger("patchlab")
 
@@ -53,12 +57,6 @@ def load_candidates(paths: Sequence[str | Path]) -> list[Candidate]:
     return out
 
 
-def default_run_dir(classifier, source: int | None, target: int, root: str | Path = "reports") -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    src = classifier.classes.slug(source) if source is not None else "any"
-    return Path(root) / f"{stamp}-{src}-to-{classifier.classes.slug(target)}"
-
-
 def evaluate_patches(
     source: str,
     target: str,
@@ -84,12 +82,6 @@ def evaluate_patches(
     on the selection split, rates counted on the confirmation split, and the
     train split (which `synth` and `probe` learn from) is never used. `sizes`
     in % of the image area. Returns {run_dir, report, summary}."""
-    from ..models import load_classifier
-    from ..pairdata import ANY, load_pair
-    from .probe import check_inputs
-    from ..report import start_run, update_index, write_run
-    from ..runio import check_run_dir, new_manifest
-
     t0 = time.perf_counter()
     sizes_pct = list(sizes) if sizes else [100 * a for a in DEFAULT_SIZES]
     if any(not 0 < s < 100 for s in sizes_pct):
@@ -100,30 +92,26 @@ def evaluate_patches(
         raise UserError(f"unknown protocol {', '.join(bad)}; use {', '.join(PROTOCOLS)}")
     plan = check_inputs(budget, data=data)
     cands = load_candidates(patches)
-    clf = load_classifier(model, device, weights=str(weights) if weights else None)
-    src = None if source.strip().lower() == ANY else clf.classes.resolve(source)
-    tgt = clf.classes.resolve(target)
-    if src == tgt:
-        raise UserError("source and target must be different classes")
+    clf = load_model(model, device, weights)
+    classes = resolve_pair(clf, source, target, allow_any=True)
+    src, tgt = classes.source, classes.target
     if src is None and data is None:
         raise UserError("source 'any' needs --data DIR")
-    run_dir = Path(out) if out else default_run_dir(clf, src, tgt)
-    config = {"source": ANY if src is None else clf.classes.label(src), "target": clf.classes.label(tgt),
-              "patches": [str(p) for p in patches], "data": str(data) if data else None, "budget": budget,
-              "sizes_pct": sizes_pct, "protocols": protocols, "random_placements": random_placements,
-              "weights": str(weights) if weights else None, "batch_size": batch_size}
-    manifest = new_manifest("evaluate", config, seed, clf.spec)
-    check_run_dir(run_dir, manifest["command"], manifest)  # an unusable --out fails before the images are made
+    folder = RunFolder(out or Path("reports") / run_dir_name(classes.slug()))
+    config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=plan.splits(),
+                        weights=weights, patches=[str(p) for p in patches], sizes_pct=sizes_pct, protocols=protocols,
+                        random_placements=random_placements, batch_size=batch_size)
+    manifest = Manifest.new("evaluate", config, seed, clf.spec)
+    folder.check("evaluate", manifest)  # an unusable --out fails before the images are made
     pair = load_pair(clf, src, tgt, plan.splits(), data=data, seed=seed, progress=progress)
-    start_run(run_dir, manifest)  # drops any old COMPLETE marker once the inputs are good
+    folder.start(manifest)  # drops any old COMPLETE marker once the inputs are good
     t_data = time.perf_counter() - t0
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"), source=src, target=tgt)
     ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": pair.confirmation}, src, tgt,
                   sizes=[s / 100 for s in sizes_pct], protocols=protocols, random_placements=random_placements,
                   controls=controls, generator=stage_generator(seed, "evaluate"), batch_size=batch_size,
                   progress=progress, image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]})
-    context = {"model": clf.spec, "seed": seed, "manifest": manifest, "donors": [], "pair": pair.manifest(),
-               "timings": {"data_s": round(t_data, 3)}}
-    summary, report = write_run(run_dir, ev, context)
-    update_index(run_dir.parent)
-    return {"run_dir": str(run_dir), "report": str(report), "summary": summary}
+    summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=pair.manifest(),
+                                timings={"data_s": round(t_data, 3)})
+    update_index(folder.path.parent)
+    return {"run_dir": str(folder.path), "report": str(report), "summary": summary.as_dict()}

@@ -3,12 +3,13 @@ patches from a photo library, or crops of donor images, ranked by measured gain 
 pair's train split (Carter et al. 2019; Casper et al. 2022, "SNAFUE")."""
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..runfolder import Manifest, RunFolder
+from .common import check_inputs, load_model, resolve_pair, run_config, run_dir_name
 
 
 def paste(
@@ -38,36 +39,33 @@ def paste(
     Returns {out, candidates, search}."""
     from ..atlases.donors import head_alignment, shortlist
     from ..devices import stage_generator
-    from ..models import load_classifier
     from ..pairdata import load_pair
     from ..patches.natural import propose
     from ..patches.registry import GeneratorJob
-    from .probe import check_inputs
-    from ..runio import atomic_write_json, check_run_dir, mark_complete, new_manifest
 
     budget_plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
-    clf = load_classifier(model, device, weights=str(weights) if weights else None)
-    s, t = clf.classes.resolve(source), clf.classes.resolve(target)
-    if s == t:
-        raise UserError("source and target must be different classes")
+    clf = load_model(model, device, weights)
+    classes = resolve_pair(clf, source, target)
+    s, t = classes.source, classes.target
     if clf.head is None:
         raise UserError(f"model {clf.spec} has no linear head, so there is no pair direction to search by")
     ids = [clf.classes.resolve(d) for d in donors] if donors else shortlist(head_alignment(clf.head.weight, s, t), n_donors, (s, t))
     if set(ids) & {s, t}:
         raise UserError("a donor class cannot be the source or the target")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = check_run_dir(out or Path("reports") / f"paste-{clf.classes.slug(s)}-to-{clf.classes.slug(t)}-{stamp}", "paste")
-    config = {"source": clf.classes.label(s), "target": clf.classes.label(t), "donors": [clf.classes.label(i) for i in ids],
-              "library": str(library) if library else None, "donor_data": str(donor_data) if donor_data else None,
-              "data": str(data) if data else None, "top_k": top_k, "budget": budget}
-    manifest = new_manifest("paste", config, seed, clf.spec)
-    atomic_write_json(out / "manifest.json", manifest)
+    folder = RunFolder(out or Path("reports") / run_dir_name(classes.slug(), "paste")).check("paste")
+    out = folder.path
+    config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=budget_plan.splits(),
+                        weights=weights, donors=[clf.classes.label(i) for i in ids],
+                        library=str(library) if library else None, donor_data=str(donor_data) if donor_data else None,
+                        top_k=top_k)
+    manifest = Manifest.new("paste", config, seed, clf.spec)
+    folder.write_manifest(manifest)
     plan = replace(budget_plan, natural_top=top_k, donor_images=donor_images, n_donors_used=len(ids))
     pair = load_pair(clf, s, t, plan.splits(), data=data, seed=seed, progress=progress)
     job = GeneratorJob(pair=pair, classifier=clf, budget=plan, generator=stage_generator(seed, "natural"), donors=ids,
                        donor_data=Path(donor_data) if donor_data else None, library=Path(library) if library else None,
                        seed=seed, progress=progress)
     rows = [dict(c.meta(), files=c.save(out)) for c in propose(job)]
-    manifest.update(result={"candidates": rows, "search": job.notes.get("search"), "pair": pair.manifest()})
-    mark_complete(out, manifest)
+    folder.mark_complete(manifest.with_result(result={"candidates": rows, "search": job.notes.get("search"),
+                                                      "pair": pair.manifest()}))
     return {"out": str(out), "candidates": rows, "search": job.notes.get("search")}

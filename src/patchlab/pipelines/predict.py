@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..data import ImageRecord, iter_batches, list_image_files
 from ..errors import UserError
-from ..models import Classifier, load_classifier
+from ..models import Classifier
+from .common import load_model
 
 
 def predict_files(
@@ -25,7 +26,7 @@ def predict_files(
     if isinstance(model, Classifier):
         clf = model
     else:
-        clf = load_classifier(model, device, weights=str(weights) if weights else None)
+        clf = load_model(model, device, weights)
     k = min(top, clf.num_classes)
     predictions, skipped = [], []
     for batch in iter_batches([ImageRecord(f) for f in files], clf.input_size, clf.crop_pct, batch_size):

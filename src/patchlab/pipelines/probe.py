@@ -14,7 +14,6 @@ unfinished one; a resumed run must have the same identity (`patchlab.identity`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -23,16 +22,22 @@ from typing import Any
 
 import torch
 
-from ..budgets import BUDGETS, Budget, get_budget
-from ..data import check_photo_folder
+from ..atlases.run import build_atlas
+from ..budgets import BUDGETS, Budget
 from ..devices import stage_generator
 from ..errors import UserError
+from ..evaluation.controls import library_photo_control, make_controls
+from ..evaluation.core import evaluate
+from ..identity import check_same_run, run_identity
 from ..pairdata import PairData, load_pair
 from ..patches.candidate import Candidate
-from ..stages import StageStore
+from ..report import update_index, write_run
+from ..runfolder import Manifest, RunFolder
+from ..runio import claim_new_dir, ensure_writable_dir
+from .common import ClassPair, check_inputs, load_model, resolve_pair, run_config, run_dir_name
 
 log = logging.getLogger("patchlab")
-__all__ = ["BUDGETS", "Budget", "probe", "check_inputs"]
+__all__ = ["BUDGETS", "Budget", "probe"]
 
 
 def pack_candidates(cands: list[Candidate]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -49,45 +54,25 @@ def unpack_candidates(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
             for i, m in enumerate(meta["candidates"])]
 
 
-def check_inputs(budget: str, *, data: str | Path | None = None, donor_data: str | Path | None = None,
-                 library: str | Path | None = None) -> Budget:
-    """The Budget named `budget`; UserError for an unknown budget, a missing path, or a --library
-    or --donor-data folder with no readable photo (found before minutes of pair synthesis)."""
-    plan = get_budget(budget)
-    for path, what in ((data, "--data"), (donor_data, "--donor-data"), (library, "--library")):
-        if path is not None and not Path(path).exists():
-            raise UserError(f"{what} path does not exist: {path}")
-    if library is not None:
-        from ..library import check_library
-
-        check_library(library)
-    if donor_data is not None and Path(donor_data).is_dir():  # a file may be a labels CSV
-        check_photo_folder(Path(donor_data), "--donor-data")
-    return plan
-
-
-def _run_dir(clf, s: int, t: int, out, run_dir, resume, identity: dict, say) -> tuple[Path, bool]:
+def _run_folder(pair: ClassPair, out, run_dir, resume, identity: dict, say) -> tuple[RunFolder, bool]:
     """(run folder, resumed?) after checking a resumed run's identity."""
-    from ..identity import check_same_run
-    from ..runio import claim_new_dir, ensure_writable_dir, is_complete
-
     if resume is not None:
-        run_dir = Path(resume)
+        folder = RunFolder(resume)
         try:
-            old = json.loads((run_dir / "manifest.json").read_text())
-        except (OSError, ValueError):
-            raise UserError(f"--resume {run_dir}: not a probe run directory (no readable manifest.json)") from None
-        cfg = old.get("config", {})
-        if old.get("command") != "probe" or (cfg.get("source"), cfg.get("target")) != (clf.classes.label(s), clf.classes.label(t)):
-            raise UserError(f"--resume {run_dir}: that run is not a probe of {clf.classes.label(s)} -> {clf.classes.label(t)}")
-        check_same_run(cfg.get("identity"), identity, f"--resume {run_dir}")
-        if is_complete(run_dir):
-            say(f"{run_dir} is already complete; rebuilding nothing")
-        return ensure_writable_dir(run_dir), True
+            old = folder.manifest()
+        except UserError:
+            raise UserError(f"--resume {folder.path}: not a probe run directory (no readable manifest.json)") from None
+        if old.command != "probe" or (old.config.source, old.config.target) != (pair.source_label, pair.target_label):
+            raise UserError(f"--resume {folder.path}: that run is not a probe of {pair.source_label} -> {pair.target_label}")
+        check_same_run(old.config.extra.get("identity"), identity, f"--resume {folder.path}")
+        if folder.is_complete():
+            say(f"{folder.path} is already complete; rebuilding nothing")
+        ensure_writable_dir(folder.path)
+        return folder, True
     if run_dir is None:
         ensure_writable_dir(out)
-        return claim_new_dir(Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-{clf.classes.slug(s)}-to-{clf.classes.slug(t)}"), False
-    return ensure_writable_dir(run_dir), False
+        return RunFolder(claim_new_dir(Path(out) / run_dir_name(pair.slug()))), False
+    return RunFolder(ensure_writable_dir(run_dir)), False
 
 
 def _discard_new_run(run_dir: Path) -> None:
@@ -104,8 +89,6 @@ def _donor_stage(clf, pair: PairData, plan: Budget, run_dir: Path, seed: int, pr
     def compute():
         if clf.head is None:
             return {}, {"donors": [], "atlas_files": {}, "notes": ["no linear head: no donor ranking"]}
-        from ..atlases.run import build_atlas
-
         res = build_atlas(clf, pair.source, pair.target, images=torch.cat([pair.train, pair.target_images]), grid=8,
                           n_donors=max(plan.shortlist, plan.n_donors_used), out=run_dir / "atlas", seed=seed,
                           icons=plan.icons, shortlist_size=plan.shortlist, donor_exemplars=plan.donor_images,
@@ -129,8 +112,6 @@ def _generator_stage(name: str, propose, job_args: dict[str, Any]):
 
 
 def _controls(clf, pair: PairData, plan: Budget, library: Path | None, seed: int) -> list[Candidate]:
-    from ..evaluation.controls import library_photo_control, make_controls
-
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"),
                              source=pair.source, target=pair.target)
     if library is not None and plan.library_controls:
@@ -165,37 +146,32 @@ def probe(
     photos, else exemplars). run_dir: write into this folder instead of a new
     time-stamped one under `out` (an audit's per-pair folder). classifier: an
     already loaded Classifier for `model` (an audit loads it once)."""
-    from ..identity import run_identity
-    from ..models import load_classifier
     from ..patches.registry import GENERATORS
-    from ..runio import atomic_write_json, new_manifest
 
     say = echo or (lambda msg: log.info(msg))
     plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
-    clf = classifier if classifier is not None else load_classifier(model, device, weights=str(weights) if weights else None)
-    s, t = clf.classes.resolve(source), clf.classes.resolve(target)
-    if s == t:
-        raise UserError(f"source and target are the same class ({clf.classes.label(s)!r})")
+    clf = classifier if classifier is not None else load_model(model, device, weights)
+    classes = resolve_pair(clf, source, target)
+    s, t = classes.source, classes.target
     identity = run_identity(model=clf.spec, weights=weights, data=data, donor_data=donor_data, library=library,
                             budget=budget, seed=seed)
-    run_dir_arg = run_dir
-    run_dir, resumed = _run_dir(clf, s, t, out, run_dir, resume, identity, say)
-    config = {"source": clf.classes.label(s), "target": clf.classes.label(t), "identity": identity,
-              "plan": plan.as_dict(), "generators": list(GENERATORS)}
-    manifest = new_manifest("probe", config, seed, clf.spec)
+    folder, resumed = _run_folder(classes, out, run_dir, resume, identity, say)
+    config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=plan.splits(),
+                        weights=weights, identity=identity, plan=plan.as_dict(), generators=list(GENERATORS))
+    manifest = Manifest.new("probe", config, seed, clf.spec)
     if not resumed:
-        atomic_write_json(run_dir / "manifest.json", manifest)
-    store = StageStore(run_dir)
+        folder.write_manifest(manifest)
+    store = folder.stages
     t_start = time.perf_counter()
 
     try:
         pair = PairData.unpack(*store.run("images", lambda: load_pair(clf, s, t, plan.splits(), data=data, seed=seed,
                                                                       progress=progress).pack(), "cpu", say))
     except UserError:
-        if not resumed and run_dir_arg is None:  # the photos are unusable: leave no empty run behind
-            _discard_new_run(run_dir)
+        if not resumed and run_dir is None:  # the photos are unusable: leave no empty run behind
+            _discard_new_run(folder.path)
         raise
-    _, donor_meta = store.run("donors", _donor_stage(clf, pair, plan, run_dir, seed, progress), "cpu", say)
+    _, donor_meta = store.run("donors", _donor_stage(clf, pair, plan, folder.path, seed, progress), "cpu", say)
     donors = donor_meta["donors"]
     job_args = {"pair": pair, "classifier": clf, "budget": plan, "donors": [int(d["index"]) for d in donors],
                 "donor_data": Path(donor_data) if donor_data else None, "library": Path(library) if library else None,
@@ -207,9 +183,6 @@ def probe(
         candidates += unpack_candidates(tensors, meta)
         notes[name] = meta.get("notes", {})
 
-    from ..evaluation.core import evaluate
-    from ..report import update_index, write_run
-
     t0 = time.perf_counter()
     ev = evaluate(clf, candidates, {"selection": pair.selection, "confirmation": pair.confirmation}, s, t,
                   sizes=plan.sizes, positions=plan.positions, protocols=plan.protocols,
@@ -218,8 +191,7 @@ def probe(
                   image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]})
     store.timings["evaluate"] = round(time.perf_counter() - t0, 3)
     store.timings["total"] = round(time.perf_counter() - t_start, 3)
-    context = {"model": clf.spec, "seed": seed, "manifest": manifest, "donors": donors, "pair": pair.manifest(),
-               "timings": dict(store.timings), "budget": budget, "generator_notes": notes}
-    summary, report = write_run(run_dir, ev, context)
-    update_index(run_dir.parent)
-    return dict(summary, run_dir=str(run_dir), report=str(report))
+    summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=pair.manifest(),
+                                donors=donors, timings=dict(store.timings), generator_notes=notes)
+    update_index(folder.path.parent)
+    return dict(summary.as_dict(), run_dir=str(folder.path), report=str(report))

@@ -3,11 +3,19 @@ trained on the pair's train split and measured by the evaluator (sizes and place
 chosen on selection, rates counted on confirmation), written as a run folder with report."""
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..devices import stage_generator
 from ..errors import UserError
+from ..evaluation.controls import make_controls
+from ..evaluation.core import evaluate
+from ..pairdata import PairData, SplitSizes, load_pair, synthesized_sources
+from ..patches.synth import synthesize_patch
+from ..report import write_run
+from ..runfolder import Manifest, RunFolder
+from .common import check_inputs, load_model, resolve_pair, run_config, run_dir_name, slugs
 
 SYNTH_SIZES = (0.05, 0.10, 0.25, 0.40)  # Brown et al.'s success-vs-area curve, sampled
 # The training recipe, chosen on selection photos only (experiments/universal_recipes.py):
@@ -24,14 +32,16 @@ SYNTH_FIXED_FRACTION = 0.5
 SYNTH_PHOTO_FACTOR = 2  # selection / confirmation take up to 2x the budget's sizes of photos
 
 
-def synth_pair(classifier, source: int | None, target: int, plan, data, seed: int, progress: bool = False):
-    """The PairData `synth` trains and counts on: with photos every train photo of the split
-    rule trains, and selection / confirmation take up to SYNTH_PHOTO_FACTOR x the budget's sizes."""
-    from ..pairdata import SplitSizes, load_pair
+def synth_splits(plan, data) -> SplitSizes:
+    """The split sizes `synth` asks for: with photos every train photo of the split rule trains."""
+    return replace(plan.splits(), train=10**9) if data else plan.splits()
 
-    sizes = SplitSizes(10**9 if data else plan.n_train, plan.n_selection, plan.n_confirmation, plan.n_target)
-    return load_pair(classifier, source, target, sizes, data=data, seed=seed, photo_factor=SYNTH_PHOTO_FACTOR,
-                     progress=progress)
+
+def synth_pair(classifier, source: int | None, target: int, plan, data, seed: int, progress: bool = False) -> PairData:
+    """The PairData `synth` trains and counts on (`synth_splits`); with photos, selection and
+    confirmation take up to SYNTH_PHOTO_FACTOR x the budget's sizes."""
+    return load_pair(classifier, source, target, synth_splits(plan, data), data=data, seed=seed,
+                     photo_factor=SYNTH_PHOTO_FACTOR, progress=progress)
 
 
 def synth(
@@ -61,16 +71,6 @@ def synth(
     many synthesized source images (exemplars) to the train photos; selection and
     confirmation stay photos. Returns
     {run_dir, report, summary, candidate, sec_per_step}."""
-    from ..devices import stage_generator
-    from ..evaluation.controls import make_controls
-    from ..evaluation.core import evaluate
-    from ..models import load_classifier
-    from ..pairdata import ANY, synthesized_sources
-    from ..patches.synth import synthesize_patch
-    from .probe import check_inputs
-    from ..report import start_run, write_run
-    from ..runio import check_run_dir, new_manifest
-
     lo, hi = area
     if not 0 < lo <= hi < 1:
         raise UserError(f"--area needs 0 < LO <= HI < 1, got {lo} {hi}")
@@ -79,21 +79,19 @@ def synth(
     if mix < 0 or (mix and data is None):
         raise UserError("--mix N (N >= 0) adds synthesized images to the photos of --data; give --data")
     plan = check_inputs(budget, data=data)
-    clf = load_classifier(model, device, weights=str(weights) if weights else None)
-    tgt = clf.classes.resolve(target)
-    src = None if source.strip().lower() == ANY else clf.classes.resolve(source)
-    if src == tgt:
-        raise UserError("source and target are the same class")
-    slug = ANY if src is None else clf.classes.slug(src)
-    run_dir = Path(out) if out else Path("reports") / f"synth-{slug}-to-{clf.classes.slug(tgt)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = {"source": slug, "target": clf.classes.slug(tgt), "area": [lo, hi], "area_sampling": SYNTH_AREA_SAMPLING,
-              "average": SYNTH_AVERAGE, "fixed_fraction": SYNTH_FIXED_FRACTION, "steps": steps, "patch_px": patch_px,
-              "batch_size": batch_size, "data": str(data) if data else None, "mix": mix, "budget": budget, "weights": str(weights) if weights else None,
-              "sizes": list(sizes), "random_placements": random_placements, "amp": amp}
-    manifest = new_manifest("synth", config, seed, clf.spec)
-    check_run_dir(run_dir, manifest["command"], manifest)  # an unusable --out fails before the images are made
+    clf = load_model(model, device, weights)
+    classes = resolve_pair(clf, source, target, allow_any=True)
+    src, tgt = classes.source, classes.target
+    folder = RunFolder(out or Path("reports") / run_dir_name(classes.slug(), "synth"))
+    source_slug, target_slug = slugs(clf, src, tgt)
+    config = run_config(source_slug, target_slug, data=data, budget=budget, splits=synth_splits(plan, data),
+                        weights=weights, area=[lo, hi], area_sampling=SYNTH_AREA_SAMPLING, average=SYNTH_AVERAGE,
+                        fixed_fraction=SYNTH_FIXED_FRACTION, steps=steps, patch_px=patch_px, batch_size=batch_size,
+                        mix=mix, sizes=list(sizes), random_placements=random_placements, amp=amp)
+    manifest = Manifest.new("synth", config, seed, clf.spec)
+    folder.check("synth", manifest)  # an unusable --out fails before the images are made
     pair = synth_pair(clf, src, tgt, plan, data, seed, progress)
-    start_run(run_dir, manifest)  # drops any old COMPLETE marker once the inputs are good
+    folder.start(manifest)  # drops any old COMPLETE marker once the inputs are good
     if mix:
         pair = pair.with_extra_train(*synthesized_sources(clf, src, tgt, mix, seed=seed, progress=progress))
     cand = synthesize_patch(clf, pair.train, tgt, src, steps=steps, patch_px=patch_px, area=(lo, hi),
@@ -105,6 +103,6 @@ def synth(
     ev = evaluate(clf, [cand], {"selection": pair.selection, "confirmation": pair.confirmation}, src, tgt, sizes=sizes,
                   random_placements=random_placements, controls=controls, generator=stage_generator(seed, "evaluate"),
                   progress=progress, image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]})
-    summary, report = write_run(run_dir, ev, {"model": clf.spec, "seed": seed, "manifest": manifest, "pair": pair.manifest()})
-    return {"run_dir": str(run_dir), "report": str(report), "summary": summary, "candidate": cand.meta(),
+    summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=pair.manifest())
+    return {"run_dir": str(folder.path), "report": str(report), "summary": summary.as_dict(), "candidate": cand.meta(),
             "sec_per_step": cand.provenance.get("sec_per_step")}

@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 
 from ..patches.candidate import GENERATED_KINDS  # noqa: E402
 from ..protocols import PROTOCOLS  # noqa: E402
+from ..runfolder import Entry  # noqa: E402
 
 PROTOCOL_TITLES = {
     "static": "static (best position at each size)",
@@ -25,12 +26,13 @@ PROTOCOL_TITLES = {
 }
 
 
-def _t(text: Any) -> str:
+def label_text(text: Any) -> str:
     """Plain text for matplotlib labels that cannot switch off mathtext ($ escaped)."""
     return str(text).replace("$", r"\$")
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes (110 dpi, tight); the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -75,10 +77,10 @@ def success_vs_area(results: pd.DataFrame) -> bytes:
     pal = _palette(names, kinds)
     fig, axes = plt.subplots(1, max(1, len(protos)), figsize=(5.2 * max(1, len(protos)), 4.2), squeeze=False, sharey=True)
     for ax, proto in zip(axes[0], protos):
-        d = data[data["protocol"] == proto].assign(patch=lambda f: f["candidate"].map(_t))
+        d = data[data["protocol"] == proto].assign(patch=lambda f: f["candidate"].map(label_text))
         sns.lineplot(
             data=d, x="area_pct", y="success_rate", hue="patch", style="kind", markers=True, ax=ax,
-            palette={_t(n): c for n, c in pal.items()}, hue_order=[_t(n) for n in names],
+            palette={label_text(n): c for n, c in pal.items()}, hue_order=[label_text(n) for n in names],
         )
         for name, g in d.groupby("candidate", sort=False):
             g = g.sort_values("area_pct")
@@ -91,7 +93,7 @@ def success_vs_area(results: pd.DataFrame) -> bytes:
             ax.get_legend().remove()
     if protos and axes[0][len(protos) - 1].get_legend():
         sns.move_legend(axes[0][len(protos) - 1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def placement_heatmap(results: pd.DataFrame, order: list[str], limit: int = 6) -> bytes | None:
@@ -113,7 +115,7 @@ def placement_heatmap(results: pd.DataFrame, order: list[str], limit: int = 6) -
         ax.set_ylabel("area")
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax.tick_params(axis="y", labelrotation=0)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _load(path: Path) -> np.ndarray | None:
@@ -124,9 +126,9 @@ def _load(path: Path) -> np.ndarray | None:
         return None
 
 
-def patch_gallery(entries: list[dict[str, Any]], run_dir: Path) -> bytes | None:
+def patch_gallery(entries: list[Entry], run_dir: Path) -> bytes | None:
     """Every candidate and control patch with what the model calls it alone."""
-    shown = [(e, _load(run_dir / e["patch_file"])) for e in entries if e.get("patch_file")]
+    shown = [(e, _load(run_dir / e.patch_file)) for e in entries if e.patch_file]
     shown = [(e, im) for e, im in shown if im is not None]
     if not shown:
         return None
@@ -137,10 +139,9 @@ def patch_gallery(entries: list[dict[str, Any]], run_dir: Path) -> bytes | None:
         ax.axis("off")
     for ax, (e, im) in zip(axes.flat, shown):
         ax.imshow(im)
-        ra = e.get("reads_as") or {}
-        ax.set_title(f"{e['name']}\n[{e['kind']}] reads as\n{ra.get('name', '?')} {ra.get('prob', 0):.2f}",
+        ax.set_title(f"{e.name}\n[{e.kind}] reads as\n{e.reads_as.name or '?'} {e.reads_as.prob or 0:.2f}",
                      parse_math=False, fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def before_after(examples: list[dict[str, Any]], run_dir: Path) -> bytes | None:
@@ -157,4 +158,4 @@ def before_after(examples: list[dict[str, Any]], run_dir: Path) -> bytes | None:
             ax.axis("off")
             lines = "\n".join(f"{t['name'][:22]} {t['prob']:.2f}" for t in tops)
             ax.set_title(f"{what}\n{lines}", parse_math=False, fontsize=7)
-    return _png(fig)
+    return figure_png(fig)

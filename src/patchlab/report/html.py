@@ -11,6 +11,8 @@ import html
 from typing import Any
 from urllib.parse import quote
 
+from ..runfolder import DataInfo, Entry, Headline, Lift, Rate, Summary
+
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -49,43 +51,40 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
-def rate_cell(r: dict | None, with_setting: bool = False, selection: dict | None = None) -> str:
+def rate_cell(r: Rate | None, with_setting: bool = False, selection: Rate | None = None) -> str:
     """Confirmation rate with its interval, the setting chosen on selection, and the selection figure."""
-    if not r:
+    if r is None:
         return "<td>–</td>"
-    ci = r.get("ci") or [None, None]
-    text = f"{pct(r['rate'])} <span class=note>[{pct(ci[0])}, {pct(ci[1])}]</span>"
-    if with_setting and r.get("size") is not None:
-        size = 100 * r["size"]
-        text += f"<br><span class=note>{size:g} % {esc(r.get('placement', ''))}</span>"
-    if selection:
-        text += f"<br><span class=note>selection {pct(selection.get('rate'))}</span>"
+    text = f"{pct(r.rate)} <span class=note>[{pct(r.ci[0])}, {pct(r.ci[1])}]</span>"
+    if with_setting and r.size is not None:
+        size = 100 * r.size
+        text += f"<br><span class=note>{size:g} % {esc(r.placement or '')}</span>"
+    if selection is not None:
+        text += f"<br><span class=note>selection {pct(selection.rate)}</span>"
     return f'<td class="num">{text}</td>'
 
 
-def lift_cell(lift: dict | None) -> str:
-    if not lift:
+def lift_cell(lift: Lift | None) -> str:
+    if lift is None:
         return "<td>–</td>"
-    lo, hi = lift["ci"]
+    lo, hi = lift.ci
     cls = "ok" if lo > 0 else ""
     sign = lambda v: f"{100 * v:+.1f}"  # noqa: E731
-    return (f'<td class="num {cls}">{sign(lift["value"])} pts <span class=note>[{sign(lo)}, {sign(hi)}]'
-            f"<br>vs {esc(lift.get('control'))}</span></td>")
+    return (f'<td class="num {cls}">{sign(lift.value)} pts <span class=note>[{sign(lo)}, {sign(hi)}]'
+            f"<br>vs {esc(lift.control)}</span></td>")
 
 
-def candidate_table(entries: list[dict], thumbs: dict[str, bytes], protocols: list[str]) -> str:
+def candidate_table(entries: list[Entry], thumbs: dict[str, bytes], protocols: list[str]) -> str:
     head = "<tr><th>patch</th><th>name</th><th>kind</th><th>alone reads as</th>"
     head += "".join(f"<th>{esc(p)}</th>" for p in protocols) + "<th>lift over best null control</th></tr>"
     rows = []
     for e in entries:
-        ra = e.get("reads_as") or {}
-        donor = f"<br><span class=note>donor: {esc(e['donor'])}</span>" if e.get("donor") is not None else ""
-        sel = e.get("selection") or {}
-        cells = "".join(rate_cell(e.get(p), p != "dynamic", sel.get(p)) for p in protocols)
+        donor = f"<br><span class=note>donor: {esc(e.donor)}</span>" if e.donor is not None else ""
+        cells = "".join(rate_cell(e.rate(p), p != "dynamic", e.selection.get(p)) for p in protocols)
         rows.append(
-            f"<tr><td>{img(thumbs.get(e['name']), e['name'], 'thumb')}</td><td>{esc(e['name'])}{donor}</td>"
-            f"<td>{esc(e['kind'])}</td><td>{esc(ra.get('name'))} <span class=note>{pct(ra.get('prob'))}</span></td>"
-            f"{cells}{lift_cell(e.get('lift_over_best_control'))}</tr>"
+            f"<tr><td>{img(thumbs.get(e.name), e.name, 'thumb')}</td><td>{esc(e.name)}{donor}</td>"
+            f"<td>{esc(e.kind)}</td><td>{esc(e.reads_as.name)} <span class=note>{pct(e.reads_as.prob)}</span></td>"
+            f"{cells}{lift_cell(e.lift)}</tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -94,44 +93,42 @@ def kv_table(d: dict) -> str:
     return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in d.items()) + "</table>"
 
 
-def _headline_html(summary: dict) -> str:
-    primary = summary.get("primary_protocol")
-    best, disguised, ref = summary.get("best_candidate"), summary.get("best_disguised_candidate"), summary.get("reference")
+def _headline_html(summary: Summary) -> str:
+    best, disguised, ref = summary.best_candidate, summary.best_disguised_candidate, summary.reference
 
-    def one(b: dict) -> str:
-        lo, hi = b.get("ci") or (None, None)
-        return (f"{esc(b['name'])} at <b>{pct(b.get('rate'))}</b> [{pct(lo)}, {pct(hi)}] on confirmation "
-                f"<span class=note>(chosen on selection, where it scored {pct(b.get('selection_rate'))})</span>")
+    def one(b: Headline) -> str:
+        lo, hi = b.ci
+        return (f"{esc(b.name)} at <b>{pct(b.rate)}</b> [{pct(lo)}, {pct(hi)}] on confirmation "
+                f"<span class=note>(chosen on selection, where it scored {pct(b.selection_rate)})</span>")
 
     parts = []
     if best:
-        parts.append(f"<p><b>Best candidate</b> ({esc(primary)} protocol): {one(best)}.</p>")
+        parts.append(f"<p><b>Best candidate</b> ({esc(summary.primary_protocol)} protocol): {one(best)}.</p>")
     if disguised:
-        donor = f", donor {esc(disguised.get('donor'))}" if disguised.get("donor") is not None else ""
-        parts.append(f"<p><b>Best disguised</b> (alone reads as {esc(disguised.get('reads_as'))}{donor}): {one(disguised)}.</p>")
+        donor = f", donor {esc(disguised.donor)}" if disguised.donor is not None else ""
+        parts.append(f"<p><b>Best disguised</b> (alone reads as {esc(disguised.reads_as)}{donor}): {one(disguised)}.</p>")
     if ref:
-        parts.append(f"<p class=note>Reference: a real target photo pasted the same way gets {pct(ref.get('rate'))} "
+        parts.append(f"<p class=note>Reference: a real target photo pasted the same way gets {pct(ref.rate)} "
                      "(a positive reference, not subtracted from any lift).</p>")
     return "".join(parts)
 
 
-def sources_html(entries: list[dict], views: dict[str, bytes]) -> str:
+def sources_html(entries: list[Entry], thumbs: dict[str, bytes], views: dict[str, bytes]) -> str:
     """Each natural candidate next to the photo it was cut from (crop box drawn), the photo's file
     name and class, and what the crop alone reads as."""
     rows = []
     for e in entries:
-        prov = e.get("provenance") or {}
-        if e["name"] not in views:
+        if e.name not in views:
             continue
+        prov = e.provenance  # written by the generator that made the candidate
         label = prov.get("photo_label_name") or "unlabelled"
         top1 = prov.get("photo_top1") or {}
-        ra = e.get("reads_as") or {}
         rows.append(
-            f"<tr><td>{img(views[e['name']], 'source photo of ' + e['name'], 'photo')}</td>"
-            f"<td>{img(e.get('_thumb'), e['name'], 'thumb')}</td><td>{esc(e['name'])}<br>"
+            f"<tr><td>{img(views[e.name], 'source photo of ' + e.name, 'photo')}</td>"
+            f"<td>{img(thumbs.get(e.name), e.name, 'thumb')}</td><td>{esc(e.name)}<br>"
             f"<span class=note>{esc(prov.get('method'))}</span></td><td><code>{esc(prov.get('file'))}</code><br>"
             f"labelled {esc(label)}; the model: {esc(top1.get('name'))} {pct(top1.get('prob'))}</td>"
-            f"<td>{esc(ra.get('name'))} {pct(ra.get('prob'))}</td></tr>")
+            f"<td>{esc(e.reads_as.name)} {pct(e.reads_as.prob)}</td></tr>")
     if not rows:
         return ""
     head = "<tr><th>source photo (crop box in red)</th><th>patch</th><th>candidate</th><th>photo</th><th>crop alone reads as</th></tr>"
@@ -139,30 +136,30 @@ def sources_html(entries: list[dict], views: dict[str, bytes]) -> str:
 
 
 def _notes_html(notes: dict) -> str:
-    rows = {name: n.get("skipped") or n.get("source") for name, n in (notes or {}).items() if n.get("skipped") or n.get("source")}
+    rows = {name: n.get("skipped") or n.get("source") for name, n in notes.items() if n.get("skipped") or n.get("source")}
     return ("<h2>Generators</h2>" + kv_table(rows)) if rows else ""
 
 
-def run_page(summary: dict, figures: dict[str, bytes | None], thumbs: dict[str, bytes],
+def run_page(summary: Summary, figures: dict[str, bytes | None], thumbs: dict[str, bytes],
              views: dict[str, bytes] | None = None) -> str:
-    src, tgt = summary["source"]["name"], summary["target"]["name"]
-    data = summary.get("data", {})
-    counts = data.get("counts", {})
-    protocols = summary.get("protocols", [])
+    src, tgt = summary.source.name, summary.target.name
+    data = summary.data
+    counts = data.counts
+    protocols = summary.protocols
     parts = [f"<h1>{esc(src)} &rarr; {esc(tgt)}</h1>"]
-    status = '<span class="ok">complete</span>' if summary.get("complete") else '<span class="bad">incomplete</span>'
-    who = f"as {esc(src)}" if summary["source"].get("index") is not None else f"as anything but {esc(tgt)}"
+    status = '<span class="ok">complete</span>' if summary.complete else '<span class="bad">incomplete</span>'
+    who = f"as {esc(src)}" if summary.source.index is not None else f"as anything but {esc(tgt)}"
     parts.append(
-        f"<p>Model <code>{esc(summary.get('model'))}</code>; {esc(data.get('kind'))} images ({esc(data.get('how'))}): "
+        f"<p>Model <code>{esc(summary.model)}</code>; {esc(data.kind)} images ({esc(data.how)}): "
         f"{esc(counts.get('train'))} train, {esc(counts.get('selection'))} selection "
         f"({esc(counts.get('selection_denominator'))} counted), {esc(counts.get('confirmation'))} confirmation "
         f"({esc(counts.get('confirmation_denominator'))} counted: classified {who} when clean); "
-        f"seed {esc(summary.get('seed'))}; {status}.</p>"
+        f"seed {esc(summary.seed)}; {status}.</p>"
     )
     parts.append(_headline_html(summary))
-    parts.append("<h2>Candidates</h2>" + candidate_table(summary.get("candidates", []), thumbs, protocols))
+    parts.append("<h2>Candidates</h2>" + candidate_table(summary.candidates, thumbs, protocols))
     parts.append("<h2>Null controls and reference</h2>"
-                 + candidate_table(summary.get("controls", []) + summary.get("references", []), thumbs, protocols))
+                 + candidate_table(summary.controls + summary.references, thumbs, protocols))
     parts.append(
         '<p class="note">Rates: targeted success (top-1 = target) on the CONFIRMATION images, Wilson 95 % intervals. '
         "Each candidate's size and placement, and the best candidate, were chosen on separate SELECTION images "
@@ -172,8 +169,8 @@ def run_page(summary: dict, figures: dict[str, bytes | None], thumbs: dict[str, 
         "NULL control (noise, gray, source photo, library photos; chosen on selection) under the same protocol. "
         "The target-photo reference is shown, never subtracted.</p>"
     )
-    parts.append(sources_html([dict(e, _thumb=thumbs.get(e["name"])) for e in summary.get("candidates", [])], views or {}))
-    parts.append(_notes_html(summary.get("generator_notes")))
+    parts.append(sources_html(summary.candidates, thumbs, views or {}))
+    parts.append(_notes_html(summary.generator_notes))
     captions = {
         "success_vs_area": "Success against patch area (bands: Wilson 95 %)",
         "placement_heatmap": "Static success by size and position",
@@ -184,10 +181,10 @@ def run_page(summary: dict, figures: dict[str, bytes | None], thumbs: dict[str, 
         if figures.get(key):
             parts.append(f"<h2>{esc(cap)}</h2>{img(figures[key], cap)}")
     parts.append("<h2>Data</h2>" + _files_html(data))
-    if summary.get("donors"):
-        parts.append("<h2>Donors</h2><ol>" + "".join(f"<li>{esc(_donor_name(d))}</li>" for d in summary["donors"]) + "</ol>")
-    parts.append("<h2>Timings</h2>" + kv_table(summary.get("timings", {})))
-    parts.append("<h2>Versions</h2>" + kv_table(summary.get("versions", {})))
+    if summary.donors:
+        parts.append("<h2>Donors</h2><ol>" + "".join(f"<li>{esc(_donor_name(d))}</li>" for d in summary.donors) + "</ol>")
+    parts.append("<h2>Timings</h2>" + kv_table(summary.timings))
+    parts.append("<h2>Versions</h2>" + kv_table(summary.versions))
     return page(f"patchlab: {src} -> {tgt}", "\n".join(parts))
 
 
@@ -195,11 +192,8 @@ def _donor_name(d: Any) -> str:
     return str(d.get("name") or d.get("class") or d.get("index")) if isinstance(d, dict) else str(d)
 
 
-def _files_html(data: dict) -> str:
-    files = data.get("files") or {}
-    if not isinstance(files, dict):
-        files = {"evaluated": files}
-    groups = list(files.items()) + [("target reference", data.get("target_files") or []), ("skipped", data.get("skipped") or [])]
+def _files_html(data: DataInfo) -> str:
+    groups = list(data.files.items()) + [("target reference", data.target_files), ("skipped", data.skipped)]
     return "".join(f"<details><summary>{len(items)} {esc(name)} file(s)</summary><ul>"
                    + "".join(f"<li>{esc(f)}</li>" for f in items) + "</ul></details>" for name, items in groups if items)
 

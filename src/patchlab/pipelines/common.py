@@ -1,0 +1,93 @@
+"""What every command does first, written once: check the input paths and the budget, load the
+classifier, resolve the SOURCE -> TARGET pair (refusing the same class), name the run folder,
+and record the inputs in the run's config (`patchlab.runfolder.RunConfig`)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..budgets import Budget, get_budget
+from ..data import check_photo_folder
+from ..errors import UserError
+from ..library import check_library
+from ..models import Classifier, load_classifier
+from ..pairdata import ANY, SplitSizes
+from ..runfolder import DataSource, RunConfig
+
+
+def check_paths(*, data: str | Path | None = None, donor_data: str | Path | None = None,
+                library: str | Path | None = None) -> None:
+    """UserError for a missing path, or a --library or --donor-data folder with no readable
+    photo (found before minutes of work)."""
+    for path, what in ((data, "--data"), (donor_data, "--donor-data"), (library, "--library")):
+        if path is not None and not Path(path).exists():
+            raise UserError(f"{what} path does not exist: {path}")
+    if library is not None:
+        check_library(library)
+    if donor_data is not None and Path(donor_data).is_dir():  # a file may be a labels CSV
+        check_photo_folder(Path(donor_data), "--donor-data")
+
+
+def check_inputs(budget: str, *, data: str | Path | None = None, donor_data: str | Path | None = None,
+                 library: str | Path | None = None) -> Budget:
+    """The Budget named `budget`, after `check_paths`; UserError for an unknown budget."""
+    plan = get_budget(budget)
+    check_paths(data=data, donor_data=donor_data, library=library)
+    return plan
+
+
+def load_model(model: str, device: str = "auto", weights: str | Path | None = None) -> Classifier:
+    """The classifier of a model spec (`patchlab models`) with its weights file, on `device`."""
+    return load_classifier(model, device, weights=str(weights) if weights else None)
+
+
+@dataclass(frozen=True)
+class ClassPair:
+    """The resolved SOURCE -> TARGET of a command; source None is 'any class but the target'."""
+
+    classifier: Classifier
+    source: int | None
+    target: int
+
+    @property
+    def source_label(self) -> str:
+        return ANY if self.source is None else self.classifier.classes.label(self.source)
+
+    @property
+    def target_label(self) -> str:
+        return self.classifier.classes.label(self.target)
+
+    def slug(self) -> str:
+        """'snorkel-to-scuba_diver' (folder names)."""
+        return "-to-".join(slugs(self.classifier, self.source, self.target))
+
+
+def resolve_pair(classifier: Classifier, source: str | int, target: str | int, *, allow_any: bool = False) -> ClassPair:
+    """SOURCE and TARGET (names, WordNet ids or indices) as class indices; with allow_any, source
+    'any' is None. UserError for an unknown class, or the same class twice."""
+    src = None if allow_any and str(source).strip().lower() == ANY else classifier.classes.resolve(str(source))
+    tgt = classifier.classes.resolve(str(target))
+    if src == tgt:
+        raise UserError(f"source and target are the same class ({classifier.classes.label(tgt)!r})")
+    return ClassPair(classifier, src, tgt)
+
+
+def slugs(classifier: Classifier, *classes: int | None) -> list[str]:
+    """Each class as a folder-name slug ('any' for None)."""
+    return [ANY if c is None else classifier.classes.slug(c) for c in classes]
+
+
+def run_dir_name(what: str, command: str | None = None) -> str:
+    """A new run folder's name: '<time>-<what>' (probe, evaluate) or '<command>-<what>-<time>'."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{what}" if command is None else f"{command}-{what}-{stamp}"
+
+
+def run_config(source: str | None, target: str | None, *, data: str | Path | None, budget: str | None = None,
+               splits: SplitSizes | None = None, weights: str | Path | None = None, **settings: Any) -> RunConfig:
+    """A command's config as every command records it: classes, data source, budget, the split
+    sizes asked of `patchlab.pairdata`, weights file; then the command's own settings."""
+    return RunConfig(source, target, DataSource.of(data), budget, asdict(splits) if splits else None,
+                     str(weights) if weights else None, settings)
