@@ -122,8 +122,7 @@ def median_rows(per_patch: list[list[dict]]) -> list[dict]:
 def reads_as(classifier, patch: torch.Tensor, target: int, source: int | None = None) -> dict[str, Any]:
     """What the model calls the patch on its own: top-1 index, name and prob, plus p(target), p(source)."""
     probs = classifier(patch[None].to(classifier.device).float()).softmax(-1)[0]
-    i = int(probs.argmax())
-    out = {"index": i, "name": classifier.classes.label(i), "prob": float(probs[i]), "p_target": float(probs[target])}
+    out = {**classifier.classes.top(probs[None], digits=None)[0][0], "p_target": float(probs[target])}
     if source is not None:
         out["p_source"] = float(probs[source])
     return out
@@ -139,11 +138,9 @@ def examples(classifier, images, names, cand, summary_row, n_examples: int, targ
     after = apply_mod.apply_patch(x, cand.patch.to(x.device), a, apply_mod.centers_for(pos, a, x.shape[-2:]))
     out = []
     probs = [classifier(t).softmax(-1) for t in (x, after)]
+    k = min(3, classifier.num_classes)
     for i in range(len(x)):
-        tops = []
-        for p in probs:
-            v, ix = p[i].topk(min(3, classifier.num_classes))
-            tops.append([{"index": int(j), "name": classifier.classes.label(int(j)), "prob": float(q)} for q, j in zip(v, ix)])
+        tops = [classifier.classes.top(p[i][None], k, digits=None)[0] for p in probs]
         out.append({
             "candidate": cand.name, "size": area, "placement": pos, "image": names[i] if i < len(names) else f"image {i}",
             "before": x[i].cpu(), "after": after[i].cpu(), "top3_before": tops[0], "top3_after": tops[1],

@@ -69,8 +69,8 @@ def apply_to_files(
         x = batch.images.to(clf.device)
         patched = apply_at(x, tensor, area, position, math.radians(angle_deg), shape)
         with torch.no_grad():
-            before = _top1(clf(x).softmax(1), clf.classes)
-            after = _top1(clf(patched).softmax(1), clf.classes)
+            before = [r[0] for r in clf.classes.top(clf(x).softmax(1), digits=None)]
+            after = [r[0] for r in clf.classes.top(clf(patched).softmax(1), digits=None)]
         for k, path in enumerate(batch.paths):
             dest = out_dir / _out_name(path, used, out_dir)
             save_png(dest, patched[k])
@@ -82,11 +82,6 @@ def apply_to_files(
         "patch": str(patch), "area": area, "position": position, "angle_deg": angle_deg, "shape": shape,
         "model": model, "out": str(out_dir), "images": rows, "skipped": skipped,
     }
-
-
-def _top1(probs: torch.Tensor, classes) -> list[dict]:
-    p, i = probs.max(1)
-    return [{"index": int(k), "name": classes.label(int(k)), "prob": float(v)} for v, k in zip(p.tolist(), i.tolist())]
 
 
 def _out_name(path: str, used: set[str], out_dir: Path) -> str:

@@ -34,12 +34,8 @@ def predict_files(
         if not len(batch):
             continue
         probs = clf.logits(batch.images.to(clf.device)).softmax(-1)
-        values, indices = probs.topk(k, dim=-1)
-        for path, vs, ix in zip(batch.paths, values.tolist(), indices.tolist()):
-            predictions.append({
-                "path": path,
-                "top": [{"index": i, "name": clf.classes.label(i), "prob": round(v, 6)} for v, i in zip(vs, ix)],
-            })
+        for path, top_k in zip(batch.paths, clf.classes.top(probs, k, digits=6)):
+            predictions.append({"path": path, "top": top_k})
     if not predictions:
         raise UserError(f"none of the {len(files)} file(s) could be decoded as an image")
     return {"model": clf.spec, "predictions": predictions, "skipped": skipped}
