@@ -170,7 +170,7 @@ def synthesized_sources(classifier, source: int | None, target: int, n: int, see
     if source is not None:
         band, near_band = bands or (exemplars_mod.DEFAULT_BAND, exemplars_mod.DEFAULT_NEAR_BAND)
         ex = exemplars_mod.exemplars(classifier, source, n, band=band, near=target, near_band=near_band, seed=seed,
-                       progress=progress)
+                                     progress=progress)
         images, how = ex.images.cpu(), exemplars_mod.describe(ex.settings)
         names = [f"exemplar {classifier.classes.label(source)} #{i}" for i in range(n)]
     else:

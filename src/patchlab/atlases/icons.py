@@ -4,8 +4,8 @@ Each kept cell is shown by a feature visualization of its MEAN activation
 vector (by default minus the mean of all cells: `run.icon_directions`),
 rendered with the optvis engine and the atlas objective
 dot(h, v) * cos(h, v)^2 averaged over positions, a batch of cells per call.
-Icons shrink in sparse cells. With icons=False a cell
-shows a crop of its most typical member image around the member's position.
+Icons shrink in sparse cells. With icons=False a cell shows a crop of its
+most typical member image around the member's position.
 """
 from __future__ import annotations
 
