@@ -152,12 +152,12 @@ def propose(job: "GeneratorJob") -> list[Candidate]:
                                 "the crop search: no natural candidates")
         return []
     if job.library is not None:
-        from ..library import index_library, search_library
+        from ..library import SearchSettings, index_library, search_library
 
         index = index_library(clf, job.library, progress=job.progress)
-        cands, stats = search_library(clf, index, pair.train, pair.source, pair.target, top_k=b.natural_top,
-                                      sizes=b.sizes, generator=job.generator, progress=job.progress,
-                                      **b.library_search)
+        cands, stats = search_library(clf, index, pair.train, pair.source, pair.target,
+                                      SearchSettings(top_k=b.natural_top, **b.library_search), sizes=b.sizes,
+                                      generator=job.generator, progress=job.progress)
         photos = index.load_photos([c.provenance["library_row"] for c in cands]) if cands else []
         for cand, photo in zip(cands, photos):
             cand.source_view = with_box(photo, cand.provenance["box_xyxy"])
