@@ -23,16 +23,17 @@ from typing import Any
 
 import torch
 
-from ..budgets import BUDGETS, Budget, get_budget
 from ..data import check_photo_folder
 from ..devices import stage_generator
 from ..errors import UserError
+from ..generators.plan import Plan, get_plan
+from ..generators.registry import GeneratorJob, GeneratorSpec, registered
 from ..pairdata import PairData, load_pair
 from ..patches.candidate import Candidate
 from ..stages import StageStore
 
 log = logging.getLogger("patchlab")
-__all__ = ["BUDGETS", "Budget", "probe", "check_inputs"]
+__all__ = ["probe", "check_inputs"]
 
 
 def pack_candidates(cands: list[Candidate]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -50,10 +51,10 @@ def unpack_candidates(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) ->
 
 
 def check_inputs(budget: str, *, data: str | Path | None = None, donor_data: str | Path | None = None,
-                 library: str | Path | None = None) -> Budget:
-    """The Budget named `budget`; UserError for an unknown budget, a missing path, or a --library
+                 library: str | Path | None = None) -> Plan:
+    """The Plan named `budget`; UserError for an unknown budget, a missing path, or a --library
     or --donor-data folder with no readable photo (found before minutes of pair synthesis)."""
-    plan = get_budget(budget)
+    plan = get_plan(budget)
     for path, what in ((data, "--data"), (donor_data, "--donor-data"), (library, "--library")):
         if path is not None and not Path(path).exists():
             raise UserError(f"{what} path does not exist: {path}")
@@ -100,7 +101,7 @@ def _discard_new_run(run_dir: Path) -> None:
             pass
 
 
-def _donor_stage(clf, pair: PairData, plan: Budget, run_dir: Path, seed: int, progress: bool):
+def _donor_stage(clf, pair: PairData, plan: Plan, run_dir: Path, seed: int, progress: bool):
     def compute():
         if clf.head is None:
             return {}, {"donors": [], "atlas_files": {}, "notes": ["no linear head: no donor ranking"]}
@@ -116,19 +117,17 @@ def _donor_stage(clf, pair: PairData, plan: Budget, run_dir: Path, seed: int, pr
     return compute
 
 
-def _generator_stage(name: str, propose, job_args: dict[str, Any]):
+def _generator_stage(spec: GeneratorSpec, job_args: dict[str, Any]):
     def compute():
-        from ..patches.registry import GeneratorJob
-
-        job = GeneratorJob(generator=stage_generator(job_args["seed"], name), **job_args)
-        tensors, meta = pack_candidates(propose(job))
+        job = GeneratorJob(rng=stage_generator(job_args["seed"], spec.name), **job_args)
+        tensors, meta = pack_candidates(spec.run(job))
         meta["notes"] = job.notes
         return tensors, meta
 
     return compute
 
 
-def _controls(clf, pair: PairData, plan: Budget, library: Path | None, seed: int) -> list[Candidate]:
+def _controls(clf, pair: PairData, plan: Plan, library: Path | None, seed: int) -> list[Candidate]:
     from ..evaluation.controls import library_photo_control, make_controls
 
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"),
@@ -167,7 +166,6 @@ def probe(
     already loaded Classifier for `model` (an audit loads it once)."""
     from ..identity import run_identity
     from ..models import load_classifier
-    from ..patches.registry import GENERATORS
     from ..runio import atomic_write_json, new_manifest
 
     say = echo or (lambda msg: log.info(msg))
@@ -181,7 +179,7 @@ def probe(
     run_dir_arg = run_dir
     run_dir, resumed = _run_dir(clf, s, t, out, run_dir, resume, identity, say)
     config = {"source": clf.classes.label(s), "target": clf.classes.label(t), "identity": identity,
-              "plan": plan.as_dict(), "generators": list(GENERATORS)}
+              "plan": plan.as_dict(), "generators": list(registered())}
     manifest = new_manifest("probe", config, seed, clf.spec)
     if not resumed:
         atomic_write_json(run_dir / "manifest.json", manifest)
@@ -197,13 +195,13 @@ def probe(
         raise
     _, donor_meta = store.run("donors", _donor_stage(clf, pair, plan, run_dir, seed, progress), "cpu", say)
     donors = donor_meta["donors"]
-    job_args = {"pair": pair, "classifier": clf, "budget": plan, "donors": [int(d["index"]) for d in donors],
+    job_args = {"pair": pair, "classifier": clf, "plan": plan, "donors": [int(d["index"]) for d in donors],
                 "donor_data": Path(donor_data) if donor_data else None, "library": Path(library) if library else None,
                 "seed": seed, "progress": progress}
     candidates: list[Candidate] = []
     notes: dict[str, Any] = {}
-    for name, propose in GENERATORS.items():
-        tensors, meta = store.run(name, _generator_stage(name, propose, job_args), "cpu", say)
+    for name, spec in registered().items():
+        tensors, meta = store.run(name, _generator_stage(spec, job_args), "cpu", say)
         candidates += unpack_candidates(tensors, meta)
         notes[name] = meta.get("notes", {})
 

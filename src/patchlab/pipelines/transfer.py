@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError, first_line
+from ..generators.plan import Plan, get_plan
 from ..patches.candidate import NULL_KIND, Candidate, load_patch
 
 log = logging.getLogger("patchlab")
@@ -209,12 +210,10 @@ def _photos(root: Path, files: list[str], clf) -> tuple[torch.Tensor, list[str]]
 
 def _split_sizes(inputs: RunInputs):
     """The run's split sizes: probe manifests record the plan, evaluate manifests the budget name."""
-    from ..budgets import Budget, get_budget
-
     cfg = inputs.manifest.get("config") or {}
     if cfg.get("plan"):
-        return Budget.from_dict(cfg["plan"]).splits()
-    return get_budget(cfg.get("budget") or "quick").splits()
+        return Plan.from_dict(cfg["plan"]).splits()
+    return get_plan(cfg.get("budget") or "quick").splits()
 
 
 def _source_spec(inputs: RunInputs) -> tuple[str, str | None]:

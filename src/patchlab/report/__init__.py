@@ -26,7 +26,7 @@ from ..runio import (
     COMPLETE_MARKER, atomic_write_bytes, atomic_write_json, atomic_write_text, check_run_dir, is_complete,
     mark_complete, new_manifest, save_png, versions,
 )
-from ..patches.candidate import GENERATED_KINDS, NULL_KIND, REFERENCE_KIND
+from ..patches.candidate import NULL_KIND, REFERENCE_KIND, is_generated
 from . import figures as figs
 from .html import index_page, run_page
 
@@ -95,7 +95,7 @@ def build_summary(evaluation, context: dict[str, Any]) -> dict[str, Any]:
         "confirmation": {k: v for k, v in ev.splits.get("confirmation", {}).items() if k != "files"},
         "donors": list(context.get("donors") or []),
         "protocols": list(ev.config["protocols"]), "primary_protocol": primary, "config": ev.config,
-        "candidates": [e for e in entries if e["kind"] in GENERATED_KINDS],
+        "candidates": [e for e in entries if is_generated(e["kind"])],
         "controls": [e for e in entries if e["kind"] == NULL_KIND], "references": refs,
         "best_candidate": _headline(ev.best(), primary), "best_disguised_candidate": _headline(ev.best(disguised=True), primary),
         "reference": _headline(refs[0], primary) if refs and refs[0].get(primary) else None,
