@@ -29,19 +29,19 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from patchlab.budgets import BUDGETS
+from patchlab.atlases.donors import head_alignment, shortlist
 from patchlab.devices import stage_generator
 from patchlab.evaluation.controls import library_photo_control, make_controls
 from patchlab.evaluation.core import evaluate
 from patchlab.evaluation.summary import pool_selection, summarize
 from patchlab.exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND
+from patchlab.generators import PLANS, GeneratorJob, registered
 from patchlab.models import load_classifier
 from patchlab.pairdata import SplitSizes, load_pair
 from patchlab.patches.apply import CORNERS
-from patchlab.patches.natural import propose
-from patchlab.patches.registry import GeneratorJob
 from patchlab.runio import atomic_write_text
 
 PAIRS = [("snorkel", "scuba diver"), ("frying pan", "wok"), ("grey whale", "great white shark")]
@@ -51,7 +51,7 @@ ARTICLE = {  # ANCHORS.md: static / dynamic / noise static / noise dynamic (%), 
 
 
 def search_overrides(args) -> dict:
-    """`search_library` keyword arguments from --final-keep and --search NAME=VALUE."""
+    """`SearchSettings` fields of the library search from --final-keep and --search NAME=VALUE."""
     out = {} if getattr(args, "final_keep", None) is None else {"final_keep": args.final_keep}
     for item in getattr(args, "search", None) or []:
         name, _, value = item.partition("=")
@@ -69,26 +69,24 @@ def _number_or_text(value: str) -> int | float | str:
 
 
 def add_search_arg(ap: argparse.ArgumentParser) -> None:
-    """--search NAME=VALUE: other `search_library` arguments (read by `search_overrides`)."""
+    """--search NAME=VALUE: other `SearchSettings` fields (read by `search_overrides`)."""
     ap.add_argument("--search", nargs="*", default=None, metavar="NAME=VALUE",
-                    help="library search: other search_library arguments, e.g. shortlist=320 (default: the search's)")
+                    help="library search: other SearchSettings fields, e.g. shortlist=320 (default: the search's)")
 
 
 def natural_candidates(clf, pair, args):
     """The `--shortlist` natural candidates of the registry's natural generator, ranked on the pair's train split."""
-    from dataclasses import replace
-
-    from patchlab.atlases.donors import head_alignment, shortlist
-
-    plan = replace(BUDGETS["quick"], natural_top=max(args.top, args.shortlist), n_donors_used=args.donors,
-                   donor_images=args.donor_images,
-                   sizes=tuple(args.sizes),  # search at the sizes the patches are counted at
-                   library_search=search_overrides(args))
+    natural = registered()["natural"]
+    plan = replace(PLANS["quick"], n_donors_used=args.donors, donor_images=args.donor_images,
+                   sizes=tuple(args.sizes))  # search at the sizes the patches are counted at
+    own = plan.settings[natural.name]
+    own = replace(own, search=replace(own.search, **search_overrides(args))).with_top_k(max(args.top, args.shortlist))
     donors = shortlist(head_alignment(clf.head.weight, pair.source, pair.target), args.donors, (pair.source, pair.target))
-    job = GeneratorJob(pair=pair, classifier=clf, budget=plan, generator=stage_generator(args.seed, "natural"),
-                       donors=donors, library=args.library, seed=args.seed)
+    job = GeneratorJob(pair=pair, classifier=clf, plan=plan.with_settings(natural.name, own),
+                       rng=stage_generator(args.seed, natural.name), donors=donors, library=args.library,
+                       seed=args.seed)
     t0 = time.perf_counter()
-    cands = propose(job)
+    cands = natural.run(job)
     return cands, job.notes, time.perf_counter() - t0
 
 

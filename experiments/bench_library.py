@@ -36,6 +36,7 @@ import resource
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ from atlas_pairs import add_search_arg, search_overrides
 from patchlab.data import ImageFolderDataset, decode_image, load_images, pixels_to_float, resized_size, short_side, to_model_pixels
 from patchlab.devices import generator
 from patchlab.classes import imagenet_classes
-from patchlab.library import index_library, library_control_photos, library_records, search_library
+from patchlab.library import SearchSettings, control_photo_rows, index_library, library_records, search_library
 from patchlab.library.index import AUTO_SPATIAL_DIM
 from patchlab.models import load_classifier
 from patchlab.patches.apply import CORNERS, apply_patch, named_centers
@@ -339,7 +340,8 @@ def pair_run(clf, library: Path, batch_size: int, seed: int, cache: Path, search
     clean = clf.logits(held).argmax(-1)
     print(f"held-out snorkels top-1 snorkel: {int((clean == src).sum())}/16; "
           f"scuba diver already: {int((clean == tgt).sum())}")
-    cands, stats = search_library(clf, idx, train, src, tgt, top_k=10, generator=generator(seed), **search_kw)
+    cands, stats = search_library(clf, idx, train, src, tgt, replace(SearchSettings(top_k=10), **search_kw),
+                                  generator=generator(seed))
     print(f"search ({search_kw or 'defaults'}): {stats['seconds']:.1f} s, {stats['proposals']} proposals, "
           f"{stats['exactly_scored']} scored "
           f"exactly; excluded target photos {stats['excluded_target_photos']}, "
@@ -354,8 +356,8 @@ def pair_run(clf, library: Path, batch_size: int, seed: int, cache: Path, search
         print(f"  {c.name}: {p['file']} | {p['donor_name']} | {c.reads_as['name']} ({c.reads_as['prob']:.2f}) | "
               f"{p['method']} | {p['score_gain_logodds']:.2f} | {p['train_success']:.2f} | "
               f"{rate:.3f} ({a}, {pos}; {sel:.2f})")
-    ctrl = library_control_photos(clf, idx, n=20, generator=generator(seed + 1), exclude=(src, tgt))
-    crates = [held_out_static(clf, c.patch, select, confirm, tgt)[0] for c in ctrl]
+    ctrl = idx.load_photos(control_photo_rows(idx, 20, generator(seed + 1), exclude=(src, tgt)).tolist())
+    crates = [held_out_static(clf, photo, select, confirm, tgt)[0] for photo in ctrl]
     print(f"top-10 held-out static: mean {np.mean(rates):.3f}, best {max(rates):.3f}; "
           f"control-library-photo (20 random whole photos, same protocol): median {np.median(crates):.3f}, "
           f"mean {np.mean(crates):.3f}")

@@ -82,9 +82,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from patchlab.budgets import get_budget
     from patchlab.devices import stage_generator
     from patchlab.evaluation.core import evaluate
+    from patchlab.generators.plan import get_plan
     from patchlab.models import load_classifier
     from patchlab.patches.apply import POSITIONS
     from patchlab.patches.synth import synthesize_patch
@@ -92,7 +92,7 @@ def main() -> None:
 
     clf = load_classifier("efficientnet_lite0", "auto")
     tgt = clf.classes.resolve(args.target)
-    plan = get_budget(args.budget)
+    plan = get_plan(args.budget)
     pair = synth_pair(clf, None, tgt, plan, args.data, args.seed)  # the split `patchlab synth --data` makes
     print(f"any -> {clf.classes.label(tgt)}: {len(pair.train)} train photos, {len(pair.selection)} selection photos "
           "(confirmation photos unused here)")

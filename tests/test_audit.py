@@ -68,7 +68,7 @@ def resumed(workdir):
     def killed_on_second(pair, *a, **k):
         calls[0].append(pair.key())
         if len(calls[0]) == 2:
-            import patchlab.patches.natural as natural
+            import patchlab.generators.natural as natural
 
             def boom(*_a, **_k):
                 raise KeyboardInterrupt

@@ -116,7 +116,7 @@ def test_dream_goldfish_files_read_back_in_band(default_model, tmp_cache, tmp_pa
 def test_donor_images_say_when_donor_data_falls_back_to_exemplars(tmp_cache, tmp_path):
     from PIL import Image
 
-    from patchlab.patches.natural import donor_images
+    from patchlab.generators.natural import donor_images
 
     clf = tiny_classifier(seed=0)
     (tmp_path / "tench").mkdir()

@@ -12,9 +12,9 @@ from PIL import Image
 from patchlab.data import ImageRecord, load_images
 from patchlab.errors import UserError
 from patchlab.library import (
-    check_library, index_library, library_control_photos, random_library_photos, search_library, spatial_basis,
+    SearchSettings, check_library, control_photo_rows, index_library, search_library, spatial_basis,
 )
-from patchlab.library.search import eligible_photos, index_proposals, library_direction, window_scores
+from patchlab.library.proposals import eligible_photos, index_proposals, library_direction, window_scores
 from patchlab.models import tiny_classifier
 from patchlab.patches.direction import pooled_features
 
@@ -95,8 +95,9 @@ def test_planted_photo_is_ranked_first(tmp_path, tmp_cache):
     assert int(swept.whole.sum()) == int(eligible.sum()) and int((~swept.whole).sum()) == 3
     assert index.paths[int(swept.photo[0])] == "planted.png"
     # and after exact scoring
-    cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, top_k=3, shortlist=6, n_random=2,
-                                  whole_sweep=0, fine_keep=4, batch_size=32, generator=torch.Generator().manual_seed(0))
+    settings = SearchSettings(top_k=3, shortlist=6, n_random=2, whole_sweep=0, fine_keep=4, batch_size=32)
+    cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, settings,
+                                  generator=torch.Generator().manual_seed(0))
     assert cands[0].provenance["file"] == "planted.png"
     assert cands[0].provenance["score_gain_logodds"] > 0
     assert [c.name for c in cands] == ["natural-1", "natural-2", "natural-3"]
@@ -111,9 +112,10 @@ def test_planted_photo_is_ranked_first(tmp_path, tmp_cache):
     assert stats["exactly_scored"] == 8 + 4 and stats["class_ranking"][0]["best_gain"] >= cands[0].score - 10
     assert stats["proposals"] == ranked and stats["seconds"] > 0
     # with the final stage (every train image x size x corner for the 3 best): still first, ranked as counted
-    cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, top_k=2, shortlist=6, n_random=2,
-                                  whole_sweep=0, coarse_images=2, fine_keep=4, final_keep=3, sizes=(0.1, 0.25),
-                                  batch_size=32, generator=torch.Generator().manual_seed(0))
+    settings = SearchSettings(top_k=2, shortlist=6, n_random=2, whole_sweep=0, coarse_images=2, fine_keep=4,
+                              final_keep=3, batch_size=32)
+    cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, settings, sizes=(0.1, 0.25),
+                                  generator=torch.Generator().manual_seed(0))
     assert cands[0].provenance["file"] == "planted.png" and stats["final_scored"] == 3
     assert stats["exactly_scored"] == 8 + 4 + 3 and stats["pasted_forwards"] == 8 * 2 + 4 * 4 * 2 + 3 * 4 * 2 * 4
     keys = [(c.provenance["train_static_success"], c.provenance["score_gain_logodds"]) for c in cands]
@@ -271,10 +273,9 @@ def test_labelled_library_excludes_target_and_source_photos(tmp_path, tmp_cache)
     assert keep.tolist() == [False, False, True, False, False]
     assert info["excluded_target_photos"] == 2 and info["excluded_source_photos"] == 2
     assert info["target_photo_files"] == ["n01484850/3.png", "n01484850/4.png"]
-    photos = random_library_photos(index, 1, torch.Generator().manual_seed(0), exclude=(0, 2))
-    assert torch.equal(photos, index.load_photos([2]))
+    assert control_photo_rows(index, 1, torch.Generator().manual_seed(0), exclude=(0, 2)).tolist() == [2]
     with pytest.raises(UserError):
-        random_library_photos(index, 2, torch.Generator().manual_seed(0), exclude=(0, 2))
+        control_photo_rows(index, 2, torch.Generator().manual_seed(0), exclude=(0, 2))
     # a model without a linear head: the direction comes from the library's own photos
     clf.head = None
     d, how = library_direction(clf, index, source=0, target=2)
@@ -284,22 +285,20 @@ def test_labelled_library_excludes_target_and_source_photos(tmp_path, tmp_cache)
         library_direction(clf, index, source=0, target=5)
 
 
-def test_library_control_photos_is_seeded(tmp_path, tmp_cache):
+def test_library_control_photos_are_seeded(tmp_path, tmp_cache):
+    from patchlab.evaluation.controls import library_photo_control
+
     lib = _write_library(tmp_path / "lib", n_textures=7)
     clf = tiny_classifier(seed=0)
     index = index_library(clf, lib)
-    a = library_control_photos(clf, index, n=4, generator=torch.Generator().manual_seed(3))
-    b = library_control_photos(clf, index, n=4, generator=torch.Generator().manual_seed(3))
-    assert [c.provenance["file"] for c in a] == [c.provenance["file"] for c in b]
-    assert len({c.provenance["file"] for c in a}) == 4
-    assert all(c.kind == "control" and c.name.startswith("control-library-photo-") for c in a)
-    assert a[0].patch.shape == (3, 32, 32)
-    # the pooled null control of the evaluator is made of the same photos
-    from patchlab.evaluation.controls import library_photo_control
-
+    a = control_photo_rows(index, 4, torch.Generator().manual_seed(3))
+    assert a.tolist() == control_photo_rows(index, 4, torch.Generator().manual_seed(3)).tolist()
+    assert len(set(a.tolist())) == 4
+    # the pooled null control of the evaluator is made of those photos, pasted whole
     pooled = library_photo_control(clf, index, 4, torch.Generator().manual_seed(3))
     assert pooled.name == "control-library-photo" and pooled.kind == "control" and pooled.members.shape == (4, 3, 32, 32)
-    assert pooled.provenance["files"] == [c.provenance["file"] for c in a]
+    assert pooled.provenance["files"] == [index.paths[r] for r in a]
+    assert torch.equal(pooled.members, index.load_photos(a.tolist())) and torch.equal(pooled.patch, pooled.members[0])
 
 
 def test_projected_spatial_store_projects_the_direction_on_demand(tmp_path):
@@ -345,8 +344,8 @@ def test_real_photos_snorkel_to_scuba_diver(default_model, tmp_path, tmp_cache):
     assert len(index) == 40 and (index.labels >= 0).all() and not index.skipped
     assert index_library(clf, lib).built is False
     train = exemplars(clf, snorkel, n=2, near=scuba, seed=0).images
-    cands, stats = search_library(clf, index, train, snorkel, scuba, top_k=3, shortlist=16, n_random=4, fine_keep=4,
-                                  whole_sweep=0,
+    cands, stats = search_library(clf, index, train, snorkel, scuba,
+                                  SearchSettings(top_k=3, shortlist=16, n_random=4, fine_keep=4, whole_sweep=0),
                                   generator=torch.Generator().manual_seed(0))
     assert len(cands) == 3 and stats["exactly_scored"] == 20 + 4
     best = cands[0]
@@ -357,32 +356,33 @@ def test_real_photos_snorkel_to_scuba_diver(default_model, tmp_path, tmp_cache):
 
 
 def test_ranking_by_success_then_gain():
-    from patchlab.library.search import Proposals, _rank_key, _select
+    from patchlab.library.proposals import Proposals
+    from patchlab.library.ranking import rank_key, select_distinct
 
     props = Proposals(torch.arange(4), torch.tensor([[0.0, 0, 10, 10]]).repeat(4, 1), torch.zeros(4),
                       torch.ones(4, dtype=torch.bool))
     gain = torch.tensor([3.0, 2.0, 1.0, 0.5])[:, None]  # (K, areas): one area
     win = torch.tensor([0.0, 0.5, 0.5, 0.25])[:, None]
-    assert _select(props, _rank_key(gain, win, "success"), 4, 1) == [1, 2, 3, 0]
-    assert _select(props, _rank_key(gain, win, "gain"), 4, 1) == [0, 1, 2, 3]
+    assert select_distinct(props, rank_key(gain, win, "success"), 4, 1) == [1, 2, 3, 0]
+    assert select_distinct(props, rank_key(gain, win, "gain"), 4, 1) == [0, 1, 2, 3]
     same_photo = Proposals(torch.zeros(4, dtype=torch.long), torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30],
                            [0, 0, 10, 10], [40, 40, 50, 50]]), torch.zeros(4), torch.zeros(4, dtype=torch.bool))
-    assert _select(same_photo, _rank_key(gain, win, "gain"), 4, 2) == [0, 1]  # two per photo at most
+    assert select_distinct(same_photo, rank_key(gain, win, "gain"), 4, 2) == [0, 1]  # two per photo at most
 
 
 def test_static_ranking_takes_each_proposals_best_area():
-    from patchlab.library.search import _rank_key
+    from patchlab.library.ranking import rank_key
 
     # 3 proposals x 2 areas: by mean success 2 and 0 tie (2 has more mean gain) and 1 is last; by the
     # best area 1 and 2 tie at 0.75 (1 has more gain there) and 0 is last
     win = torch.tensor([[0.5, 0.5], [0.0, 0.75], [0.25, 0.75]])
     gain = torch.tensor([[1.0, 1.0], [0.0, 2.0], [5.0, 1.0]])
-    assert _rank_key(gain, win, "success").argsort(descending=True).tolist() == [2, 0, 1]
-    assert _rank_key(gain, win, "static").argsort(descending=True).tolist() == [1, 2, 0]
+    assert rank_key(gain, win, "success").argsort(descending=True).tolist() == [2, 0, 1]
+    assert rank_key(gain, win, "static").argsort(descending=True).tolist() == [1, 2, 0]
 
 
 def test_static_scores_take_the_best_size_averaged_over_positions():
-    from patchlab.library.search import static_scores
+    from patchlab.library.ranking import static_scores
 
     # 2 proposals x 2 sizes x 4 positions: the first wins everywhere at 0.25 only; the second
     # wins at one corner of each size (a single lucky corner must not beat a robust size)
@@ -395,7 +395,7 @@ def test_static_scores_take_the_best_size_averaged_over_positions():
 
 
 def test_mirrored_proposals_are_flipped_cuts_and_compete_with_their_original(tmp_path, tmp_cache):
-    from patchlab.library.search import Proposals, cut_proposals
+    from patchlab.library.proposals import Proposals, cut_proposals
 
     lib = _write_library(tmp_path / "lib")
     clf = _planted_classifier(lib)
@@ -407,8 +407,9 @@ def test_mirrored_proposals_are_flipped_cuts_and_compete_with_their_original(tmp
     assert torch.equal(flipped, plain.flip(-1)) and not torch.equal(flipped, plain)
     assert Proposals.cat([props, props.mirrored()]).mirror.tolist() == [False, False, True, True]
     def search(mirror_top: int):
-        return search_library(clf, index, _train_images(), SOURCE, TARGET, top_k=4, shortlist=6, n_random=2,
-                              whole_sweep=0, fine_keep=5, mirror_top=mirror_top, batch_size=32,
+        settings = SearchSettings(top_k=4, shortlist=6, n_random=2, whole_sweep=0, fine_keep=5, mirror_top=mirror_top,
+                                  batch_size=32)
+        return search_library(clf, index, _train_images(), SOURCE, TARGET, settings,
                               generator=torch.Generator().manual_seed(0))
 
     def key(c):
@@ -430,3 +431,8 @@ def test_unmeasured_provenance_numbers_are_none_not_nan():
     from patchlab.library.search import _measured
 
     assert _measured(torch.tensor(1.23456)) == 1.2346 and _measured(float("nan")) is None
+
+
+def test_search_settings_refuse_an_unknown_ranking():
+    with pytest.raises(ValueError, match="rank_by"):
+        SearchSettings(rank_by="sucess")

@@ -178,23 +178,36 @@ def test_cuda_and_cpu_patches_agree_up_to_float_tolerance():
     torch.testing.assert_close(out[0], out[1], atol=1e-3, rtol=1e-3)
 
 
-def test_registry_runs_every_generator_with_one_signature(photos, tmp_path, monkeypatch):
-    from patchlab.budgets import BUDGETS
-    from patchlab.patches import registry
-    from patchlab.patches.registry import GENERATORS, GeneratorJob
+def test_probe_runs_every_registered_generator_with_one_signature(photos, tmp_path, monkeypatch):
+    from dataclasses import dataclass
 
-    assert list(GENERATORS) == ["synth", "feature", "natural"]
-    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
+    from patchlab import probe
+    from patchlab.generators import PLANS, GeneratorJob, register_generator, registered, unregister_generator
+
+    @dataclass(frozen=True)
+    class FakeSettings:
+        plan: str
+
+        @classmethod
+        def preset(cls, plan: str) -> "FakeSettings":
+            return cls(plan)
+
     seen = []
 
-    def fake(job: GeneratorJob):
-        seen.append((job.pair.source, job.generator.device.type, len(job.pair.train)))
+    @register_generator("fake", kind="fake", label="fake patch", disguisable=False, settings=FakeSettings)
+    def fake(job: GeneratorJob, settings: FakeSettings):
+        seen.append((job.pair.source, job.rng.device.type, len(job.pair.train), settings))
         job.notes["fake"] = True
         return []
 
-    monkeypatch.setitem(registry.GENERATORS, "fake", fake)
-    from patchlab import probe
-
-    s = probe("combination lock", "scuba diver", model="tiny", data=photos, out=tmp_path / "o", device="cpu")
-    assert seen and seen[0][0] == 507 and seen[0][1] == "cpu" and s["generator_notes"]["fake"] == {"fake": True}
-    assert BUDGETS["quick"].splits().items_needed() == 32
+    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
+    try:
+        names = list(registered())
+        s = probe("combination lock", "scuba diver", model="tiny", data=photos, out=tmp_path / "o", device="cpu")
+    finally:
+        unregister_generator("fake")
+    assert names[:3] == ["synth", "feature", "natural"] and names[-1] == "fake"  # built-ins first, in stage order
+    assert list(s["generator_notes"]) == names  # every registered generator is a stage, in registration order
+    assert seen and seen[0][0] == 507 and seen[0][1] == "cpu" and seen[0][3] == FakeSettings("quick")
+    assert s["generator_notes"]["fake"] == {"fake": True} and "fake" not in registered()
+    assert PLANS["quick"].splits().items_needed() == 32

@@ -56,7 +56,7 @@ def test_probe_writes_a_complete_report_with_the_documented_schema(data_dir, tmp
 
 
 def test_interrupted_probe_resumes_from_the_first_unfinished_stage(data_dir, tmp_path, cache, monkeypatch):
-    import patchlab.patches.natural as natural
+    import patchlab.generators.natural as natural
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -84,7 +84,7 @@ def test_resume_refuses_changed_weights_and_changed_photos(data_dir, tmp_path, c
     """A weights file with other bytes, or a photo folder whose files changed, is another run."""
     from safetensors.torch import save_file
 
-    import patchlab.patches.synth as synth
+    import patchlab.generators.synth as synth
     from patchlab.models import tiny_classifier
 
     weights = tmp_path / "w.safetensors"

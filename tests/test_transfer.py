@@ -42,7 +42,7 @@ def _photos(root: Path) -> Path:
 def make_run(tmp: Path, data: Path | None) -> tuple[Path, Path]:
     """A finished probe-format run folder made as `probe` makes one (without the slow generators):
     PairData, null controls, evaluate on selection + confirmation, write_run. Returns (run, weights)."""
-    from patchlab.budgets import get_budget
+    from patchlab.generators.plan import get_plan
     from patchlab.devices import stage_generator
     from patchlab.evaluation.controls import make_controls
     from patchlab.evaluation.core import evaluate
@@ -55,7 +55,7 @@ def make_run(tmp: Path, data: Path | None) -> tuple[Path, Path]:
     from patchlab.runfolder import Manifest
 
     weights = _tuned_tiny_weights(tmp / "tiny.safetensors")
-    plan = dataclasses.replace(get_budget("quick"), n_train=2, n_selection=2, n_confirmation=4, n_target=1)
+    plan = dataclasses.replace(get_plan("quick"), n_train=2, n_selection=2, n_confirmation=4, n_target=1)
     clf = load_classifier("tiny", "cpu", weights=str(weights))
     pair = load_pair(clf, SOURCE, TARGET, plan.splits(), data=data, seed=0)
     checker = (torch.arange(12)[:, None] + torch.arange(12)[None]) % 2

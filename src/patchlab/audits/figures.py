@@ -1,12 +1,21 @@
 """The audit's two figures, drawn from the leaderboard table (seaborn, Agg)."""
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 
+from ..generators.registry import kind_labels
+from ..patches.candidate import NULL_KIND, REFERENCE_KIND
 from ..report.figures import figure_png, label_text, plt, sns
 
-KIND_LABELS = {"synth": "optimized\n(synth)", "feature": "feature /\ndisguised", "natural": "natural\ncrop",
-               "control": "best null\ncontrol", "reference": "target photo\n(reference)"}
+CONTROL_LABELS = {NULL_KIND: "best null control", REFERENCE_KIND: "target photo (reference)"}
+
+
+def figure_labels() -> dict[str, str]:
+    """Kind -> axis label: each registered generator's label, then the control and the reference,
+    wrapped to short lines."""
+    return {k: textwrap.fill(v, 12, break_long_words=False) for k, v in {**kind_labels(), **CONTROL_LABELS}.items()}
 
 
 def success_distribution(df: pd.DataFrame) -> bytes | None:
@@ -14,12 +23,13 @@ def success_distribution(df: pd.DataFrame) -> bytes | None:
     ok = df[df["status"] == "ok"]
     if ok.empty:
         return None
-    long = ok.melt(id_vars=["source", "target"], value_vars=list(KIND_LABELS), var_name="kind",
+    labels = figure_labels()
+    long = ok.melt(id_vars=["source", "target"], value_vars=list(labels), var_name="kind",
                    value_name="rate").dropna(subset=["rate"])
     if long.empty:
         return None
-    long["kind"] = long["kind"].map(KIND_LABELS)
-    order = [k for k in KIND_LABELS.values() if k in set(long["kind"])]
+    long["kind"] = long["kind"].map(labels)
+    order = [k for k in labels.values() if k in set(long["kind"])]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     sns.boxplot(data=long, x="kind", y="rate", order=order, color="#dddddd", fliersize=0, ax=ax)
     sns.stripplot(data=long, x="kind", y="rate", order=order, hue="kind", hue_order=order, palette="tab10",

@@ -13,7 +13,8 @@ import pandas as pd
 
 from ..errors import UserError
 from ..evaluation.summary import CONFIRMATION, SELECTION
-from ..patches.candidate import GENERATED_KINDS, NULL_KIND, REFERENCE_KIND
+from ..generators.registry import generated_kinds
+from ..patches.candidate import NULL_KIND, REFERENCE_KIND, is_generated
 from ..runfolder import Entry, Headline, Lift, RunFolder
 from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, plain, versions
 from . import figures
@@ -21,23 +22,33 @@ from .html import audit_page
 from .pair_run import Job, is_finished, read_failure
 
 SCHEMA = "patchlab.audit/2"
-COLUMNS = [
+HEAD_COLUMNS = [
     "rank", "model", "source", "target", "source_index", "target_index", "similarity", "confusion", "chosen_by",
     "status",
     "best_candidate", "best_kind", "protocol", "success", "ci_low", "ci_high", "selection_success", "min_area",
     "min_area_success",
     "min_area_candidate", "lift", "lift_ci_low",
     "lift_ci_high", "best_control", "best_disguised", "disguised_success", "disguised_ci_low", "disguised_ci_high",
-    "synth", "feature", "natural", "control", "reference", "confirmation", "seconds", "report", "error",
 ]
-KINDS = GENERATED_KINDS + (NULL_KIND, REFERENCE_KIND)
+TAIL_COLUMNS = ["confirmation", "seconds", "report", "error"]
+
+
+def kind_columns() -> list[str]:
+    """One column per candidate kind (each registered generator's, then the best null control and
+    the reference): the confirmation rate of that kind's candidate best on selection."""
+    return [*generated_kinds(), NULL_KIND, REFERENCE_KIND]
+
+
+def columns() -> list[str]:
+    """The leaderboard's columns (audit.csv), with a column for every registered generator's kind."""
+    return HEAD_COLUMNS + kind_columns() + TAIL_COLUMNS
 
 
 def smallest_patch(results: pd.DataFrame, protocol: str) -> dict[str, Any]:
     """The generated candidate and placement best at the smallest patch area evaluated, chosen
     on selection and counted on confirmation: it separates pairs whose best success
     saturates at the larger areas."""
-    r = results[(results["protocol"] == protocol) & results["kind"].isin(GENERATED_KINDS)]
+    r = results[(results["protocol"] == protocol) & results["kind"].map(is_generated)]
     if r.empty:
         return {}
     r = r[r["size"] == r["size"].min()]
@@ -62,7 +73,7 @@ def best_of_kind(entries: list[Entry], protocol: str) -> float | None:
 def pair_row(audit_dir: Path, job: Job) -> dict[str, Any]:
     """One leaderboard row for a (model, pair): its probe summary, or its failure, or 'pending' / 'broken'."""
     pair = job.pair
-    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row: dict[str, Any] = dict.fromkeys(columns())
     row.update(model=job.model, source=pair.source_name, target=pair.target_name, source_index=pair.source,
                target_index=pair.target, similarity=pair.similarity, confusion=pair.confusion,
                chosen_by=pair.chosen_by)
@@ -92,7 +103,7 @@ def pair_row(audit_dir: Path, job: Job) -> dict[str, Any]:
                report=f"{job.rel()}/report.html")
     row.update(smallest_patch(results, protocol))
     everyone = s.entries
-    for kind in KINDS:
+    for kind in kind_columns():
         row[kind] = best_of_kind([c for c in everyone if c.kind == kind], protocol)
     return row
 
@@ -100,7 +111,7 @@ def pair_row(audit_dir: Path, job: Job) -> dict[str, Any]:
 def leaderboard(audit_dir: Path, jobs: list[Job]) -> pd.DataFrame:
     """Finished (model, pair) runs by best success, then success with the smallest patch, then
     interval low end, then similarity; failed and pending runs last."""
-    df = pd.DataFrame([pair_row(audit_dir, j) for j in jobs], columns=COLUMNS)
+    df = pd.DataFrame([pair_row(audit_dir, j) for j in jobs], columns=columns())
     df["_ok"] = df["status"].eq("ok")
     df = df.sort_values(["_ok", "success", "min_area_success", "ci_low", "similarity"], ascending=False,
                         na_position="last",

@@ -13,9 +13,11 @@ subtracted (Brown et al. 2017: a real toaster photo as the patch):
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
+from ..library import LibraryIndex, control_photo_rows, index_library
 from ..patches.candidate import NULL_KIND, REFERENCE_KIND, Candidate
 
 log = logging.getLogger("patchlab")
@@ -80,17 +82,16 @@ def make_controls(
     return controls
 
 
-def library_photo_control(classifier, library, n: int, generator: torch.Generator, *,
+def library_photo_control(classifier, library: str | Path | LibraryIndex, n: int, generator: torch.Generator, *,
                           exclude: tuple[int | None, ...] = ()) -> Candidate:
     """control-library-photo: n random whole library photos (none labelled, or seen by the model,
-    as a class in `exclude`), each pasted the same way; every results row is the median photo's.
-    Answers "is the found photo special, or does any photo of that size do it?".
+    as a class in `exclude`; picked by `patchlab.library.control_photo_rows`), each pasted the
+    same way; every results row is the median photo's. Many unrelated photos flip near-boundary
+    sources, so this answers "is the found photo special, or does any photo of that size do it?".
     `library`: a folder (indexed and cached by `patchlab.library`) or a LibraryIndex."""
-    from ..library import index_library, library_control_photos
-
-    index = library if hasattr(library, "load_photos") else index_library(classifier, library)
-    per = library_control_photos(classifier, index, n, generator, exclude=[c for c in exclude if c is not None])
-    photos = torch.stack([c.patch for c in per])
+    index = library if isinstance(library, LibraryIndex) else index_library(classifier, library)
+    rows = control_photo_rows(index, n, generator, exclude=[c for c in exclude if c is not None]).tolist()
+    photos = index.load_photos(rows)
     return Candidate(photos[0], NULL_KIND, LIBRARY_NAME,
                      {"control": f"median of {len(photos)} random library photos pasted the same way",
-                      "library": str(index.root), "files": [c.provenance["file"] for c in per]}, members=photos)
+                      "library": str(index.root), "files": [index.paths[r] for r in rows]}, members=photos)

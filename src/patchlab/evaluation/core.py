@@ -21,9 +21,10 @@ import torch
 
 from ..devices import stage_generator
 from ..errors import UserError
+from ..generators.registry import disguisable_kinds
 from ..pairdata import CONFIRMATION, EVALUATED, SELECTION
 from ..patches.apply import CORNERS
-from ..patches.candidate import GENERATED_KINDS, Candidate
+from ..patches.candidate import Candidate, is_generated
 from ..protocols import DEFAULT_SIZES, PRIMARY_PROTOCOL, PROTOCOLS, primary_of
 from .rows import RESULT_COLUMNS, Clean, examples, median_rows, patch_rows, reads_as
 from .summary import summarize
@@ -61,14 +62,16 @@ class Evaluation:
         """Summary of the best generated candidate, chosen by its SELECTION rate under
         the primary protocol (its headline is then the confirmation count).
 
-        disguised: only natural or donor-disguised patches (those with a donor
-        class) whose patch alone does not read as the target: the automated form
-        of the Activation Atlas article's train / noodles / baseball patches. A
-        synthesized patch that happens to read as something else does not count."""
+        disguised: only candidates of a disguisable generator (`patchlab.generators`: today
+        natural and donor-disguised feature patches) that carry a donor class and whose patch
+        alone does not read as the target: the automated form of the Activation Atlas
+        article's train / noodles / baseball patches. A synthesized patch that happens to read
+        as something else does not count."""
         p = self.primary_protocol
-        rows = [s for s in self.summary if s["kind"] in GENERATED_KINDS and s["selection"].get(p)]
+        rows = [s for s in self.summary if is_generated(s["kind"]) and s["selection"].get(p)]
         if disguised:
-            rows = [s for s in rows if s["kind"] in ("natural", "feature") and s.get("donor") is not None
+            kinds = disguisable_kinds()
+            rows = [s for s in rows if s["kind"] in kinds and s.get("donor") is not None
                     and s["reads_as"]["index"] != self.target]
         return max(rows, key=lambda s: (s["selection"][p]["rate"], -(s["selection"][p].get("size") or 0)), default=None)
 

@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache import cache_dir
+from ..cache import cache_dir, cache_key
 from ..data import (
     DECODE_VERSION, ImageRecord, check_photo_folder, discover, iter_batches, list_image_files, load_images,
     pixels_to_float,
 )
 from ..errors import UserError
+from ..models import model_fingerprint
 
 log = logging.getLogger("patchlab")
 
@@ -324,8 +325,6 @@ def _write_arrays(classifier, records, tmp: Path, dim: int, basis_np, batch_size
 
 
 def _manifest(classifier, root: Path, key: str, kept, skipped, shapes, info: dict[str, Any]) -> dict[str, Any]:
-    from ..models import model_fingerprint
-
     return {
         "format": "patchlab-library", "version": VERSION, "key": key, "complete": True,
         "model": model_fingerprint(classifier), "spec": classifier.spec, "layer": classifier.feature_layer,
@@ -410,9 +409,6 @@ def index_library(
     workers: decoding processes for the DataLoader (None: 1 for large folders).
     Changing, adding or removing a file (size or mtime) or a label gives a new key.
     """
-    from ..cache import cache_key
-    from ..models import model_fingerprint
-
     root = Path(folder).resolve()
     records = library_records(root, classifier.classes)
     cache_root = Path(cache_root) if cache_root is not None else cache_dir() / "library"

@@ -7,21 +7,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..runio import atomic_write_json, atomic_write_text, save_png
+from ..data import BadImage, decode_image
+from ..errors import UserError
+from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, save_png
+from ..weights import safe_torch_load
 
-GENERATED_KINDS = ("synth", "feature", "natural")  # made by a generator of the registry
 NULL_KIND = "control"  # null controls: does mere occlusion do it? (noise, gray, source photo, library photo)
 REFERENCE_KIND = "reference"  # positive reference: a real target photo pasted the same way
-KINDS = GENERATED_KINDS + (NULL_KIND, REFERENCE_KIND)
+
+
+def is_generated(kind: str) -> bool:
+    """Whether a candidate of this kind was made by a generator (not a null control or the reference)."""
+    return kind not in (NULL_KIND, REFERENCE_KIND)
 
 
 @dataclass
 class Candidate:
     """A patch (3,h,w) in [0,1] plus how it was made.
 
-    kind: one of KINDS (a generator's kind, a null control, or the target reference). name: unique, file-name safe.
+    kind: a generator's kind (see `patchlab.generators`), NULL_KIND or REFERENCE_KIND.
+    name: unique, file-name safe.
     provenance: free-form facts (donor class, source image, crop box, atlas
     cell, objective, steps...). curve: optimization curve rows, e.g.
     {"step": 10, "loss": 1.2, "success": 0.4}. reads_as: what the model calls
@@ -41,8 +49,8 @@ class Candidate:
     source_view: torch.Tensor | None = None  # (3,H,W): the photo a natural patch was cut from, crop box drawn
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown candidate kind {self.kind!r}")
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ValueError(f"a candidate's kind must be a non-empty string, got {self.kind!r}")
         if self.patch.dim() != 3 or self.patch.shape[0] != 3:
             raise ValueError(f"patch must be (3,h,w), got {tuple(self.patch.shape)}")
         self.patch = self.patch.detach().clamp(0, 1)
@@ -62,8 +70,6 @@ class Candidate:
             paths["source_view"] = str(save_png(folder / f"{self.name}.source.png", self.source_view))
         buf = io.BytesIO()
         torch.save(self.patch.cpu().float(), buf)
-        from ..runio import atomic_write_bytes
-
         paths["tensor"] = str(atomic_write_bytes(folder / f"{self.name}.pt", buf.getvalue()))
         if self.curve:
             out = io.StringIO()
@@ -90,13 +96,8 @@ def reads_as(classifier, patches: torch.Tensor) -> list[dict[str, Any]]:
 
 def load_patch(path: str | Path) -> torch.Tensor:
     """A patch from a PNG/JPEG (any mode, via patchlab.data) or a .pt tensor (weights_only)."""
-    from ..data import BadImage, decode_image
-    from ..errors import UserError
-
     path = Path(path)
     if path.suffix == ".pt":
-        from ..weights import safe_torch_load
-
         t = safe_torch_load(path, "patch tensor", "the patch as a plain (3,h,w) tensor or a PNG")
         if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[0] != 3 or min(t.shape[1:]) < 1:
             raise UserError(f"{path} does not hold a (3,h,w) patch tensor with h, w >= 1")
@@ -107,6 +108,4 @@ def load_patch(path: str | Path) -> torch.Tensor:
         img = decode_image(path)
     except BadImage as exc:
         raise UserError(f"cannot read patch: {exc}") from None
-    import numpy as np
-
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0

@@ -22,18 +22,16 @@ log p(donor) of the patch alone.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..optvis import objectives as obj
+from ..optvis.render import render
 from .candidate import Candidate, top1
 from .direction import pair_direction, pooled_features
-
-if TYPE_CHECKING:
-    from .registry import GeneratorJob
+from .synth import synthesize_patch
 
 
 def feature_patches(
@@ -56,9 +54,6 @@ def feature_patches(
     Returns Candidates of kind "feature" (disguised ones carry provenance
     donor_class); reads_as holds what the model calls each patch alone.
     """
-    from ..optvis import objectives as obj
-    from ..optvis.render import render
-
     d = pair_direction(classifier, source, target) if direction is None else direction.float()
     layer = classifier.feature_layer
     n = n_plain + len(donors)
@@ -118,8 +113,6 @@ def tune_feature_patches(
     Feature-likeness is measured as cos(f(patch alone), d) at the feature
     layer, reported before ("feature_cos_rendered") and after ("feature_cos").
     """
-    from .synth import synthesize_patch
-
     d = pair_direction(classifier, source, target).to(classifier.device)
     layer = classifier.feature_layer
     out = []
@@ -156,19 +149,3 @@ def tune_feature_patches(
                              score=tuned.score, reads_as=tuned.reads_as))
     return out
 
-
-def propose(job: "GeneratorJob") -> list[Candidate]:
-    """Registry entry: the pair direction rendered plain and disguised as each top donor
-    (Carter et al. 2019), then EOT-tuned on the train images (Brown et al. 2017)."""
-    clf, pair, b = job.classifier, job.pair, job.budget
-    if clf.head is None:
-        job.notes["skipped"] = (f"{clf.spec} has no linear head, so there is no pair direction "
-                                "(w_target - w_source) to render: no feature candidates")
-        return []
-    rendered = feature_patches(clf, pair.source, pair.target, n_plain=b.feature_plain, donors=job.donors[: b.n_donors_used],
-                               steps=b.feature_steps, generator=job.generator, progress=job.progress)
-    tuned = tune_feature_patches(clf, rendered, pair.train, pair.source, pair.target, steps=b.tune_steps,
-                                 generator=job.generator, progress=job.progress) if b.tune_steps else []
-    if not b.evaluate_untuned_disguised:  # their tuned versions are evaluated instead
-        rendered = [c for c in rendered if "donor_class" not in c.provenance]
-    return rendered + tuned

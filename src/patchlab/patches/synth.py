@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +31,6 @@ from .eot import EOT, sample_placements
 
 OPTIMIZERS = ("adam", "pgd")
 SCHEDULES = ("constant", "cosine")
-
-if TYPE_CHECKING:
-    from .registry import GeneratorJob
 
 
 class SignGradient(torch.optim.Optimizer):
@@ -272,9 +269,3 @@ def synthesize_patch(
 
 __all__ = ["OPTIMIZERS", "SignGradient", "amp_dtype", "cpu_has_native_bf16", "synthesize_patch"]
 
-
-def propose(job: "GeneratorJob") -> list[Candidate]:
-    """Registry entry: one universal targeted EOT patch (Brown et al. 2017) trained on the pair's train images."""
-    pair = job.pair
-    return [synthesize_patch(job.classifier, pair.train, pair.target, pair.source, steps=job.budget.synth_steps,
-                             generator=job.generator, progress=job.progress)]

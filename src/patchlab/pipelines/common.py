@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..budgets import Budget, get_budget
+from ..generators.plan import Plan, get_plan
 from ..data import check_photo_folder
 from ..errors import UserError
 from ..library import check_library
@@ -31,9 +31,9 @@ def check_paths(*, data: str | Path | None = None, donor_data: str | Path | None
 
 
 def check_inputs(budget: str, *, data: str | Path | None = None, donor_data: str | Path | None = None,
-                 library: str | Path | None = None) -> Budget:
-    """The Budget named `budget`, after `check_paths`; UserError for an unknown budget."""
-    plan = get_budget(budget)
+                 library: str | Path | None = None) -> Plan:
+    """The Plan named `budget`, after `check_paths`; UserError for an unknown budget."""
+    plan = get_plan(budget)
     check_paths(data=data, donor_data=donor_data, library=library)
     return plan
 

@@ -16,8 +16,9 @@ from ..devices import stage_generator
 from ..errors import UserError
 from ..evaluation.controls import make_controls
 from ..evaluation.core import evaluate
+from ..generators.registry import generated_kinds
 from ..pairdata import load_pair
-from ..patches.candidate import GENERATED_KINDS, Candidate, load_patch
+from ..patches.candidate import Candidate, load_patch
 from ..protocols import DEFAULT_SIZES, PROTOCOLS
 from ..report import update_index, write_run
 from ..runfolder import Manifest, RunFolder
@@ -51,7 +52,7 @@ def load_candidates(paths: Sequence[str | Path]) -> list[Candidate]:
                 meta = json.loads(side.read_text())
             except (OSError, ValueError):
                 meta = {}
-        kind = meta.get("kind") if meta.get("kind") in GENERATED_KINDS else "natural"
+        kind = meta.get("kind") if meta.get("kind") in generated_kinds() else "natural"
         prov = dict(meta.get("provenance") or {}, file=str(p))
         out.append(Candidate(load_patch(p), kind, _safe_name(str(meta.get("name") or p.stem), taken), prov))
     return out

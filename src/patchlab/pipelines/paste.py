@@ -7,7 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..atlases.donors import head_alignment, shortlist
+from ..devices import stage_generator
 from ..errors import UserError
+from ..generators.registry import GeneratorJob, registered
+from ..pairdata import load_pair
 from ..runfolder import Manifest, RunFolder
 from .common import check_inputs, load_model, resolve_pair, run_config, run_dir_name
 
@@ -37,12 +41,6 @@ def paste(
     (given, else the top of the head-alignment ranking) cut from donor_data photos
     or exemplars. Scored on the train split of `patchlab.pairdata` only.
     Returns {out, candidates, search}."""
-    from ..atlases.donors import head_alignment, shortlist
-    from ..devices import stage_generator
-    from ..pairdata import load_pair
-    from ..patches.natural import propose
-    from ..patches.registry import GeneratorJob
-
     budget_plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
     clf = load_model(model, device, weights)
     classes = resolve_pair(clf, source, target)
@@ -60,12 +58,14 @@ def paste(
                         top_k=top_k)
     manifest = Manifest.new("paste", config, seed, clf.spec)
     folder.write_manifest(manifest)
-    plan = replace(budget_plan, natural_top=top_k, donor_images=donor_images, n_donors_used=len(ids))
+    natural = registered()["natural"]
+    plan = replace(budget_plan, donor_images=donor_images, n_donors_used=len(ids)).with_settings(
+        natural.name, budget_plan.settings[natural.name].with_top_k(top_k))
     pair = load_pair(clf, s, t, plan.splits(), data=data, seed=seed, progress=progress)
-    job = GeneratorJob(pair=pair, classifier=clf, budget=plan, generator=stage_generator(seed, "natural"), donors=ids,
+    job = GeneratorJob(pair=pair, classifier=clf, plan=plan, rng=stage_generator(seed, natural.name), donors=ids,
                        donor_data=Path(donor_data) if donor_data else None, library=Path(library) if library else None,
                        seed=seed, progress=progress)
-    rows = [dict(c.meta(), files=c.save(out)) for c in propose(job)]
+    rows = [dict(c.meta(), files=c.save(out)) for c in natural.run(job)]
     folder.mark_complete(manifest.with_result(result={"candidates": rows, "search": job.notes.get("search"),
                                                       "pair": pair.manifest()}))
     return {"out": str(out), "candidates": rows, "search": job.notes.get("search")}

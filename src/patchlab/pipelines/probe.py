@@ -23,11 +23,12 @@ from typing import Any
 import torch
 
 from ..atlases.run import build_atlas
-from ..budgets import BUDGETS, Budget
 from ..devices import stage_generator
 from ..errors import UserError
 from ..evaluation.controls import library_photo_control, make_controls
 from ..evaluation.core import evaluate
+from ..generators.plan import Plan
+from ..generators.registry import GeneratorJob, GeneratorSpec, registered
 from ..identity import check_same_run, run_identity
 from ..pairdata import PairData, load_pair
 from ..patches.candidate import Candidate
@@ -37,7 +38,7 @@ from ..runio import claim_new_dir, ensure_writable_dir
 from .common import ClassPair, check_inputs, load_model, resolve_pair, run_config, run_dir_name
 
 log = logging.getLogger("patchlab")
-__all__ = ["BUDGETS", "Budget", "probe"]
+__all__ = ["probe"]
 
 
 def pack_candidates(cands: list[Candidate]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -85,7 +86,7 @@ def _discard_new_run(run_dir: Path) -> None:
             pass
 
 
-def _donor_stage(clf, pair: PairData, plan: Budget, run_dir: Path, seed: int, progress: bool):
+def _donor_stage(clf, pair: PairData, plan: Plan, run_dir: Path, seed: int, progress: bool):
     def compute():
         if clf.head is None:
             return {}, {"donors": [], "atlas_files": {}, "notes": ["no linear head: no donor ranking"]}
@@ -99,19 +100,17 @@ def _donor_stage(clf, pair: PairData, plan: Budget, run_dir: Path, seed: int, pr
     return compute
 
 
-def _generator_stage(name: str, propose, job_args: dict[str, Any]):
+def _generator_stage(spec: GeneratorSpec, job_args: dict[str, Any]):
     def compute():
-        from ..patches.registry import GeneratorJob
-
-        job = GeneratorJob(generator=stage_generator(job_args["seed"], name), **job_args)
-        tensors, meta = pack_candidates(propose(job))
+        job = GeneratorJob(rng=stage_generator(job_args["seed"], spec.name), **job_args)
+        tensors, meta = pack_candidates(spec.run(job))
         meta["notes"] = job.notes
         return tensors, meta
 
     return compute
 
 
-def _controls(clf, pair: PairData, plan: Budget, library: Path | None, seed: int) -> list[Candidate]:
+def _controls(clf, pair: PairData, plan: Plan, library: Path | None, seed: int) -> list[Candidate]:
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"),
                              source=pair.source, target=pair.target)
     if library is not None and plan.library_controls:
@@ -146,7 +145,6 @@ def probe(
     photos, else exemplars). run_dir: write into this folder instead of a new
     time-stamped one under `out` (an audit's per-pair folder). classifier: an
     already loaded Classifier for `model` (an audit loads it once)."""
-    from ..patches.registry import GENERATORS
 
     say = echo or (lambda msg: log.info(msg))
     plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
@@ -157,7 +155,7 @@ def probe(
                             budget=budget, seed=seed)
     folder, resumed = _run_folder(classes, out, run_dir, resume, identity, say)
     config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=plan.splits(),
-                        weights=weights, identity=identity, plan=plan.as_dict(), generators=list(GENERATORS))
+                        weights=weights, identity=identity, plan=plan.as_dict(), generators=list(registered()))
     manifest = Manifest.new("probe", config, seed, clf.spec)
     if not resumed:
         folder.write_manifest(manifest)
@@ -173,13 +171,13 @@ def probe(
         raise
     _, donor_meta = store.run("donors", _donor_stage(clf, pair, plan, folder.path, seed, progress), "cpu", say)
     donors = donor_meta["donors"]
-    job_args = {"pair": pair, "classifier": clf, "budget": plan, "donors": [int(d["index"]) for d in donors],
+    job_args = {"pair": pair, "classifier": clf, "plan": plan, "donors": [int(d["index"]) for d in donors],
                 "donor_data": Path(donor_data) if donor_data else None, "library": Path(library) if library else None,
                 "seed": seed, "progress": progress}
     candidates: list[Candidate] = []
     notes: dict[str, Any] = {}
-    for name, propose in GENERATORS.items():
-        tensors, meta = store.run(name, _generator_stage(name, propose, job_args), "cpu", say)
+    for name, spec in registered().items():
+        tensors, meta = store.run(name, _generator_stage(spec, job_args), "cpu", say)
         candidates += unpack_candidates(tensors, meta)
         notes[name] = meta.get("notes", {})
 

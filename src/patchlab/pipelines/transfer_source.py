@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..budgets import get_budget
+from ..generators.plan import get_plan
 from ..data import ImageRecord, load_images
 from ..errors import UserError
 from ..evaluation.controls import LIBRARY_NAME
@@ -112,7 +112,7 @@ def _photos(root: Path, files: list[str], clf) -> tuple[torch.Tensor, list[str]]
 def split_sizes(manifest: Manifest) -> SplitSizes:
     """The split sizes the run asked of `patchlab.pairdata` (older runs without them: their budget's)."""
     cfg = manifest.config
-    return SplitSizes(**cfg.splits) if cfg.splits else get_budget(cfg.budget or "quick").splits()
+    return SplitSizes(**cfg.splits) if cfg.splits else get_plan(cfg.budget or "quick").splits()
 
 
 def _source_classifier(inputs: RunInputs, device: str):

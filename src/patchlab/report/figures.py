@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..patches.candidate import GENERATED_KINDS  # noqa: E402
+from ..patches.candidate import is_generated  # noqa: E402
 from ..protocols import PROTOCOLS  # noqa: E402
 from ..runfolder import Entry  # noqa: E402
 
@@ -40,8 +40,8 @@ def figure_png(fig) -> bytes:
 
 
 def _palette(names: list[str], kinds: dict[str, str]) -> dict[str, Any]:
-    attacks = [n for n in names if kinds.get(n) in GENERATED_KINDS]
-    ctrls = [n for n in names if kinds.get(n) not in GENERATED_KINDS]
+    attacks = [n for n in names if is_generated(kinds.get(n))]
+    ctrls = [n for n in names if not is_generated(kinds.get(n))]
     cols = dict(zip(attacks, sns.color_palette("tab10", max(1, len(attacks)))))
     cols.update(zip(ctrls, sns.color_palette("Greys", len(ctrls) + 2)[2:]))
     return cols

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..evaluation.core import Evaluation
-from ..patches.candidate import GENERATED_KINDS, NULL_KIND, REFERENCE_KIND
+from ..patches.candidate import NULL_KIND, REFERENCE_KIND, is_generated
 from ..runfolder import SUMMARY_SCHEMA, ClassRef, DataInfo, Entry, Headline, SplitCount, Summary
 from ..runio import versions
 
@@ -52,7 +52,7 @@ def build_summary(evaluation: Evaluation, *, model: str | None, seed: int | None
         model=model, data=data_info(ev, data), selection=SplitCount.from_dict(ev.splits.get("selection")),
         confirmation=SplitCount.from_dict(ev.splits.get("confirmation")), donors=list(donors),
         protocols=list(ev.config["protocols"]), primary_protocol=primary, config=ev.config,
-        candidates=[e for e in entries if e.kind in GENERATED_KINDS], controls=[e for e in entries if e.kind == NULL_KIND],
+        candidates=[e for e in entries if is_generated(e.kind)], controls=[e for e in entries if e.kind == NULL_KIND],
         references=refs, best_candidate=_headline(ev.best(), primary),
         best_disguised_candidate=_headline(ev.best(disguised=True), primary),
         reference=Headline.of(refs[0], primary) if refs and refs[0].rate(primary) else None,
