@@ -183,7 +183,7 @@ def test_bfloat16_training_step_on_cpu(task, monkeypatch):
 def test_synth_mix_adds_synthesized_images_to_the_train_photos_only(tmp_path, monkeypatch):
     from PIL import Image
 
-    import patchlab.pairdata as pairdata
+    import patchlab.pipelines.synth as synth_pipeline
     from patchlab import synth
     from patchlab.errors import UserError
 
@@ -197,7 +197,7 @@ def test_synth_mix_adds_synthesized_images_to_the_train_photos_only(tmp_path, mo
         asked.update(n=n, source=source)
         return torch.rand(n, 3, clf.input_size, clf.input_size), [f"exemplar x #{i}" for i in range(n)], "3 fakes"
 
-    monkeypatch.setattr(pairdata, "synthesized_sources", fake_sources)
+    monkeypatch.setattr(synth_pipeline, "synthesized_sources", fake_sources)
     kw = dict(steps=2, patch_px=8, batch_size=2, data=tmp_path / "data", model="tiny", device="cpu", sizes=(0.1,))
     plain = synth("any", "scuba diver", out=tmp_path / "plain", **kw)["summary"]["data"]
     mixed = synth("any", "scuba diver", mix=3, out=tmp_path / "mixed", **kw)["summary"]["data"]

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import UserError
 from ..patches.apply import CORNERS
-from ..patches.candidate import Candidate, reads_as
+from ..patches.candidate import Candidate
 from ..patches.crops import score_crops_by_setting
 from .index import LibraryIndex
 from .proposals import (
@@ -237,7 +237,7 @@ def _candidates(s: _Search, rows: torch.Tensor, key: torch.Tensor, facts: dict[s
     named natural-1, natural-2, ...; `facts` maps a provenance name to a (len(rows),) tensor."""
     sub = s.pool.take(rows)
     keep = select_distinct(sub, key, s.settings.top_k, s.settings.per_photo)
-    alone = reads_as(s.classifier, s.pixels[rows[keep]]) if keep else []
+    alone = s.classifier.reads_as(s.pixels[rows[keep]]) if keep else []
     out = []
     for r, (j, a) in enumerate(zip(keep, alone)):
         own = {name: v[j] for name, v in facts.items()}
@@ -249,8 +249,7 @@ def _candidates(s: _Search, rows: torch.Tensor, key: torch.Tensor, facts: dict[s
 
 
 def _top1_dict(classifier, index: LibraryIndex, row: int) -> dict[str, Any]:
-    c = int(index.top1[row])
-    return {"index": c, "name": classifier.classes.label(c), "prob": round(float(index.top1_prob[row]), 4)}
+    return classifier.classes.prediction(int(index.top1[row]), index.top1_prob[row])
 
 
 def _measured(value) -> float | None:

@@ -82,18 +82,6 @@ class Candidate:
         return paths
 
 
-def top1(probs: torch.Tensor, classes) -> list[dict[str, Any]]:
-    """Top-1 {index, name, prob} for each row of class probabilities (N,K)."""
-    p, i = probs.max(-1)
-    return [{"index": int(a), "name": classes.label(int(a)), "prob": round(float(b), 4)} for a, b in zip(i, p)]
-
-
-@torch.no_grad()
-def reads_as(classifier, patches: torch.Tensor) -> list[dict[str, Any]]:
-    """What the model calls each patch (N,3,h,w) on its own: top-1 index, name and prob."""
-    return top1(classifier.logits(patches.to(classifier.device).float()).softmax(-1), classifier.classes)
-
-
 def load_patch(path: str | Path) -> torch.Tensor:
     """A patch from a PNG/JPEG (any mode, via patchlab.data) or a .pt tensor (weights_only)."""
     path = Path(path)

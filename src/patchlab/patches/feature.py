@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..optvis import objectives as obj
 from ..optvis.render import render
-from .candidate import Candidate, top1
+from .candidate import Candidate
 from .direction import pair_direction, pooled_features
 from .synth import synthesize_patch
 
@@ -68,7 +68,7 @@ def feature_patches(
     result = render(classifier, objective, n, size=patch_px, steps=steps, lr=lr, generator=generator, progress=progress)
     with torch.no_grad():
         probs = classifier.logits(result.images).softmax(-1).cpu()
-        looks = top1(probs, classifier.classes)
+        looks = [r[0] for r in classifier.classes.top(probs)]
         feats = pooled_features(classifier, result.images)
         cos = F.cosine_similarity(feats, d.to(feats.device)[None], dim=1).cpu()
     names = classifier.classes

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .apply import CORNERS
-from .candidate import Candidate, reads_as
+from .candidate import Candidate
 from .crops import CropSet, cut_crops, direction_maps, distinct_top, propose_crops, score_crops
 
 
@@ -79,7 +79,7 @@ def natural_patches(
     sub = CropSet(crops.image_index[short.cpu()], crops.boxes[short.cpu()], crops.guided[short.cpu()])
     keep = distinct_top(fine.cpu(), sub, cfg.top_k)
     labels = donor_labels.cpu()
-    alone = reads_as(classifier, pixels[short[keep]])
+    alone = classifier.reads_as(pixels[short[keep]])
     cands = []
     for rank, (j, ra) in enumerate(zip(keep, alone)):
         img = int(sub.image_index[j])
@@ -107,7 +107,7 @@ def natural_patches(
             provenance={"method": "2x2 collage of the four best crops", "parts": [c.name for c in cands[:4]],
                         "donor_class": cands[0].provenance["donor_class"], "donor_name": cands[0].provenance["donor_name"],
                         "score_gain_logodds": round(float(g[0]), 4), "train_success": round(float(w[0]), 4)},
-            score=float(g[0]), reads_as=reads_as(classifier, grid[None])[0],
+            score=float(g[0]), reads_as=classifier.reads_as(grid[None])[0],
         ))
     guided = crops.guided.cpu()
     stats = {

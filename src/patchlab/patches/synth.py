@@ -263,7 +263,7 @@ def synthesize_patch(
     return Candidate(
         patch=patch.float().cpu(), kind="synth", name=name or f"synth-{sname}-to-{names.slug(target)}", provenance=provenance,
         curve=curve, score=score,
-        reads_as={"index": top, "name": names.label(top), "prob": float(probs[top])},
+        reads_as=names.prediction(top, probs[top], digits=None),
     )
 
 
