@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..report.figures import figure_png, label_text, plt, sns
+from ..report.figures import figure_png, label_text, plotting
 
 KIND_LABELS = {"synth": "optimized\n(synth)", "feature": "feature /\ndisguised", "natural": "natural\ncrop",
                "control": "best null\ncontrol", "reference": "target photo\n(reference)"}
@@ -18,6 +18,7 @@ def success_distribution(df: pd.DataFrame) -> bytes | None:
                    value_name="rate").dropna(subset=["rate"])
     if long.empty:
         return None
+    plt, sns = plotting()
     long["kind"] = long["kind"].map(KIND_LABELS)
     order = [k for k in KIND_LABELS.values() if k in set(long["kind"])]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -37,6 +38,7 @@ def vulnerability_vs_similarity(df: pd.DataFrame) -> bytes | None:
     ok = df[(df["status"] == "ok") & df["similarity"].notna() & df["success"].notna()]
     if ok.empty:
         return None
+    plt, sns = plotting()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     yerr = [(ok["success"] - ok["ci_low"]).clip(lower=0), (ok["ci_high"] - ok["success"]).clip(lower=0)]
     ax.errorbar(ok["similarity"], ok["success"], yerr=yerr, fmt="none", ecolor="#999999", elinewidth=1, capsize=2)
