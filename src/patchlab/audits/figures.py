@@ -7,7 +7,7 @@ import pandas as pd
 
 from ..generators.registry import kind_labels
 from ..patches.candidate import NULL_KIND, REFERENCE_KIND
-from ..report.figures import figure_png, label_text, plt, sns
+from ..report.figures import figure_png, label_text, plotting
 
 CONTROL_LABELS = {NULL_KIND: "best null control", REFERENCE_KIND: "target photo (reference)"}
 
@@ -28,6 +28,7 @@ def success_distribution(df: pd.DataFrame) -> bytes | None:
                    value_name="rate").dropna(subset=["rate"])
     if long.empty:
         return None
+    plt, sns = plotting()
     long["kind"] = long["kind"].map(labels)
     order = [k for k in labels.values() if k in set(long["kind"])]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -47,6 +48,7 @@ def vulnerability_vs_similarity(df: pd.DataFrame) -> bytes | None:
     ok = df[(df["status"] == "ok") & df["similarity"].notna() & df["success"].notna()]
     if ok.empty:
         return None
+    plt, sns = plotting()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     yerr = [(ok["success"] - ok["ci_low"]).clip(lower=0), (ok["ci_high"] - ok["success"]).clip(lower=0)]
     ax.errorbar(ok["similarity"], ok["success"], yerr=yerr, fmt="none", ecolor="#999999", elinewidth=1, capsize=2)

@@ -23,6 +23,7 @@ from ..classes import slugify
 from ..data import discover, iter_batches
 from ..errors import UserError
 from ..pairdata import split_of
+from ..pipelines.common import resolve_pair
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,10 @@ def read_pairs_file(clf, path: str | Path) -> list[Pair]:
         if len(r) < 2 or not r[0] or not r[1]:
             raise UserError(f"--pairs-file {path}: line {line} needs two classes 'source,target', got {','.join(r)!r}")
         try:
-            s, t = clf.classes.resolve(r[0]), clf.classes.resolve(r[1])
+            classes = resolve_pair(clf, r[0], r[1])
         except UserError as exc:
             raise UserError(f"--pairs-file {path}, line {line}: {exc}") from None
-        if s == t:
-            raise UserError(f"--pairs-file {path}, line {line}: source and target are the same class")
+        s, t = classes.source, classes.target
         if (s, t) in seen:
             continue
         seen.add((s, t))

@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from ..patches.candidate import is_generated  # noqa: E402
-from ..protocols import PROTOCOLS  # noqa: E402
-from ..runfolder import Entry  # noqa: E402
+from ..patches.candidate import is_generated
+from ..protocols import PROTOCOLS
+from ..runfolder import Entry
 
 PROTOCOL_TITLES = {
     "static": "static (best position at each size)",
     "dynamic": "dynamic (best position per image)",
     "random": "random placements + rotation",
 }
+
+
+def plotting() -> tuple[ModuleType, ModuleType]:
+    """(matplotlib.pyplot on the Agg backend, seaborn), imported when a figure is drawn: together
+    they take seconds to import, which every command would pay at start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    return plt, sns
 
 
 def label_text(text: Any) -> str:
@@ -35,11 +43,12 @@ def figure_png(fig) -> bytes:
     """The figure as PNG bytes (110 dpi, tight); the figure is closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    plotting()[0].close(fig)
     return buf.getvalue()
 
 
 def _palette(names: list[str], kinds: dict[str, str]) -> dict[str, Any]:
+    sns = plotting()[1]
     attacks = [n for n in names if is_generated(kinds.get(n))]
     ctrls = [n for n in names if not is_generated(kinds.get(n))]
     cols = dict(zip(attacks, sns.color_palette("tab10", max(1, len(attacks)))))
@@ -69,6 +78,7 @@ def curve_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def success_vs_area(results: pd.DataFrame) -> bytes:
     """Success rate against patch area with Wilson 95 % bands, one panel per protocol."""
+    plt, sns = plotting()
     data = curve_table(results)
     results = confirmation_rows(results)
     protos = [p for p in PROTOCOLS if p in set(data["protocol"])]
@@ -98,6 +108,7 @@ def success_vs_area(results: pd.DataFrame) -> bytes:
 
 def placement_heatmap(results: pd.DataFrame, order: list[str], limit: int = 6) -> bytes | None:
     """Static success rate on confirmation by size x position, one panel per candidate (best first)."""
+    plt, sns = plotting()
     results = confirmation_rows(results)
     static = results[results["protocol"] == "static"]
     if not len(static):
@@ -128,6 +139,7 @@ def _load(path: Path) -> np.ndarray | None:
 
 def patch_gallery(entries: list[Entry], run_dir: Path) -> bytes | None:
     """Every candidate and control patch with what the model calls it alone."""
+    plt = plotting()[0]
     shown = [(e, _load(run_dir / e.patch_file)) for e in entries if e.patch_file]
     shown = [(e, im) for e, im in shown if im is not None]
     if not shown:
@@ -146,6 +158,7 @@ def patch_gallery(entries: list[Entry], run_dir: Path) -> bytes | None:
 
 def before_after(examples: list[dict[str, Any]], run_dir: Path) -> bytes | None:
     """Clean and patched example images with the model's top-3 on each."""
+    plt = plotting()[0]
     pairs = [(e, _load(run_dir / e["before_file"]), _load(run_dir / e["after_file"])) for e in examples]
     pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
     if not pairs:

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from ..runfolder import Rate
-from .figures import figure_png, label_text, plt, sns
+from .figures import figure_png, label_text, plotting
 from .html import esc, img, kv_table, page, rate_cell
 
 CITATION = "ImageNet-Patch (Pintor et al. 2022)"
@@ -15,6 +15,7 @@ CITATION = "ImageNet-Patch (Pintor et al. 2022)"
 
 def heatmap_png(rows: list[dict[str, Any]], source_label: str) -> bytes:
     """Seaborn heatmap: candidates x (the run's own figure, then each target model), primary-protocol rates."""
+    plt, sns = plotting()
     df = pd.DataFrame(rows)
     grid = df.pivot_table(index="candidate", columns="model", values="rate", aggfunc="first", dropna=False, sort=False)
     own = df.drop_duplicates("candidate").set_index("candidate")["source_rate"]
