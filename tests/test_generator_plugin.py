@@ -63,13 +63,13 @@ def photos(tmp_path):
 def test_a_registered_generator_reaches_summary_report_and_audit(stripes, photos, tmp_path, monkeypatch):
     monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
     ticks: list[str] = []
-    real_png = figures._png
+    real_png = figures.figure_png
 
     def keep_ticks(fig):
         ticks.extend(t.get_text() for ax in fig.axes for t in ax.get_xticklabels())
         return real_png(fig)
 
-    monkeypatch.setattr(figures, "_png", keep_ticks)
+    monkeypatch.setattr(figures, "figure_png", keep_ticks)
     doc = audit(pairs_file=photos / "pairs.csv", model="tiny", data=photos / "data", out=tmp_path / "audit",
                 device="cpu")
     assert doc["counts"]["ok"] == 1
