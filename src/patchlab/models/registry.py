@@ -104,6 +104,7 @@ def load_classifier(
     if preprocessing_overrides:
         clf.set_preprocessing(clf.preprocessing.with_overrides(preprocessing_overrides))
     clf.classes = named_classes(clf.classes, labels, spec)
+    clf.check_channels_last()
     if layer is not None:
         clf.set_feature_layer(layer)
     if dev.type == "cpu":

@@ -125,7 +125,7 @@ def donor_images(classifier, donors: Sequence[int], per_class: int, seed: int, d
         for d in donors:
             picked += [r for r in records if r.label == d][: per_class * 4]
         if picked:
-            got = load_images(picked, classifier.input_size, classifier.crop_pct)
+            got = load_images(picked, classifier.input_size, classifier.crop_pct, interpolation=classifier.preprocessing.interpolation)
             return got.images, got.labels, got.paths, "donor photos"
         log.warning("no images of the donor classes in %s: using synthesized donor exemplars", donor_data)
         source = f"donor exemplars (no photo of a donor class in --donor-data {donor_data})"
