@@ -4,10 +4,10 @@ the iterates of Brown et al. 2017's EOT patch training).
 For each step count, ONE training run of the `synth` recipe (the same seed, so every step count
 starts from the same patch and draws the same placements) on the pair's TRAIN exemplars; every
 averaging rule is computed from that one trajectory (averaging never changes the iterates), by a
-hook after each optimizer step. Each patch is then pasted at random placements (area fixed at 10 %
-and 20 %, location uniform, rotation +-20 degrees, the same draws for every rule) on the SELECTION
-exemplars (where a rule may be chosen) and on the CONFIRMATION exemplars (held out: the figure to
-report). Success: top-1 is the target, over every image x placement.
+hook after each optimizer step. Each patch is then pasted at random placements (area fixed, 10 %
+and 20 % unless --areas says otherwise; location uniform, rotation +-20 degrees, the same draws for
+every rule) on the SELECTION images (where a rule may be chosen) and on the CONFIRMATION images
+(held out: the figure to report). Success: top-1 is the target, over every image x placement.
 
     python experiments/synth_steps.py                           # 100 and 300 steps, synthesized snorkels
     python experiments/synth_steps.py --steps 100 300 1200 --placements 8
@@ -37,7 +37,6 @@ from patchlab.pipelines.synth import (
     SYNTH_AREA, SYNTH_AREA_SAMPLING, SYNTH_AVERAGE_WINDOW, SYNTH_FIXED_FRACTION, synth_pair,
 )
 
-AREAS = (0.10, 0.20)
 OLD_DECAY = 0.99  # the fixed decay `synth` used before its window scaled with the steps
 
 
@@ -107,6 +106,7 @@ def main() -> None:
     ap.add_argument("--target", default="scuba_diver")
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 300])
     ap.add_argument("--placements", type=int, default=8, help="random placements per image and area")
+    ap.add_argument("--areas", type=float, nargs="+", default=[0.10, 0.20], help="patch areas (fraction of the image)")
     ap.add_argument("--data", type=Path, default=None, help="photo folder (default: synthesized source images)")
     ap.add_argument("--budget", default="quick")
     ap.add_argument("--seed", type=int, default=0)
@@ -137,10 +137,10 @@ def main() -> None:
             remove()
         print(f"\n== {steps} steps (training {time.perf_counter() - t0:.0f} s); success % on "
               "selection | held-out confirmation")
-        print(f"  {'patch':<40} " + "  ".join(f"{100 * a:>4.0f}% area: sel | held-out" for a in AREAS))
+        print(f"  {'patch':<40} " + "  ".join(f"{100 * a:>4.0f}% area: sel | held-out" for a in args.areas))
         for name, patch in averages.patches().items():
             cells = []
-            for a in AREAS:
+            for a in args.areas:
                 sel = success(clf, selection, patch, tgt, a, args.placements, args.seed + 1)
                 held = success(clf, confirmation, patch, tgt, a, args.placements, args.seed + 2)
                 cells.append(f"{100 * sel:>15.1f} | {100 * held:>8.1f}")

@@ -68,7 +68,7 @@ def load_models(specs: list[str], device: str, weights: str | None, layer: str |
                 **options: Unpack[ModelOptions]) -> list[Any]:
     """Load every model (a bad name, weights or labels file or layer fails here, before anything is
     written); each keeps its own input size unless `options` set one. All must have the first model's classes."""
-    clfs = [load_model(spec, device, weights, layer=layer, **options) for spec in specs]
+    clfs = [load_model(spec, device, weights, layer=layer, direction=True, **options) for spec in specs]
     first = clfs[0]
     for clf in clfs[1:]:
         if clf.classes.names != first.classes.names:
@@ -189,13 +189,14 @@ def audit(
     settings = {"model": specs[0], "weights": _absolute(weights), "labels": _absolute(options.get("labels")),
                 "layer": layer, "preprocessing": preprocessing_overrides(options), "data": _absolute(data),
                 "library": _absolute(library), "donor_data": _absolute(donor_data), "budget": budget, "seed": seed}
+    # Ray workers load their own models; the driver only needs them to check names and choose pairs (and
+    # a bad weights or labels file, layer or preprocessing fails here, before anything is read or written)
+    clfs = load_models(specs, "cpu" if ray else device, settings["weights"], layer, **options)
     identity = run_identity(model=specs[0], weights=weights, data=data, donor_data=donor_data, library=library,
                             budget=budget, seed=seed, **model_identity(layer, **options))
     if len(specs) > 1:  # a resumed audit with other models (or another order) is refused
         identity["model"] = specs
     _check_same_audit(Path(out), identity)
-    # Ray workers load their own models; the driver only needs them to check names and choose pairs
-    clfs = load_models(specs, "cpu" if ray else device, settings["weights"], layer, **options)
     fresh = not Path(out).exists()
     audit_dir = ensure_writable_dir(out)
     try:

@@ -109,6 +109,12 @@ def model_command(name: str, *, layer: bool = False, seed: bool = True) -> Calla
     return register
 
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option `name` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def setup(verbose: bool = False, seed: int | None = None) -> None:
     """Logging to stderr, and a global seed for libraries we do not pass generators to."""
     logging.basicConfig(

@@ -8,7 +8,7 @@ import typer
 
 from ..audits import audit
 from ..errors import UserError
-from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
+from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, given, model_command
 
 
 def model_specs(ctx: typer.Context, model: str, models: list[str] | None,
@@ -19,9 +19,7 @@ def model_specs(ctx: typer.Context, model: str, models: list[str] | None,
         raise UserError(f"unexpected argument {extra[0]!r} (several models: --models A B ...)")
     if not models:
         return model, None
-    source = ctx.get_parameter_source("model")
-    explicit = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-    return (model if explicit else None), list(models) + list(extra or [])
+    return (model if given(ctx, "model") else None), list(models) + list(extra or [])
 
 
 def print_leaderboard(doc: dict) -> None:

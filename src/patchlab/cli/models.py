@@ -9,14 +9,9 @@ import typer
 
 from ..models import available_models, check_models
 from ..pipelines.common import load_model
-from .app import ModelArgs, emit_json, model_command
+from .app import ModelArgs, emit_json, given, model_command
 
 ZOO_NOTE = "zoo models installed (efficientnet_lite0/1/2)"
-
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 @model_command("models", seed=False)
@@ -31,7 +26,7 @@ def models_cmd(
 ) -> None:
     """List the model specs patchlab can load; with --check DIR, measure the offline zoo (or your model) on photos."""
     if check is not None:
-        own = any(_given(ctx, name) for name in ("model", "weights", "labels"))
+        own = any(given(ctx, name) for name in ("model", "weights", "labels"))
         result = check_models(check, classifiers=[load_model(**opts.model_kwargs())], batch_size=50) if own \
             else check_models(check, device=opts.device)
         _print_check(result, check, opts.json_out)

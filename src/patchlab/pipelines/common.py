@@ -65,13 +65,32 @@ def preprocessing_overrides(options: ModelOptions) -> dict[str, Any]:
 
 
 def load_model(model: str, device: str = "auto", weights: str | Path | None = None, *, layer: str | None = None,
-               **options: Unpack[ModelOptions]) -> Classifier:
+               direction: bool = False, **options: Unpack[ModelOptions]) -> Classifier:
     """The classifier of a model spec (`patchlab models`: a name, `timm:NAME`, `FILE.py:FUNCTION`, ...) with
     its weights file, labels file, feature layer (checked against the model; None: its last spatial map)
-    and preprocessing overrides, on `device`."""
+    and preprocessing overrides, on `device`. direction: the command follows the pair direction at the
+    feature layer (probe, paste, audit; see `check_direction_layer`)."""
     labels = options.get("labels")
-    return load_classifier(model, device, weights=str(weights) if weights else None, labels=labels, layer=layer,
-                           preprocessing_overrides=preprocessing_overrides(options) or None)
+    clf = load_classifier(model, device, weights=str(weights) if weights else None, labels=labels, layer=layer,
+                          preprocessing_overrides=preprocessing_overrides(options) or None)
+    if direction:
+        check_direction_layer(clf)
+    return clf
+
+
+def check_direction_layer(classifier: Classifier) -> None:
+    """UserError when the pair direction cannot be read at the feature layer: the direction is the
+    linear head's w_target - w_source on its input features, so the layer's map must have as many
+    channels as the head has inputs (an earlier stage does not; a map pooled to 1x1 at a small input
+    size leaves only an earlier one)."""
+    if classifier.head is None:
+        return
+    layer, inputs = classifier.feature_layer, classifier.head.in_features
+    channels = classifier.layer_shapes()[layer][0]
+    if channels != inputs:
+        raise UserError(f"layer {layer!r} of model {classifier.spec} has {channels} channels, but its head reads "
+                        f"{inputs} features: the pair direction lives there, so give --layer a map of {inputs} "
+                        "channels (see `patchlab layers`), or a larger --input-size; atlases take any spatial layer")
 
 
 def model_identity(layer: str | None = None, **options: Unpack[ModelOptions]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def paste(
     from ..patches.registry import GeneratorJob
 
     budget_plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
-    clf = load_model(model, device, weights, layer=layer, **options)
+    clf = load_model(model, device, weights, layer=layer, direction=True, **options)
     classes = resolve_pair(clf, source, target)
     s, t = classes.source, classes.target
     if clf.head is None:

@@ -153,7 +153,7 @@ def probe(
 
     say = echo or (lambda msg: log.info(msg))
     plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
-    clf = classifier if classifier is not None else load_model(model, device, weights, layer=layer, **options)
+    clf = classifier if classifier is not None else load_model(model, device, weights, layer=layer, direction=True, **options)
     classes = resolve_pair(clf, source, target)
     s, t = classes.source, classes.target
     identity = run_identity(model=clf.spec, weights=weights, data=data, donor_data=donor_data, library=library,
