@@ -116,7 +116,14 @@ def test_models_and_layers_json(cli):
     res = cli("layers", "--model", "tiny", "--json")
     out = json.loads(res.out)
     assert res.code == 0 and out["feature_layer"] == "features"
-    assert {"name": "features", "shape": [16, 8, 8]} in out["layers"]
+    uses = ["atlas", "library index", "pair direction"]
+    assert out["choices"] == dict.fromkeys(uses, "features")
+    assert {"name": "features", "shape": [16, 8, 8], "chosen_for": uses} in out["layers"]
+    assert {"name": "conv1", "shape": [8, 16, 16], "chosen_for": []} in out["layers"]
+    text = cli("layers", "--model", "tiny")
+    assert "features" in text.out and "8x8  <- atlas, library index, pair direction" in text.out
+    chosen = json.loads(cli("layers", "--model", "tiny", "--layer", "act1", "--json").out)
+    assert chosen["choices"] == dict.fromkeys(uses, "act1")
 
 
 def test_internal_error_exit_1_traceback_only_with_verbose(cli, monkeypatch):

@@ -246,10 +246,12 @@ def test_cli_evaluate_json_and_interrupt(folder, monkeypatch):
     summary = json.loads(res.stdout)
     assert is_complete(out) and summary["complete"] and summary["config"]["sizes"] == [0.10, 0.25]
     c = summary["data"]["counts"]
-    assert c["train"] + c["selection"] + c["confirmation"] == 4 and c["target"] == 1  # the 4 snorkels, split
+    # an outside patch: every snorkel but the selection ones is counted (train and confirmation splits)
+    assert c["selection"] + c["confirmation"] == 4 and c["target"] == 1 and c["selection"] > 0
     assert c["confirmation_denominator"] == c["confirmation"] > 0 and summary["confirmation"]["denominator"] == c["confirmation"]
     files = summary["data"]["files"]
     assert not set(files["train"]) & set(files["confirmation"]) and not set(files["selection"]) & set(files["confirmation"])
+    assert summary["data"]["counted"]["splits"] == ["train", "confirmation"]
     assert [c["name"] for c in summary["controls"]] == list(CONTROL_NAMES)
     assert [c["name"] for c in summary["references"]] == [REFERENCE_NAME]
     assert (folder / "reports" / "index.html").is_file()
@@ -258,6 +260,78 @@ def test_cli_evaluate_json_and_interrupt(folder, monkeypatch):
     monkeypatch.setattr(apply_mod, "apply_patch", flaky)
     assert isinstance(CliRunner().invoke(app, args).exception, RuntimeError)
     assert not is_complete(out)
+
+
+@pytest.fixture()
+def snorkels(tmp_path):
+    """16 snorkel photos (pairdata's rule: 4 train, 4 selection, 8 confirmation at seed 0) and a scuba diver."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for sub, n in (("snorkel", 16), ("scuba_diver", 1)):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / sub / f"{i:02d}.png")
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "outside.png")
+    return tmp_path
+
+
+def _evaluate(root, patch, out, seed=0):
+    from patchlab.pipelines.evaluate import evaluate_patches
+
+    return evaluate_patches("any", "scuba diver", [patch], model="tiny", device="cpu", data=root / "data", sizes=[10],
+                            protocols=["static"], random_placements=1, out=out, seed=seed)
+
+
+def test_outside_patches_are_counted_on_every_photo_but_the_selection_ones(snorkels, cli):
+    """Nothing of an outside patch was made from the folder: only the selection photos (where the static
+    placement is chosen) are set aside; the split is pairdata's rule and the run records why."""
+    import json
+
+    from patchlab.pairdata import split_indices
+
+    res = _evaluate(snorkels, snorkels / "outside.png", snorkels / "run")
+    data = res["summary"]["data"]
+    rule = split_indices(16, 0)
+    names = sorted(f"snorkel/{i:02d}.png" for i in range(16))
+    assert data["files"]["selection"] == [names[i] for i in rule["selection"]]
+    assert data["counts"]["selection"] == 4 and data["counts"]["confirmation"] == 12
+    assert data["counted"] == {"splits": ["train", "confirmation"], "images": 12, "set_aside": 4, "total": 16,
+                               "made_from": [], "text": "counted on 12 photos: 4 of 16 set aside to choose the static "
+                                                        "placement; the patches were not made from these photos"}
+    assert json.loads((snorkels / "run" / "summary.json").read_text())["confirmation"]["n_images"] == 12
+    manifest = json.loads((snorkels / "run" / "manifest.json").read_text())
+    assert manifest["config"]["counted"] == ["train", "confirmation"] and manifest["config"]["made_from"] == []
+    assert manifest["config"]["splits"]["train"] == 32  # photos: train taken up to 4x its size, as the others
+    assert data["counted"]["text"] in (snorkels / "run" / "report.html").read_text()
+    line = cli("evaluate", "--classes", "any", "scuba diver", "--patch", str(snorkels / "outside.png"), "--data",
+               str(snorkels / "data"), "--model", "tiny", "--sizes", "10", "--protocol", "static", "--placements", "1",
+               "--out", str(snorkels / "cli"))
+    assert line.code == 0 and "counted on 12 photos: 4 of 16 set aside to choose the static placement" in line.out
+
+
+def test_patches_made_from_these_photos_are_counted_on_confirmation_only(snorkels):
+    """A patch in the run folder of a synth run on the same folder saw its train photos: only the
+    confirmation photos are counted, and a run made with another seed is named with its seed."""
+    from patchlab.runfolder import DataSource, Manifest, RunConfig, RunFolder
+
+    made = RunFolder(snorkels / "synth-run")
+    (made.path / "patches").mkdir(parents=True)
+    (snorkels / "outside.png").rename(made.path / "patches" / "synth-any.png")
+    made.write_manifest(Manifest.new("synth", RunConfig(data=DataSource.of(snorkels / "data")), 3, "tiny"))
+    data = _evaluate(snorkels, made.path / "patches" / "synth-any.png", snorkels / "run")["summary"]["data"]
+    counted = data["counted"]
+    assert counted["splits"] == ["confirmation"] and counted["images"] == 8 and counted["set_aside"] == 8
+    assert counted["made_from"] == [{"run": str(made.path.resolve()), "seed": 3}]
+    assert data["counts"]["confirmation"] == 8 and "4 train photos, which" in counted["text"]
+    assert "split them with seed 3" in counted["text"] and "use --seed 3" in counted["text"]
+    same_seed = _evaluate(snorkels, made.path / "patches" / "synth-any.png", snorkels / "run3", seed=3)
+    assert "split them with seed" not in same_seed["summary"]["data"]["counted"]["text"]
+    other = Manifest.new("synth", RunConfig(data=DataSource.of(snorkels / "elsewhere")), 0, "tiny")
+    made.write_manifest(other)  # made from other photos: an outside patch for this folder
+    again = _evaluate(snorkels, made.path / "patches" / "synth-any.png", snorkels / "run2")["summary"]["data"]
+    assert again["counted"]["splits"] == ["train", "confirmation"]
 
 
 def test_cli_user_errors(folder, monkeypatch, capsys):

@@ -122,6 +122,22 @@ def test_averaged_patch_is_the_moving_average_of_the_iterates_from_the_first(tas
         synthesize_patch(clf, train, TARGET, steps=2, average=1.0)
 
 
+def test_the_averaging_window_scales_with_the_steps():
+    """synth averages over the last ~1/12 of its steps: decay 0.99 at its 1,200-step default (as it
+    always was), 0.88 at 100 steps (0.99 would keep 37 % of the random start there), and the last
+    iterate when the window is a step or less."""
+    from patchlab.patches.synth import averaging_decay
+    from patchlab.pipelines.synth import SYNTH_AVERAGE_WINDOW, SYNTH_STEPS
+
+    assert averaging_decay(SYNTH_STEPS, SYNTH_AVERAGE_WINDOW) == 0.99
+    assert averaging_decay(100, SYNTH_AVERAGE_WINDOW) == pytest.approx(0.88)
+    assert averaging_decay(300, SYNTH_AVERAGE_WINDOW) == pytest.approx(0.96)
+    assert averaging_decay(12, SYNTH_AVERAGE_WINDOW) == averaging_decay(5, SYNTH_AVERAGE_WINDOW) == 0.0
+    assert averaging_decay(100, 0.0) == 0.0
+    with pytest.raises(ValueError, match="window"):
+        averaging_decay(100, 1.5)
+
+
 def test_synth_driver_writes_a_complete_run(tmp_path, task):
     from PIL import Image
 
@@ -149,6 +165,9 @@ def test_synth_driver_writes_a_complete_run(tmp_path, task):
     (entry,) = s["candidates"]
     assert entry["name"] == stem and entry["random"]["size"] in (0.1, 0.2)
     assert {c["name"] for c in s["controls"]} == {"control-noise", "control-gray", "control-source-crop"}
+    config = json.loads((run / "manifest.json").read_text())["config"]
+    assert config["average_window"] == 1 / 12 and config["average"] == entry["provenance"]["average"] == 0.0  # 3 steps
+    assert config["model"] == "tiny" and config["preprocessing"]["input_size"] == 32
 
 
 @pytest.mark.integration

@@ -61,20 +61,23 @@ class ExemplarSet:
     interrupted: bool = False  # Ctrl-C: the images are what was done so far (not cached)
     labels: list[str] = field(default_factory=list)
 
-    def manifest(self) -> dict[str, Any]:
-        """The run manifest (patchlab.runio conventions) describing these images."""
-        m = new_manifest("dream", self.settings, self.settings["seed"], self.settings["model"])
+    def manifest(self, record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The run manifest (patchlab.runio conventions) describing these images; `record` (how the
+        model was loaded: weights, labels, preprocessing) is added to its config."""
+        config = self.settings | {k: v for k, v in (record or {}).items() if k not in self.settings}
+        m = new_manifest("dream", config, self.settings["seed"], self.settings["model"])
         m.update(kind="exemplars", synthesized=True, method=describe(self.settings), cached=self.cached,
                  seconds=round(self.seconds, 2), interrupted=self.interrupted, images=self.records)
         return m
 
-    def save(self, folder: str | Path) -> Path:
-        """Write one PNG per image, then manifest.json and the COMPLETE marker (each atomically)."""
+    def save(self, folder: str | Path, record: dict[str, Any] | None = None) -> Path:
+        """Write one PNG per image, then manifest.json (with `record`, see `manifest`) and the COMPLETE
+        marker (each atomically)."""
         folder = ensure_writable_dir(folder)
         imgs = self.full if self.full is not None else self.images
         for rec, img in zip(self.records, imgs):
             save_png(folder / rec["file"], img)
-        mark_complete(folder, self.manifest())
+        mark_complete(folder, self.manifest(record))
         return folder / "manifest.json"
 
 

@@ -1,8 +1,10 @@
 """What makes two runs the same run: the settings a resumed probe or audit must share.
 
-A resumed run that silently mixed two models, weight files, photo folders,
-budgets or seeds would report numbers no single run produced, so `--resume`
-compares these fields and refuses with the field's name (exit 2).
+A resumed run that silently mixed two models, weight or labels files, feature
+layers, preprocessing, photo folders, budgets or seeds would report numbers no
+single run produced, so `--resume` compares these fields and refuses with the
+field's name (exit 2). A field an older run did not record reads as None, the
+default, so an older run resumes with the default labels, layer and preprocessing.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 from .errors import UserError
 
-FIELDS = ("model", "weights", "data", "donor_data", "library", "budget", "seed")
+FIELDS = ("model", "weights", "labels", "layer", "preprocessing", "data", "donor_data", "library", "budget", "seed")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -36,17 +38,22 @@ def folder_fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def run_identity(*, model: str, weights: str | Path | None, data: str | Path | None,
+def run_identity(*, model: str | list[str], weights: str | Path | None, data: str | Path | None,
                  donor_data: str | Path | None = None, library: str | Path | None = None,
-                 budget: str, seed: int) -> dict[str, Any]:
-    """The FIELDS of a run: model spec, weights file hash, folder paths with content
+                 budget: str, seed: int, labels: str | Path | None = None, layer: str | None = None,
+                 preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The FIELDS of a run: model spec, weights and labels file hashes, the feature layer asked for
+    and the preprocessing overrides (None: the model's own), folder paths with content
     fingerprints, budget name and seed."""
     def folder(p):
         return None if p is None else {"path": str(Path(p).resolve()), "content": folder_fingerprint(p)}
 
-    return {"model": model, "weights": None if weights is None else {"path": str(weights), "sha256": file_sha256(weights)},
-            "data": folder(data), "donor_data": folder(donor_data), "library": folder(library),
-            "budget": budget, "seed": int(seed)}
+    def file(p):
+        return None if p is None else {"path": str(p), "sha256": file_sha256(p)}
+
+    return {"model": model, "weights": file(weights), "labels": file(labels), "layer": layer,
+            "preprocessing": preprocessing, "data": folder(data), "donor_data": folder(donor_data),
+            "library": folder(library), "budget": budget, "seed": int(seed)}
 
 
 def check_same_run(old: dict[str, Any] | None, new: dict[str, Any], where: str) -> None:
@@ -59,12 +66,12 @@ def check_same_run(old: dict[str, Any] | None, new: dict[str, Any], where: str) 
 
 
 def _comparable(value: Any) -> Any:
-    if isinstance(value, dict):  # a moved folder with the same content is the same data; a changed file is not
-        return value.get("sha256") or value.get("content")
+    if isinstance(value, dict) and ("sha256" in value or "content" in value):
+        return value.get("sha256") or value.get("content")  # a moved folder with the same content is the same data
     return value
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, dict):
+    if isinstance(value, dict) and "path" in value:
         return repr(value.get("path"))
     return repr(value)

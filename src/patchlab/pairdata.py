@@ -37,6 +37,7 @@ RULE = (f"blocks of {len(BLOCK)} in item order, each a seeded permutation of "
         + " / ".join(f"{BLOCK.count(s)} {s}" for s in SPLITS))  # 2 train / 2 selection / 4 confirmation
 ANY = "any"
 ANY_CLASSES = 8  # classes drawn for exemplars when the source is `any` (Brown et al.: variety helps)
+PHOTO_FACTOR = 4  # photos: selection and confirmation take up to this many times their sizes
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ Band = tuple[float, float]
 
 def load_pair(
     classifier, source: int | None, target: int, sizes: SplitSizes, *, data: str | Path | None = None,
-    seed: int = 0, photo_factor: int = 4, progress: bool = False, bands: tuple[Band, Band] | None = None,
+    seed: int = 0, photo_factor: int = PHOTO_FACTOR, progress: bool = False, bands: tuple[Band, Band] | None = None,
 ) -> PairData:
     """PairData from photos (`data`: any layout `patchlab.data.discover` reads) or, without
     data, from calibrated pair-aware exemplars (Carter et al. 2019's sources sit near the
@@ -211,14 +212,16 @@ def _from_photos(classifier, source, target, sizes: SplitSizes, root: Path, seed
     skipped: list[str] = []
     for s in SPLITS:
         recs = [src[i] for i in idx[s]]
-        got = load_images(recs, classifier.input_size, classifier.crop_pct) if recs else None
+        got = load_images(recs, classifier.input_size, classifier.crop_pct,
+                          interpolation=classifier.preprocessing.interpolation) if recs else None
         split[s] = got.images if got else torch.empty(0, 3, classifier.input_size, classifier.input_size)
         names[s] = [_relative(p, root) for p in got.paths] if got else []
         skipped += got.skipped if got else []
     _require(split, f"in {root} ({len(src)} found)")
     tgt_recs = sorted((r for r in records if r.label == target), key=lambda r: str(r.path))[: sizes.target]
     if tgt_recs:
-        got = load_images(tgt_recs, classifier.input_size, classifier.crop_pct)
+        got = load_images(tgt_recs, classifier.input_size, classifier.crop_pct,
+                          interpolation=classifier.preprocessing.interpolation)
         tgt, tnames = got.images, [_relative(p, root) for p in got.paths]
     else:
         log.warning("no %s images in %s: the target reference uses synthesized exemplars",

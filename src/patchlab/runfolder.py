@@ -88,7 +88,10 @@ class DataSource:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The settings a command records: what every command shares, and its own settings (`extra`)."""
+    """The settings a command records: what every command shares, and its own settings (`extra`).
+    The model: its spec, weights and labels files, the layer each use read ({"atlas", "library
+    index", "pair direction"} -> layer; None for a command that reads none) and its preprocessing
+    (input_size, mean, std, crop_pct, interpolation)."""
 
     source: str | None = None
     target: str | None = None
@@ -96,9 +99,13 @@ class RunConfig:
     budget: str | None = None
     splits: dict[str, int] | None = None
     weights: str | None = None
+    model: str | None = None
+    labels: str | None = None
+    layer: dict[str, str] | None = None
+    preprocessing: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    FIELDS = ("source", "target", "data", "budget", "splits", "weights")
+    FIELDS = ("source", "target", "data", "budget", "splits", "weights", "model", "labels", "layer", "preprocessing")
 
     @classmethod
     def from_dict(cls, d: Any) -> RunConfig:
@@ -111,14 +118,23 @@ class RunConfig:
         if not isinstance(splits, dict) and all(f"n_{k}" in plan for k in SPLIT_KEYS):
             splits = {k: plan[f"n_{k}"] for k in SPLIT_KEYS}
         weights = d.get("weights") or _dict(identity.get("weights")).get("path") or settings.get("weights")
+        model, labels = d.get("model"), d.get("labels")
         return cls(d.get("source"), d.get("target"), DataSource.from_config(d),
                    d.get("budget") or identity.get("budget") or settings.get("budget"),
                    splits if isinstance(splits, dict) else None, str(weights) if weights else None,
-                   _rest(d, cls.FIELDS))
+                   model if isinstance(model, str) else None, labels if isinstance(labels, str) else None,
+                   d.get("layer") if isinstance(d.get("layer"), dict) else None,
+                   d.get("preprocessing") if isinstance(d.get("preprocessing"), dict) else None, _rest(d, cls.FIELDS))
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "data": self.data.as_dict(), "budget": self.budget,
-                "splits": self.splits, "weights": self.weights, **self.extra}
+                "splits": self.splits, "weights": self.weights, "model": self.model, "labels": self.labels,
+                "layer": self.layer, "preprocessing": self.preprocessing, **self.extra}
+
+    def model_options(self) -> dict[str, Any]:
+        """The recorded labels file and preprocessing as `patchlab.pipelines.common.load_model` takes them
+        (the same model again, e.g. to remake a run's images)."""
+        return {"labels": self.labels, **(self.preprocessing or {})}
 
 
 @dataclass(frozen=True)
@@ -363,7 +379,8 @@ class SplitCount:
 @dataclass(frozen=True)
 class DataInfo:
     """The images a run counted on: kind (real | synthesized), how they were made, the split rule
-    and seed, counts per split, every split's file names or exemplar ids, and skipped files."""
+    and seed, counts per split, every split's file names or exemplar ids, skipped files, and (for
+    `evaluate`) which splits were counted and why: {splits, images, set_aside, total, made_from, text}."""
 
     kind: str = REAL
     how: str = ""
@@ -373,9 +390,10 @@ class DataInfo:
     files: dict[str, list[str]] = field(default_factory=dict)
     target_files: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    counted: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    FIELDS = ("kind", "how", "rule", "seed", "counts", "files", "target_files", "skipped")
+    FIELDS = ("kind", "how", "rule", "seed", "counts", "files", "target_files", "skipped", "counted")
 
     @classmethod
     def from_dict(cls, d: Any) -> DataInfo:
@@ -384,11 +402,13 @@ class DataInfo:
         files = d.get("files")
         files = files if isinstance(files, dict) else ({"evaluated": files} if isinstance(files, list) else {})
         return cls(str(d.get("kind") or REAL), str(d.get("how") or ""), d.get("rule"), d.get("seed"), _dict(d.get("counts")),
-                   files, _list(d.get("target_files")), _list(d.get("skipped")), _rest(d, cls.FIELDS))
+                   files, _list(d.get("target_files")), _list(d.get("skipped")), _dict(d.get("counted")),
+                   _rest(d, cls.FIELDS))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "how": self.how, "rule": self.rule, "seed": self.seed, "counts": self.counts,
-                "files": self.files, "target_files": self.target_files, "skipped": self.skipped, **self.extra}
+        out = {"kind": self.kind, "how": self.how, "rule": self.rule, "seed": self.seed, "counts": self.counts,
+               "files": self.files, "target_files": self.target_files, "skipped": self.skipped}
+        return out | ({"counted": self.counted} if self.counted else {}) | self.extra
 
 
 @dataclass(frozen=True)

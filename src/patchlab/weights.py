@@ -66,16 +66,25 @@ def _refuse_nan(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """load_state_dict(strict=True) with a one-line error naming a few bad keys."""
-    try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc))
-        raise UserError(f"weights in {source} do not fit the model: {detail}") from None
+    """load_state_dict(strict=True) with a one-line error naming the first missing, unexpected and
+    misshapen keys (a file of another architecture shows all three)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     problems = []
-    if result.missing_keys:
-        problems.append(f"missing {len(result.missing_keys)} keys (e.g. {result.missing_keys[0]})")
-    if result.unexpected_keys:
-        problems.append(f"unexpected {len(result.unexpected_keys)} keys (e.g. {result.unexpected_keys[0]})")
+    if missing:
+        problems.append(f"missing {len(missing)} keys (first: {missing[0]})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys (first: {unexpected[0]})")
+    if misshapen:
+        k = misshapen[0]
+        problems.append(f"size mismatch for {len(misshapen)} keys (first: {k}, {tuple(state[k].shape)} in the file, "
+                        f"{tuple(own[k].shape)} in the model)")
     if problems:
-        raise UserError(f"weights in {source} do not fit the model: {'; '.join(problems)}")
+        hint = "; is it a file of another architecture?" if missing and unexpected else ""
+        raise UserError(f"weights in {source} do not fit the model: {'; '.join(problems)}{hint}")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # e.g. a dtype the parameter cannot take
+        raise UserError(f"weights in {source} do not fit the model: {first_line(exc)}") from None

@@ -245,5 +245,5 @@ def folder_batches(records, classifier, batch_size: int = 32, workers: int | Non
     as channels-last uint8 pixels, which `collect` converts on the device."""
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     for b in iter_batches(records, classifier.input_size, classifier.crop_pct, batch_size=batch_size, workers=workers,
-                          uint8=uint8):
+                          uint8=uint8, interpolation=classifier.preprocessing.interpolation):
         yield b.images, b.paths, b.labels.tolist()

@@ -46,7 +46,8 @@ class ImagePool:
         if self.records is None:
             index = {n: i for i, n in enumerate(self.names)}
             return self.images[[index[n] for n in names]]
-        got = load_images([ImageRecord(Path(n)) for n in names], self.classifier.input_size, self.classifier.crop_pct)
+        got = load_images([ImageRecord(Path(n)) for n in names], self.classifier.input_size, self.classifier.crop_pct,
+                          interpolation=self.classifier.preprocessing.interpolation)
         by = dict(zip(got.paths, got.images))
         blank = torch.full((3, self.classifier.input_size, self.classifier.input_size), 0.5)
         return torch.stack([by.get(n, blank) for n in names])

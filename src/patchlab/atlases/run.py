@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +48,7 @@ def build_atlas(
     out: str | Path | None = None,
     progress: bool = False,
     config: AtlasConfig | None = None,
+    record: Mapping[str, Any] | None = None,
     **settings,
 ) -> AtlasResult:
     """Build a class-pair atlas with ranked donors (source and target given) or a whole-layer atlas.
@@ -56,7 +59,8 @@ def build_atlas(
     `AtlasConfig`, and/or any of its fields as keywords (they override it):
     layer, grid, n_donors, icons, icon_steps, icon_size, icon_direction, n_exemplars,
     donor_exemplars, donor_steps, shortlist_size, max_images, atlas_grid,
-    pair_embed, atlas_method, batch_size, seed.
+    pair_embed, atlas_method, batch_size, seed. record: how the model was loaded (spec, weights,
+    labels, preprocessing), added to the manifest's config beside the atlas's own settings.
     """
     t_all = time.perf_counter()
     unknown = sorted(set(settings) - _SETTINGS)
@@ -72,6 +76,7 @@ def build_atlas(
     ensure_writable_dir(out)
     described = str(images) if isinstance(images, (str, Path)) else (None if images is None else "in-memory")
     config_record = cfg.manifest(None if s is None else classes.label(s), None if t is None else classes.label(t), described)
+    config_record |= {k: v for k, v in (record or {}).items() if k not in config_record}
     manifest = new_manifest("atlas", config_record, cfg.seed, classifier.spec)
     atomic_write_json(out / "manifest.json", manifest)
     run = AtlasRun(classifier, cfg, out, images if isinstance(images, (str, Path)) else None, progress)

@@ -100,7 +100,8 @@ def confusion_pairs(clf, data: str | Path, n: int, batch_size: int = 64, min_ima
         raise UserError(f"no labelled photos in {data}: a confusion matrix needs class folders or a labels CSV")
     C = clf.num_classes
     counts = torch.zeros(C, C, dtype=torch.float64)
-    for batch in iter_batches(records, clf.input_size, clf.crop_pct, batch_size):
+    for batch in iter_batches(records, clf.input_size, clf.crop_pct, batch_size,
+                              interpolation=clf.preprocessing.interpolation):
         with torch.inference_mode():
             pred = clf(batch.images.to(clf.device)).argmax(1).cpu()
         counts.index_put_((batch.labels.long(), pred), torch.ones(len(pred), dtype=torch.float64), accumulate=True)

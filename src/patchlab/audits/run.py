@@ -15,14 +15,16 @@ import logging
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Unpack
 
 import pandas as pd
 
 from ..classes import slugify
 from ..errors import UserError
 from ..identity import check_same_run, run_identity
-from ..pipelines.common import check_inputs, load_model
+from ..pipelines.common import (
+    ModelOptions, check_inputs, load_model, model_identity, model_record, preprocessing_overrides,
+)
 from ..runfolder import DataSource, Manifest, RunConfig, RunFolder
 from ..runio import atomic_write_text, ensure_writable_dir
 from .leaderboard import write_report
@@ -62,10 +64,11 @@ def model_list(model: str | None, models: Sequence[str] | None) -> list[str]:
     return specs
 
 
-def load_models(specs: list[str], device: str, weights: str | None) -> list[Any]:
-    """Load every model (a bad name or weights file fails here, before anything is written);
-    each keeps its own input size. All must have the first model's classes."""
-    clfs = [load_model(spec, device, weights) for spec in specs]
+def load_models(specs: list[str], device: str, weights: str | None, layer: str | None = None,
+                **options: Unpack[ModelOptions]) -> list[Any]:
+    """Load every model (a bad name, weights or labels file or layer fails here, before anything is
+    written); each keeps its own input size unless `options` set one. All must have the first model's classes."""
+    clfs = [load_model(spec, device, weights, layer=layer, direction=True, **options) for spec in specs]
     first = clfs[0]
     for clf in clfs[1:]:
         if clf.classes.names != first.classes.names:
@@ -134,8 +137,9 @@ def _run_with_ray(todo, jobs, settings, audit_dir, config, loaded, ray, cpus_per
 
 def _config(settings: dict[str, Any], identity: dict[str, Any], clfs: list[Any], pairs: list[Pair],
             pairs_file: Any, data: Any, ray: str | None) -> RunConfig:
-    return RunConfig(data=DataSource.of(data), budget=settings["budget"], weights=settings["weights"], extra={
-        "settings": settings, "identity": identity, "model": clfs[0].spec, "models": [c.spec for c in clfs],
+    model = model_record(clfs[0], labels=settings["labels"], layers=True)
+    return RunConfig(data=DataSource.of(data), budget=settings["budget"], weights=settings["weights"], **model, extra={
+        "settings": settings, "identity": identity, "models": [c.spec for c in clfs],
         "input_sizes": {c.spec: c.input_size for c in clfs},
         "selection": "file" if pairs_file else ("confusion" if data else "head"),
         "pairs": [p.as_row() for p in pairs], "execution": f"ray {ray}" if ray else "in-process"})
@@ -172,22 +176,27 @@ def audit(
     ray: str | None = None,
     cpus_per_pair: int = 2,
     echo: Callable[[str], None] | None = None,
+    layer: str | None = None,
+    **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Probe the chosen pairs on each model (skipping finished ones) and write the audit report;
     returns audit.json's content. model: one spec (default efficientnet_lite0); models: several
-    (pairs are chosen on the first; not together with model); weights apply to every model."""
+    (pairs are chosen on the first; not together with model); weights, layer and options (labels
+    file, preprocessing overrides) apply to every model."""
     say = echo or (lambda msg: log.info(msg))
     specs = model_list(model, models)
     _check_args(n_pairs, cpus_per_pair, budget, data, donor_data, library, ray)
-    settings = {"model": specs[0], "weights": _absolute(weights), "data": _absolute(data),
+    settings = {"model": specs[0], "weights": _absolute(weights), "labels": _absolute(options.get("labels")),
+                "layer": layer, "preprocessing": preprocessing_overrides(options), "data": _absolute(data),
                 "library": _absolute(library), "donor_data": _absolute(donor_data), "budget": budget, "seed": seed}
+    # Ray workers load their own models; the driver only needs them to check names and choose pairs (and
+    # a bad weights or labels file, layer or preprocessing fails here, before anything is read or written)
+    clfs = load_models(specs, "cpu" if ray else device, settings["weights"], layer, **options)
     identity = run_identity(model=specs[0], weights=weights, data=data, donor_data=donor_data, library=library,
-                            budget=budget, seed=seed)
+                            budget=budget, seed=seed, **model_identity(layer, **options))
     if len(specs) > 1:  # a resumed audit with other models (or another order) is refused
         identity["model"] = specs
     _check_same_audit(Path(out), identity)
-    # Ray workers load their own models; the driver only needs them to check names and choose pairs
-    clfs = load_models(specs, "cpu" if ray else device, settings["weights"])
     fresh = not Path(out).exists()
     audit_dir = ensure_writable_dir(out)
     try:

@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 
 from ..pipelines.apply import apply_to_files
-from .app import DeviceOpt, JsonOpt, ModelOpt, VerboseOpt, WeightsOpt, app, emit_json, setup
+from .app import ModelArgs, emit_json, model_command
 
 POSITION_HELP = "top-left | top-right | bottom-left | bottom-right | center"
 
 
-@app.command("apply")
+@model_command("apply", seed=False)
 def apply_cmd(
     patch: Annotated[Path, typer.Argument(help="Patch file: PNG/JPEG or .pt tensor (3,h,w).")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
@@ -23,17 +23,13 @@ def apply_cmd(
     angle: Annotated[float, typer.Option("--angle", help="Rotation in degrees.")] = 0.0,
     shape: Annotated[str, typer.Option("--shape", help="square | circle")] = "square",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    json_out: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    *,
+    opts: ModelArgs,
 ) -> None:
     """Paste a saved patch on images and show the model's top-1 before and after."""
-    setup(verbose)
-    res = apply_to_files(patch, list(images), area=area, position=position, angle_deg=angle, shape=shape, model=model,
-                         weights=weights, device=device, batch_size=batch_size, out=out)
-    if json_out:
+    res = apply_to_files(patch, list(images), area=area, position=position, angle_deg=angle, shape=shape,
+                         **opts.model_kwargs(), batch_size=batch_size, out=out)
+    if opts.json_out:
         emit_json(res)
         return
     for r in res["images"]:

@@ -11,11 +11,10 @@ from ..pipelines.atlas import atlas
 from .app import ModelArgs, emit_json, model_command
 
 
-@model_command("atlas")
+@model_command("atlas", layer=True)
 def atlas_cmd(
     classes: Annotated[Optional[tuple[str, str]], typer.Option("--classes", help="SOURCE TARGET class names or indices.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Image folder (else synthesized exemplars).")] = None,
-    layer: Annotated[Optional[str], typer.Option("--layer", help="Layer name (see `patchlab layers`); default: the model's last spatial map.")] = None,
     grid: Annotated[int, typer.Option("--grid", min=2, max=320, help="Cells per side.")] = 10,
     donors: Annotated[int, typer.Option("--donors", min=1, help="How many donor classes to list.")] = 10,
     icons: Annotated[Optional[bool], typer.Option("--icons/--no-icons", help="Render cell icons with optvis (else member-image crops); default: on with CUDA, off on CPU.")] = None,
@@ -32,8 +31,7 @@ def atlas_cmd(
         raise UserError("--max-images limits the photos a whole-layer atlas draws from --data; give --data DIR too")
     source, target = classes if classes else (None, None)
     summary = atlas(
-        source, target, model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed, data=data,
-        layer=layer, grid=grid, donors=donors, icons=icons, icon_steps=icon_steps, icon_direction=icon_direction, donors_for=donors_for,
+        source, target, **opts.model_kwargs(), seed=opts.seed, data=data, grid=grid, donors=donors, icons=icons, icon_steps=icon_steps, icon_direction=icon_direction, donors_for=donors_for,
         max_images=max_images, out=out, progress=opts.verbose,
     )
     if opts.json_out:

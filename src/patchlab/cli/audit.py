@@ -8,7 +8,7 @@ import typer
 
 from ..audits import audit
 from ..errors import UserError
-from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
+from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, given, model_command
 
 
 def model_specs(ctx: typer.Context, model: str, models: list[str] | None,
@@ -19,9 +19,7 @@ def model_specs(ctx: typer.Context, model: str, models: list[str] | None,
         raise UserError(f"unexpected argument {extra[0]!r} (several models: --models A B ...)")
     if not models:
         return model, None
-    source = ctx.get_parameter_source("model")
-    explicit = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-    return (model if explicit else None), list(models) + list(extra or [])
+    return (model if given(ctx, "model") else None), list(models) + list(extra or [])
 
 
 def print_leaderboard(doc: dict) -> None:
@@ -67,7 +65,7 @@ def _print_most_vulnerable(entries: list[dict], models: list[str]) -> None:
         typer.echo(f"  {pair[:40]:<40} {str(e['model'] or '-'):<12} ({'; '.join(figs)})")
 
 
-@model_command("audit")
+@model_command("audit", layer=True)
 def audit_cmd(
     ctx: typer.Context,
     pairs: Annotated[Optional[int], typer.Option("--pairs", help="Audit the N most confusable pairs (default 10).")] = None,
@@ -92,8 +90,8 @@ def audit_cmd(
     report adds the most vulnerable model per pair. Exit code 0 when every pair was probed,
     3 when the audit finished but some pairs failed (see audit.csv)."""
     model, many = model_specs(ctx, opts.model, models, extra)
-    doc = audit(pairs, pairs_file, model=model, models=many, weights=opts.weights, data=data, library=library,
-                donor_data=donor_data, budget=budget, out=out, device=opts.device, seed=opts.seed, ray=ray,
+    doc = audit(pairs, pairs_file, **dict(opts.model_kwargs(), model=model), models=many, data=data, library=library,
+                donor_data=donor_data, budget=budget, out=out, seed=opts.seed, ray=ray,
                 cpus_per_pair=cpus_per_pair, echo=lambda m: typer.echo(m, err=True))
     if opts.json_out:
         emit_json(doc)

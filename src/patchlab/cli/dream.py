@@ -29,8 +29,8 @@ def dream_cmd(
     if near_band is not None and near is None:
         raise UserError("--near-band sets the band of the --near class; give --near CLASS too")
     manifest = dream(
-        cls, n=n, near=near, band=band, near_band=near_band, steps=steps, size=size, model=opts.model,
-        weights=opts.weights, device=opts.device, seed=opts.seed, cache=not no_cache, out=out, progress=not opts.json_out,
+        cls, n=n, near=near, band=band, near_band=near_band, steps=steps, size=size, **opts.model_kwargs(),
+        seed=opts.seed, cache=not no_cache, out=out, progress=not opts.json_out,
     )
     if opts.json_out:
         emit_json(manifest)

@@ -54,7 +54,7 @@ def evaluate_cmd(
         raise UserError(f"--sizes takes numbers (percent of the image area), got {' '.join(size_vals)}") from None
     result = evaluate_patches(
         classes[0], classes[1], patches, data=data, budget=budget, sizes=size_nums or None, protocols=protos or None,
-        out=out, model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed,
+        out=out, **opts.model_kwargs(), seed=opts.seed,
         random_placements=placements, batch_size=batch_size, progress=opts.verbose and not opts.json_out,
     )
     if opts.json_out:
@@ -63,9 +63,10 @@ def evaluate_cmd(
     s = Summary.from_dict(result["summary"])
     proto = s.primary_protocol
     c = s.data.counts
-    typer.echo(f"{s.source.name} -> {s.target.name}: settings chosen on {c['selection_denominator']} selection "
-               f"images, rates counted on {c['confirmation_denominator']} of {c['confirmation']} confirmation images "
-               "(those the model calls the source when clean)")
+    typer.echo(f"{s.source.name} -> {s.target.name}: {s.data.counted.get('text')}")
+    typer.echo(f"settings chosen on {c['selection_denominator']} selection images, rates counted on "
+               f"{c['confirmation_denominator']} of the {c['confirmation']} counted images (those the model calls "
+               "the source when clean)")
     for e in s.entries:
         r = e.rate(proto)
         rate = "   - " if r is None else f"{100 * r.rate:5.1f} % [{100 * r.ci[0]:.1f}, {100 * r.ci[1]:.1f}]"

@@ -8,7 +8,7 @@ import traceback
 import typer
 
 from ..errors import UserError
-from .app import app
+from .app import app, split_triples
 from .commands import load_commands
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     verbose = "--verbose" in sys.argv or "-v" in sys.argv
     try:
         load_commands()
-        rc = app(standalone_mode=False)
+        rc = app(args=split_triples(sys.argv[1:]), standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

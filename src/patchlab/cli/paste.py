@@ -10,7 +10,7 @@ from ..pipelines.paste import paste
 from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
 
 
-@model_command("paste")
+@model_command("paste", layer=True)
 def paste_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET.")],
     donor: Annotated[Optional[list[str]], typer.Option("--donor", help="Donor class (repeatable); default: atlas ranking.")] = None,
@@ -23,7 +23,7 @@ def paste_cmd(
     opts: ModelArgs,
 ) -> None:
     """Copy/paste search: natural patches cut from donor images, ranked by measured gain."""
-    result = paste(classes[0], classes[1], model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed,
+    result = paste(classes[0], classes[1], **opts.model_kwargs(), seed=opts.seed,
                    data=data, library=library, donors=donor, donor_data=donor_data, top_k=top_k, out=out)
     if opts.json_out:
         emit_json(result)

@@ -10,7 +10,7 @@ from ..pipelines.predict import predict_files
 from .app import ModelArgs, emit_json, model_command
 
 
-@model_command("predict")
+@model_command("predict", seed=False)
 def predict_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     top: Annotated[int, typer.Option("--top", min=1, help="How many classes to show.")] = 5,
@@ -19,7 +19,7 @@ def predict_cmd(
     opts: ModelArgs,
 ) -> None:
     """Classify images: top-k classes and probabilities for each file."""
-    result = predict_files(paths, top=top, model=opts.model, weights=opts.weights, device=opts.device, batch_size=batch_size)
+    result = predict_files(paths, top=top, **opts.model_kwargs(), batch_size=batch_size)
     if opts.json_out:
         emit_json(result)
         return

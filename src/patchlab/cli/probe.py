@@ -47,7 +47,7 @@ def print_table(summary: Summary, report: str) -> None:
     typer.echo(f"report: {report}")
 
 
-@model_command("probe")
+@model_command("probe", layer=True)
 def probe_cmd(
     classes: Annotated[tuple[str, str], typer.Option("--classes", help="SOURCE TARGET, e.g. snorkel scuba_diver.")],
     data: Annotated[Optional[Path], typer.Option("--data", help="Real photos (ImageNet tree, class folders or CSV).")] = None,
@@ -60,8 +60,8 @@ def probe_cmd(
     opts: ModelArgs,
 ) -> None:
     """Find and measure patches that flip SOURCE into TARGET; write a report (the main job)."""
-    summary = probe(classes[0], classes[1], model=opts.model, weights=opts.weights, data=data, library=library, donor_data=donor_data,
-                    budget=budget, out=out, device=opts.device, seed=opts.seed, resume=resume,
+    summary = probe(classes[0], classes[1], **opts.model_kwargs(), data=data, library=library, donor_data=donor_data,
+                    budget=budget, out=out, seed=opts.seed, resume=resume,
                     progress=not opts.json_out and sys.stderr.isatty(),
                     echo=lambda m: typer.echo(m, err=True))
     if opts.json_out:

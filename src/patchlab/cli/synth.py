@@ -26,7 +26,7 @@ def synth_cmd(
     opts: ModelArgs,
 ) -> None:
     """Synthesize a universal targeted patch with EOT (Brown et al. 2017) and test it on held-out images."""
-    res = synth(classes[0], classes[1], model=opts.model, weights=opts.weights, device=opts.device, seed=opts.seed,
+    res = synth(classes[0], classes[1], **opts.model_kwargs(), seed=opts.seed,
                 data=data, mix=mix, budget=budget, area=area, steps=steps, patch_px=patch_px, batch_size=batch_size, out=out,
                 progress=opts.verbose)
     if opts.json_out:

@@ -10,7 +10,7 @@ import typer
 
 from ..pipelines.transfer import transfer
 from ..runfolder import Rate
-from .app import DeviceOpt, JsonOpt, VerboseOpt, app, emit_json, setup
+from .app import DeviceOpt, JsonOpt, LabelsOpt, VerboseOpt, app, emit_json, setup
 from .format import rate_text
 
 
@@ -53,6 +53,7 @@ def transfer_cmd(
     extra: Annotated[Optional[list[str]], typer.Argument(hidden=True, help="More values for --models.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="The run's photo folder, when it has moved.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default RUN_DIR/transfer).")] = None,
+    labels: LabelsOpt = None,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Added to the run's seed for random placements "
                                                      "(0: the run's own draws).")] = 0,
@@ -61,10 +62,11 @@ def transfer_cmd(
 ) -> None:
     """Re-measure every patch of a finished run on other models, with the run's protocols, sizes,
     placements and images; write transfer.csv/.json, a heatmap and transfer.html. RUN_DIR comes
-    first; --models takes several values. The source model and its weights come from the run."""
+    first; --models takes several values. The source model, its weights, labels file and preprocessing
+    come from the run; --labels names the other models' outputs (default: the run's labels file)."""
     setup(verbose, seed)
     result = transfer(run_dir, models=list(models) + list(extra or []), device=device, seed=seed, data=data, out=out,
-                      progress=not json_out and sys.stderr.isatty())
+                      progress=not json_out and sys.stderr.isatty(), labels=labels)
     if json_out:
         emit_json(result)
     else:

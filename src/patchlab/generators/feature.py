@@ -39,8 +39,8 @@ def propose(job: GeneratorJob, settings: FeatureSettings) -> list[Candidate]:
     """The pair direction rendered plain and disguised as each top donor (Carter et al. 2019),
     then EOT-tuned on the train images (Brown et al. 2017)."""
     clf, pair = job.classifier, job.pair
-    if clf.head is None:
-        job.notes["skipped"] = (f"{clf.spec} has no linear head, so there is no pair direction "
+    if clf.direction_head is None:
+        job.notes["skipped"] = (f"{clf.spec} has no linear head on its feature layer, so there is no pair direction "
                                 "(w_target - w_source) to render: no feature candidates")
         return []
     rendered = feature_patches(clf, pair.source, pair.target, n_plain=settings.plain,

@@ -60,7 +60,8 @@ def donor_images(classifier, donors: Sequence[int], per_class: int, seed: int, d
         for d in donors:
             picked += [r for r in records if r.label == d][: per_class * 4]
         if picked:
-            got = load_images(picked, classifier.input_size, classifier.crop_pct)
+            got = load_images(picked, classifier.input_size, classifier.crop_pct,
+                              interpolation=classifier.preprocessing.interpolation)
             return got.images, got.labels, got.paths, "donor photos"
         log.warning("no images of the donor classes in %s: using synthesized donor exemplars", donor_data)
         source = f"donor exemplars (no photo of a donor class in --donor-data {donor_data})"
@@ -80,7 +81,7 @@ def _library_patches(job: GeneratorJob, settings: SearchSettings) -> list[Candid
     clf, pair = job.classifier, job.pair
     index = index_library(clf, job.library, progress=job.progress)
     cands, stats = search_library(clf, index, pair.train, pair.source, pair.target, settings, sizes=job.plan.sizes,
-                                  generator=job.rng, progress=job.progress)
+                                  generator=job.rng, progress=job.progress, target_images=pair.target_images)
     photos = index.load_photos([c.provenance["library_row"] for c in cands]) if cands else []
     for cand, photo in zip(cands, photos):
         cand.source_view = with_box(photo, cand.provenance["box_xyxy"])
@@ -93,12 +94,13 @@ def propose(job: GeneratorJob, settings: NaturalSettings) -> list[Candidate]:
     """Natural patches: with a photo library, the library search; else crops of donor images
     (photos from donor_data, or exemplars of the atlas's top donors), ranked by measured gain."""
     clf, pair, plan = job.classifier, job.pair, job.plan
-    if clf.head is None:
-        job.notes["skipped"] = (f"{clf.spec} has no linear head, so there is no pair direction to guide "
-                                "the crop search: no natural candidates")
-        return []
     if job.library is not None:
         return _library_patches(job, settings.search)
+    if clf.direction_head is None:
+        job.notes["skipped"] = (f"{clf.spec} has no linear head on its feature layer, so there is no pair direction "
+                                "to guide the crop search: no natural candidates (a --library search estimates it "
+                                "from the library's photos)")
+        return []
     ids = job.donors[: plan.n_donors_used]
     d_imgs, d_labels, d_names, source = donor_images(clf, ids, plan.donor_images, job.seed, job.donor_data)
     cands, stats = natural_patches(clf, pair.source, pair.target, pair.train, d_imgs, d_labels,

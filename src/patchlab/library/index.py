@@ -108,7 +108,7 @@ class LibraryIndex:
         if not idx:
             return torch.empty(0, 3, self.input_size, self.input_size)
         records = [ImageRecord(self.root / self.paths[i]) for i in idx]
-        got = load_images(records, self.input_size, self.crop_pct, batch_size=max(1, min(64, len(idx))))
+        got = load_images(records, self.input_size, self.crop_pct, batch_size=max(1, min(64, len(idx))), interpolation=self.manifest.get("interpolation", "bicubic"))
         if len(got) != len(idx):
             bad = "; ".join(got.skipped[:3])
             raise UserError(f"library {self.root} changed since it was indexed ({bad}); index it again")
@@ -214,7 +214,7 @@ def _default_workers(n: int, batch_size: int, device: torch.device) -> int:
 
 def _batches(records, classifier, batch_size: int, workers: int, progress: bool) -> Iterator[tuple[Any, list]]:
     """Decoded batches with the records that failed in each (DataLoader order is kept)."""
-    it = iter_batches(records, classifier.input_size, classifier.crop_pct, batch_size, workers, uint8=True)
+    it = iter_batches(records, classifier.input_size, classifier.crop_pct, batch_size, workers, uint8=True, interpolation=classifier.preprocessing.interpolation)
     if progress:
         from tqdm import tqdm
 
@@ -328,7 +328,7 @@ def _manifest(classifier, root: Path, key: str, kept, skipped, shapes, info: dic
     return {
         "format": "patchlab-library", "version": VERSION, "key": key, "complete": True,
         "model": model_fingerprint(classifier), "spec": classifier.spec, "layer": classifier.feature_layer,
-        "input_size": classifier.input_size, "crop_pct": classifier.crop_pct, "root": str(root),
+        "input_size": classifier.input_size, "crop_pct": classifier.crop_pct, "interpolation": classifier.preprocessing.interpolation, "root": str(root),
         "files": [_relative(root, r.path) for r in kept],
         "labels": [-1 if r.label is None else int(r.label) for r in kept],
         "skipped": [{"path": _relative(root, r.path), "reason": msg} for r, msg in skipped],
@@ -414,7 +414,7 @@ def index_library(
     cache_root = Path(cache_root) if cache_root is not None else cache_dir() / "library"
     key = cache_key(kind="library", version=VERSION, decode=DECODE_VERSION, model=model_fingerprint(classifier),
                     layer=classifier.feature_layer, size=classifier.input_size, crop_pct=classifier.crop_pct,
-                    spatial_dim=spatial_dim, files=content_digest(root, records))
+                    spatial_dim=spatial_dim, files=content_digest(root, records), **({} if classifier.preprocessing.interpolation == "bicubic" else {"interpolation": classifier.preprocessing.interpolation}))
     final = cache_root / key
     if (final / "manifest.json").is_file():
         try:

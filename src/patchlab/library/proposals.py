@@ -19,7 +19,7 @@ import torch
 
 from ..errors import UserError
 from ..patches.crops import CropSet, cut_crops
-from ..patches.direction import pair_direction
+from ..patches.direction import pair_direction, pooled_features
 from .index import LibraryIndex
 
 CROP_SCALES = (0.35, 0.5, 0.7)
@@ -59,22 +59,27 @@ class Proposals:
 PROPOSAL_FIELDS = ("photo", "boxes", "score", "whole", "mirror")
 
 
-def library_direction(classifier, index: LibraryIndex, source: int, target: int) -> tuple[torch.Tensor, str]:
-    """d at the feature layer: head row target minus source; without a linear head, the
-    difference of the mean pooled features of the library's target and source photos."""
-    if classifier.head is not None and classifier.head.in_features == index.pooled.shape[1]:
+def library_direction(classifier, index: LibraryIndex, source: int, target: int,
+                      pair_images: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, str]:
+    """d at the feature layer: head row target minus source (Carter et al. 2019); without a linear
+    head on that layer, the difference of the mean pooled features of the library's target and
+    source photos, else of the pair's own (source, target) images when `pair_images` are given."""
+    if classifier.direction_head is not None:
         return pair_direction(classifier, source, target).cpu(), "head: w_target - w_source"
     cls = index.photo_class()
     rows_t, rows_s = np.flatnonzero(cls == target), np.flatnonzero(cls == source)
-    if not len(rows_t) or not len(rows_s):
-        names = classifier.classes
-        raise UserError(
-            f"model {classifier.spec} has no linear head, and the library lacks photos of "
-            f"{names.label(target) if not len(rows_t) else names.label(source)!r} to estimate the pair direction from")
-    def mean(rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(index.pooled[rows], dtype=np.float32)).mean(0)
+    if len(rows_t) and len(rows_s):
+        def mean(rows: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(index.pooled[rows], dtype=np.float32)).mean(0)
 
-    return mean(rows_t) - mean(rows_s), f"library means: {len(rows_t)} target - {len(rows_s)} source photos"
+        return mean(rows_t) - mean(rows_s), f"library means: {len(rows_t)} target - {len(rows_s)} source photos"
+    if pair_images is not None and all(len(x) for x in pair_images):
+        src, tgt = (pooled_features(classifier, x).float().mean(0).cpu() for x in pair_images)
+        return tgt - src, f"pair means: {len(pair_images[1])} target - {len(pair_images[0])} source images"
+    names = classifier.classes
+    raise UserError(
+        f"model {classifier.spec} has no linear head on its feature layer, and the library lacks photos of "
+        f"{names.label(target) if not len(rows_t) else names.label(source)!r} to estimate the pair direction from")
 
 
 def eligible_photos(index: LibraryIndex, source: int, target: int) -> tuple[np.ndarray, dict[str, Any]]:

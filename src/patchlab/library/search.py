@@ -122,6 +122,7 @@ def search_library(
     positions: Sequence[str] = CORNERS,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    target_images: torch.Tensor | None = None,
 ) -> tuple[list[Candidate], dict[str, Any]]:
     """Natural patches for source -> target from an indexed library (see the module docstring
     and SearchSettings).
@@ -137,7 +138,8 @@ def search_library(
     say = print if progress else (lambda *_a, **_k: None)
     t = [time.perf_counter()]
     train = train_images.to(classifier.device).contiguous(memory_format=torch.channels_last)
-    d, how = library_direction(classifier, index, source, target)
+    pair_images = None if target_images is None else (train_images, target_images)
+    d, how = library_direction(classifier, index, source, target, pair_images)
     eligible, excluded = eligible_photos(index, source, target)
     pool, is_random, ranked = _pool(index, d, eligible, gen, cfg)
     t.append(time.perf_counter())

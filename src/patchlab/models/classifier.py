@@ -57,6 +57,7 @@ class Classifier(nn.Module):
         self._feature_layer = feature_layer
         self._layer_chosen = False  # True once a caller picked the feature layer (set_feature_layer)
         self.head = head if head is not None else self._find_head()
+        self.channels_last = True  # input laid out channels-last (see `check_channels_last`)
 
     # -- basics -----------------------------------------------------------
     @property
@@ -93,8 +94,31 @@ class Classifier(nn.Module):
                 images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True
             )
         # channels-last input: ~1.5x faster convolutions on CPU, same logits within 2e-5 (weights keep their
-        # layout, so state dicts still save)
-        return self.net(((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
+        # layout, so state dicts still save); plain layout for a network that needs it (`check_channels_last`)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return self.net(((images - self.mean) / self.std).contiguous(memory_format=layout))
+
+    @torch.no_grad()
+    def check_channels_last(self) -> bool:
+        """Keep channels-last input only where the network runs it and gives the logits it gives on
+        plain input (a network that `.view`s its maps fails on it; a custom op that ignores strides
+        would give other numbers): else it gets plain input, so its results are those of the plain
+        path. Run once the preprocessing is final, before any hook; returns `channels_last`."""
+        s = self.input_size
+        x = (torch.rand(2, 3, s, s, generator=torch.Generator().manual_seed(0)).to(self.device) - self.mean) / self.std
+        with torch.autocast(self.device.type, enabled=False):
+            try:
+                plain = self.net(x.contiguous())
+            except Exception:  # the network fails on plain input too: its own error shows on first use
+                return self.channels_last
+            try:
+                fast = self.net(x.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                fast = None
+        same = isinstance(plain, torch.Tensor) and isinstance(fast, torch.Tensor) and fast.shape == plain.shape and bool(
+            (fast.float() - plain.float()).abs().max() <= 1e-3 * (1 + plain.float().abs().max()))
+        self.channels_last = same
+        return same
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -186,6 +210,15 @@ class Classifier(nn.Module):
         if self._layer_chosen or not arch.pools_class_token or len(arch.blocks) < 2:
             return self.feature_layer
         return arch.blocks[-2]
+
+    @property
+    def direction_head(self) -> nn.Linear | None:
+        """The linear head when it reads the feature layer's channels, so that the pair direction is its
+        w_target - w_source there (Carter et al. 2019); None without a head, or for a head that reads
+        something else (MobileNetV3's two-layer head, a feature layer before the last stage)."""
+        if self.head is None or self.layer_shapes()[self.feature_layer][0] != self.head.in_features:
+            return None
+        return self.head
 
     def layer_choices(self) -> dict[str, str]:
         """Which layer each use reads: {"atlas", "library index", "pair direction"} -> layer name."""

@@ -34,6 +34,7 @@ class ModelEntry:
     description: str
     build: Builder
     options: bool = False  # the builder takes model options (keyword arguments for the architecture)
+    preprocessing: bool = False  # the builder takes the preprocessing overrides (to run the network at its final size)
 
 
 BUILTIN: tuple[ModelEntry, ...] = (
@@ -44,7 +45,7 @@ BUILTIN: tuple[ModelEntry, ...] = (
     ModelEntry("efficientnet_lite2", LITE_SPECS["efficientnet_lite2"], lite_builder("efficientnet_lite2")),
     ModelEntry("timm:", HUB_SPECS["timm:"], build_timm, options=True),
     ModelEntry("torchvision:", HUB_SPECS["torchvision:"], build_torchvision, options=True),
-    ModelEntry(CODE_SPEC, CODE_DESCRIPTION, build_from_code, options=True),
+    ModelEntry(CODE_SPEC, CODE_DESCRIPTION, build_from_code, options=True, preprocessing=True),
 )
 _REGISTRY: dict[str, ModelEntry] = {e.name: e for e in BUILTIN}
 
@@ -100,10 +101,12 @@ def load_classifier(
     entry = _REGISTRY[key]
     if model_options and not entry.options:
         raise UserError(f"model {spec} takes no model options (got {', '.join(model_options)})")
-    clf = entry.build(spec, weights, **(model_options or {}))
+    prep = {"preprocessing_overrides": preprocessing_overrides} if entry.preprocessing else {}
+    clf = entry.build(spec, weights, **prep, **(model_options or {}))
     if preprocessing_overrides:
         clf.set_preprocessing(clf.preprocessing.with_overrides(preprocessing_overrides))
     clf.classes = named_classes(clf.classes, labels, spec)
+    clf.check_channels_last()
     if layer is not None:
         clf.set_feature_layer(layer)
     if dev.type == "cpu":

@@ -14,7 +14,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -95,10 +95,12 @@ def _function(module: ModuleType, name: str, where: str) -> Callable[..., Any]:
     raise UserError(f"{where} has no function {name!r}{hint}")
 
 
-def build_from_code(spec: str, weights: str | None, **options: Any) -> Classifier:
+def build_from_code(spec: str, weights: str | None, *, preprocessing_overrides: Mapping[str, Any] | None = None,
+                    **options: Any) -> Classifier:
     """The `FILE.py:FUNCTION` / `package.module:FUNCTION` spec: call FUNCTION(**options), wrap the
-    nn.Module it returns (preprocessing from its timm-style `pretrained_cfg`, else 224 px ImageNet
-    statistics), load a weights file into it when given."""
+    nn.Module it returns (preprocessing from its timm-style `pretrained_cfg` at the size its patch
+    embedding was built for, else 224 px ImageNet statistics; then `preprocessing_overrides`, so a
+    network made for 32 px is first run at 32 px), load a weights file into it when given."""
     found = _SPEC.match(spec)
     if found is None:
         raise UserError(f"model spec {spec!r} is not FILE.py:FUNCTION or package.module:FUNCTION")
@@ -121,5 +123,6 @@ def build_from_code(spec: str, weights: str | None, **options: Any) -> Classifie
     if isinstance(made, Classifier):
         return made
     cfg = getattr(made, "pretrained_cfg", None)
-    prep = Preprocessing.from_timm_cfg(cfg) if isinstance(cfg, dict) else DEFAULT_PREPROCESSING
-    return classifier_for(made, prep, spec)
+    built_for = getattr(getattr(made, "patch_embed", None), "img_size", None)  # a timm transformer's own size
+    prep = Preprocessing.from_timm_cfg(cfg, built_for) if isinstance(cfg, dict) else DEFAULT_PREPROCESSING
+    return classifier_for(made, prep.with_overrides(preprocessing_overrides or {}), spec)

@@ -56,6 +56,7 @@ def wrap(
     """
     clf = classifier_for(module, Preprocessing(input_size, tuple(mean), tuple(std), crop_pct, interpolation), spec)
     clf.classes = named_classes(clf.classes, labels, spec)
+    clf.check_channels_last()
     if layer is not None:
         clf.set_feature_layer(layer)
     return clf

@@ -11,9 +11,10 @@ import torch
 
 def pair_direction(classifier, source: int, target: int) -> torch.Tensor:
     """d = w_target - w_source of the linear head on pooled features: (C,) at the feature layer."""
-    if classifier.head is None:
-        raise ValueError(f"model {classifier.spec} has no linear head; pass a direction from the atlas")
-    w = classifier.head.weight.detach()
+    head = classifier.direction_head
+    if head is None:
+        raise ValueError(f"model {classifier.spec} has no linear head on its feature layer; pass a direction")
+    w = head.weight.detach()
     return (w[target] - w[source]).float()
 
 

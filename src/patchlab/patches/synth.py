@@ -89,6 +89,18 @@ def _init_param(optimizer: str, patch_px: int, generator: torch.Generator | None
     return w.to(device).requires_grad_(True)
 
 
+def averaging_decay(steps: int, window: float) -> float:
+    """The decay of an exponential moving average of `steps` iterates that spans `window` of them
+    (its effective length, 1 / (1 - decay) steps, is window * steps): 1 - 1 / (window * steps); 0
+    (the last iterate) when that is one step or less. A fixed decay spans a fixed number of steps, so
+    a short run averages in its early, weak iterates (Polyak & Juditsky 1992 averaging, scaled with
+    the run as in tail averaging)."""
+    if not 0 <= window <= 1:
+        raise ValueError(f"window must be a fraction of the steps in [0, 1], got {window}")
+    span = window * steps
+    return 1.0 - 1.0 / span if span > 1 else 0.0
+
+
 def _check_args(classifier: Classifier, images: torch.Tensor, target: int, source: int | None, steps: int,
                 patch_px: int, batch_size: int, optimizer: str, source_weight: float, restarts: int,
                 schedule: str = "constant", average: float = 0.0) -> None:
@@ -267,5 +279,5 @@ def synthesize_patch(
     )
 
 
-__all__ = ["OPTIMIZERS", "SignGradient", "amp_dtype", "cpu_has_native_bf16", "synthesize_patch"]
+__all__ = ["OPTIMIZERS", "SignGradient", "amp_dtype", "averaging_decay", "cpu_has_native_bf16", "synthesize_patch"]
 

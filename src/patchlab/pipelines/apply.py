@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Unpack
 
 import torch
 
@@ -19,7 +20,7 @@ from ..errors import UserError
 from ..patches.apply import POSITIONS, apply_at
 from ..patches.candidate import load_patch
 from ..runio import ensure_writable_dir, save_png
-from .common import load_model
+from .common import ModelOptions, load_model
 
 
 def apply_to_files(
@@ -35,13 +36,15 @@ def apply_to_files(
     device: str = "auto",
     batch_size: int = 32,
     out: str | Path = "patched",
+    **options: Unpack[ModelOptions],
 ) -> dict:
     """Apply the patch file (PNG or .pt) to every decodable image in `images` (files or folders); write the
     patched PNGs into `out` (never over an existing file; not into a folder of the inputs); returns
     per-image top-1 before/after and the skipped files.
 
     area: patch size as a fraction of the image area. position: top-left,
-    top-right, bottom-left, bottom-right or center. shape: square or circle.
+    top-right, bottom-left, bottom-right or center. shape: square or circle. options: labels file and
+    preprocessing overrides (`ModelOptions`); photos are resized with the model's interpolation.
     """
     if not 0 < area < 1:
         raise UserError(f"--area must be a fraction of the image area in (0, 1), got {area}")
@@ -59,10 +62,11 @@ def apply_to_files(
     if any(f.resolve().parent == out_resolved for f in files):
         raise UserError(f"--out {out} holds input images; write the patched images to another folder")
     out_dir = ensure_writable_dir(out)
-    clf = load_model(model, device, weights)
+    clf = load_model(model, device, weights, **options)
     tensor = tensor.to(clf.device)
     rows, skipped, used = [], [], set()
-    for batch in iter_batches([ImageRecord(f) for f in files], clf.input_size, clf.crop_pct, batch_size):
+    for batch in iter_batches([ImageRecord(f) for f in files], clf.input_size, clf.crop_pct, batch_size,
+                              interpolation=clf.preprocessing.interpolation):
         skipped += batch.skipped
         if not len(batch):
             continue

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Unpack
 
 from ..atlases import build_atlas
 from ..errors import UserError
-from .common import check_paths, load_model
+from .common import ModelOptions, check_paths, load_model, model_record
 
 log = logging.getLogger("patchlab")
 
@@ -34,6 +35,7 @@ def atlas(
     max_images: int | None = None,
     out: str | Path | None = None,
     progress: bool = False,
+    **options: Unpack[ModelOptions],
 ) -> dict:
     """Class-pair atlas with ranked donors (source and target: names or indices) or, without classes,
     a whole-layer atlas of `layer`; returns the run's summary (out, files, notes, donors, ...).
@@ -46,13 +48,15 @@ def atlas(
     Whole-layer mode: donors_for (SOURCE, TARGET) adds that pair's donor table
     computed from the layer's own activations (real photos need no source or
     target photo); max_images caps the photos drawn from `data` (None: all).
+    layer: the feature layer every use reads (checked against the model; the whole-layer atlas's
+    layer); options: labels file and preprocessing overrides (`ModelOptions`).
     """
     if source is None and target is None and layer is None and data is None:
         raise UserError("give --classes SOURCE TARGET, or --data DIR / --layer L for a whole-layer atlas")
     if max_images is not None and max_images < 1:
         raise UserError("--max-images must be at least 1")
     check_paths(data=data)
-    clf = load_model(model, device, weights)
+    clf = load_model(model, device, weights, layer=layer, **options)
     if icons is None:  # a pair atlas's 32 icons: ~2.5 minutes on one CPU thread (README, Icons)
         icons = clf.device.type == "cuda"
         if not icons:
@@ -60,5 +64,7 @@ def atlas(
     result = build_atlas(clf, source, target, images=data, layer=layer, grid=grid, n_donors=donors, out=out, seed=seed,
                          progress=progress, icons=icons, icon_steps=icon_steps, icon_direction=icon_direction,
                          layer_images=max_images,
-                         donor_pair=tuple(donors_for) if donors_for else None)
+                         donor_pair=tuple(donors_for) if donors_for else None,
+                         record=dict(model_record(clf, labels=options.get("labels")),
+                                     weights=str(weights) if weights else None))
     return result.summary()

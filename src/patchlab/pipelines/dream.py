@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Unpack
 
 from ..exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND, DEFAULT_STEPS, exemplars
 from ..runfolder import RunFolder
-from .common import load_model, run_dir_name
+from .common import ModelOptions, load_model, model_record, run_dir_name
 
 log = logging.getLogger("patchlab")
 
@@ -28,6 +29,7 @@ def dream(
     cache: bool = True,
     out: str | Path | None = None,
     progress: bool = False,
+    **options: Unpack[ModelOptions],
 ) -> dict:
     """Render `n` exemplars of class `cls` (name, WordNet id or index) into `out`; returns the manifest dict
     (with "folder"). See `patchlab.exemplars.exemplars` for the arguments.
@@ -36,8 +38,9 @@ def dream(
     p(cls) and p(near) bands; steps: most steps per image (None for any of
     these: the default). size: image side (None: the model's input size).
     out: default reports/dream-CLASS-TIME. cache: load and save the exemplar cache.
+    options: labels file and preprocessing overrides (`ModelOptions`).
     """
-    clf = load_model(model, device, weights)
+    clf = load_model(model, device, weights, **options)
     index = clf.classes.resolve(str(cls))
     near_index = clf.classes.resolve(str(near)) if near is not None else None
     if out is None:
@@ -49,7 +52,8 @@ def dream(
     )
     if result.interrupted:
         log.warning("interrupted: saving the images as they were (not all finished)")
-    path = result.save(out)
+    path = result.save(out, record=dict(model_record(clf, labels=options.get("labels")),
+                                        weights=str(weights) if weights else None))
     manifest = json.loads(path.read_text())
     manifest["folder"] = str(Path(out))
     return manifest

@@ -1,7 +1,14 @@
 """`evaluate_patches`: the Python function behind `patchlab evaluate`. Loads a
-model, the pair's selection and confirmation images (`patchlab.pairdata`) and
-patch files, builds the null controls and the target reference, evaluates, and
-writes a run folder with report."""
+model, the pair's images (`patchlab.pairdata`) and patch files, builds the null
+controls and the target reference, evaluates, and writes a run folder with report.
+
+Which images are counted: the static placement is always chosen on the selection
+images. Patches from outside (nothing of them was made from these images) are
+counted on every other image, the train split included; patches that a probe,
+synth or paste run made from these same images (found through the run folder
+they sit in) are counted on the confirmation images only, as that run counted
+them. The split itself is pairdata's deterministic rule either way.
+"""
 from __future__ import annotations
 
 import json
@@ -9,20 +16,23 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
+
+import torch
 
 from ..devices import stage_generator
 from ..errors import UserError
 from ..evaluation.controls import make_controls
 from ..evaluation.core import evaluate
 from ..generators.registry import generated_kinds
-from ..pairdata import load_pair
+from ..pairdata import CONFIRMATION, PHOTO_FACTOR, SELECTION, TRAIN, PairData, SplitSizes, load_pair
 from ..patches.candidate import Candidate, load_patch
 from ..protocols import DEFAULT_SIZES, PROTOCOLS
 from ..report import update_index, write_run
-from ..runfolder import Manifest, RunFolder
-from .common import check_inputs, load_model, resolve_pair, run_config, run_dir_name
+from ..runfolder import REAL, DataSource, Manifest, RunFolder
+from .common import ModelOptions, check_inputs, load_model, resolve_pair, run_config, run_dir_name
 
 log = logging.getLogger("patchlab")
 
@@ -58,6 +68,74 @@ def load_candidates(paths: Sequence[str | Path]) -> list[Candidate]:
     return out
 
 
+MAKING_COMMANDS = ("probe", "synth", "paste")  # commands whose run folders hold patches made from their images
+
+
+def made_from(patches: Sequence[str | Path], data: DataSource, model: str) -> list[dict[str, Any]]:
+    """The runs that made any of `patches` from these images: a probe, synth or paste run folder
+    holding the patch (in it or in its patches/ folder) whose recorded images are `data` (photos:
+    the same folder; synthesized: exemplars of the same model). [{run, seed}], one per run."""
+    runs: dict[str, dict[str, Any]] = {}
+    for path in map(Path, patches):
+        for folder in (path.parent, path.parent.parent):
+            run = RunFolder(folder)
+            if not run.has_manifest():
+                continue
+            try:
+                m = run.manifest()
+            except UserError:  # an unreadable manifest says nothing about the patch
+                continue
+            same = m.config.data == data and (data.kind == REAL or m.model == model)
+            if m.command in MAKING_COMMANDS and same:
+                runs.setdefault(str(folder.resolve()), {"run": str(folder.resolve()), "seed": m.seed})
+    return list(runs.values())
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Which of a pair's images an evaluation counts, and why (recorded in the summary's data block)."""
+
+    splits: tuple[str, ...]  # the pairdata splits counted together
+    runs: list[dict[str, Any]]  # the runs that made the patches from these images (empty: outside patches)
+
+    @classmethod
+    def for_patches(cls, runs: list[dict[str, Any]]) -> Counted:
+        """Outside patches: everything but the selection images; patches made from these images:
+        the confirmation images only."""
+        return cls((CONFIRMATION,) if runs else (TRAIN, CONFIRMATION), runs)
+
+    def sizes(self, plan_sizes: SplitSizes, photos: bool) -> SplitSizes:
+        """The split sizes to load: with photos and the train split counted, up to PHOTO_FACTOR x its size
+        (as many as selection and confirmation take)."""
+        if photos and TRAIN in self.splits:
+            return replace(plan_sizes, train=plan_sizes.train * PHOTO_FACTOR)
+        return plan_sizes
+
+    def images(self, pair: PairData) -> tuple[torch.Tensor, list[str]]:
+        """The counted images and their names."""
+        return torch.cat([pair.images[s] for s in self.splits]), [n for s in self.splits for n in pair.names[s]]
+
+    def record(self, pair: PairData, seed: int) -> dict[str, Any]:
+        """{splits, images, set_aside, total, made_from, text}: how many images were counted and why."""
+        noun = "photos" if pair.kind == REAL else "synthesized images"
+        n = sum(len(pair.images[s]) for s in self.splits)
+        total = sum(len(pair.images[s]) for s in (TRAIN, SELECTION, CONFIRMATION))
+        aside = total - n
+        if not self.runs:
+            text = (f"counted on {n} {noun}: {aside} of {total} set aside to choose the static placement; "
+                    f"the patches were not made from these {noun}")
+        else:
+            text = (f"counted on {n} {noun}: {aside} of {total} set aside ({len(pair.train)} train {noun}, which "
+                    f"{self.runs[0]['run']} made the patches from, and {len(pair.selection)} selection {noun} that "
+                    "choose the static placement)")
+            other = sorted({r["seed"] for r in self.runs} - {seed})
+            if other:
+                text += (f"; that run split them with seed {other[0]}, so with seed {seed} some of its train "
+                         f"{noun} may be counted (use --seed {other[0]})")
+        return {"splits": list(self.splits), "images": n, "set_aside": aside, "total": total,
+                "made_from": self.runs, "text": text}
+
+
 def evaluate_patches(
     source: str,
     target: str,
@@ -75,14 +153,17 @@ def evaluate_patches(
     random_placements: int = 8,
     batch_size: int = 128,
     progress: bool = False,
+    **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Evaluate patch files on SOURCE (or 'any') -> TARGET and write a run folder.
 
     Images come from `patchlab.pairdata` (photos from `data`, else pair-aware
     exemplars) with the split sizes of `budget`: sizes and placements are chosen
-    on the selection split, rates counted on the confirmation split, and the
-    train split (which `synth` and `probe` learn from) is never used. `sizes`
-    in % of the image area. Returns {run_dir, report, summary}."""
+    on the selection split; rates are counted on every other image for outside
+    patches, or on the confirmation split only for patches a run made from these
+    images (see the module docstring and `Counted`). `sizes` in % of the image
+    area. options: labels file and preprocessing overrides (`ModelOptions`).
+    Returns {run_dir, report, summary}."""
     t0 = time.perf_counter()
     sizes_pct = list(sizes) if sizes else [100 * a for a in DEFAULT_SIZES]
     if any(not 0 < s < 100 for s in sizes_pct):
@@ -93,26 +174,34 @@ def evaluate_patches(
         raise UserError(f"unknown protocol {', '.join(bad)}; use {', '.join(PROTOCOLS)}")
     plan = check_inputs(budget, data=data)
     cands = load_candidates(patches)
-    clf = load_model(model, device, weights)
+    clf = load_model(model, device, weights, **options)
     classes = resolve_pair(clf, source, target, allow_any=True)
     src, tgt = classes.source, classes.target
     if src is None and data is None:
         raise UserError("source 'any' needs --data DIR")
+    counted = Counted.for_patches(made_from(patches, DataSource.of(data), clf.spec))
+    splits = counted.sizes(plan.splits(), data is not None)
     folder = RunFolder(out or Path("reports") / run_dir_name(classes.slug()))
-    config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=plan.splits(),
-                        weights=weights, patches=[str(p) for p in patches], sizes_pct=sizes_pct, protocols=protocols,
-                        random_placements=random_placements, batch_size=batch_size)
+    config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=splits,
+                        weights=weights, classifier=clf, labels=options.get("labels"),
+                        patches=[str(p) for p in patches], sizes_pct=sizes_pct, protocols=protocols,
+                        random_placements=random_placements, batch_size=batch_size, counted=list(counted.splits),
+                        made_from=[r["run"] for r in counted.runs])
     manifest = Manifest.new("evaluate", config, seed, clf.spec)
     folder.check("evaluate", manifest)  # an unusable --out fails before the images are made
-    pair = load_pair(clf, src, tgt, plan.splits(), data=data, seed=seed, progress=progress)
+    pair = load_pair(clf, src, tgt, splits, data=data, seed=seed, progress=progress)
     folder.start(manifest)  # drops any old COMPLETE marker once the inputs are good
     t_data = time.perf_counter() - t0
-    controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"), source=src, target=tgt)
-    ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": pair.confirmation}, src, tgt,
+    images, names = counted.images(pair)
+    # the source-crop control comes from an image that is not counted
+    pool = pair.selection if TRAIN in counted.splits else pair.train
+    controls = make_controls(clf, pool, pair.target_images, stage_generator(seed, "controls"), source=src, target=tgt)
+    ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": images}, src, tgt,
                   sizes=[s / 100 for s in sizes_pct], protocols=protocols, random_placements=random_placements,
                   controls=controls, generator=stage_generator(seed, "evaluate"), batch_size=batch_size,
-                  progress=progress, image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]})
-    summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=pair.manifest(),
+                  progress=progress, image_names={"selection": pair.names["selection"], "confirmation": names})
+    data_record = dict(pair.manifest(), counted=counted.record(pair, seed))
+    summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=data_record,
                                 timings={"data_s": round(t_data, 3)})
     update_index(folder.path.parent)
     return {"run_dir": str(folder.path), "report": str(report), "summary": summary.as_dict()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from ..atlases.donors import head_alignment, shortlist
 from ..devices import stage_generator
@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..generators.registry import GeneratorJob, registered
 from ..pairdata import load_pair
 from ..runfolder import Manifest, RunFolder
-from .common import check_inputs, load_model, resolve_pair, run_config, run_dir_name
+from .common import ModelOptions, check_inputs, load_model, resolve_pair, run_config, run_dir_name
 
 
 def paste(
@@ -34,26 +34,33 @@ def paste(
     n_donors: int = 3,
     out: str | Path | None = None,
     progress: bool = False,
+    layer: str | None = None,
+    **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Search natural patches for SOURCE -> TARGET and save the top-k as candidate files.
 
     library: any photo folder (searched whole photos and crops); else donor classes
     (given, else the top of the head-alignment ranking) cut from donor_data photos
-    or exemplars. Scored on the train split of `patchlab.pairdata` only.
+    or exemplars. Scored on the train split of `patchlab.pairdata` only. layer: the feature layer
+    (None: the model's last spatial map); options: labels file and preprocessing overrides.
     Returns {out, candidates, search}."""
     budget_plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
-    clf = load_model(model, device, weights)
+    clf = load_model(model, device, weights, layer=layer, direction=True, **options)
     classes = resolve_pair(clf, source, target)
     s, t = classes.source, classes.target
     if clf.head is None:
         raise UserError(f"model {clf.spec} has no linear head, so there is no pair direction to search by")
+    if library is None and clf.direction_head is None:
+        raise UserError(f"the head of model {clf.spec} does not read its feature layer, so the pair direction "
+                        "there is unknown: give --library PHOTOS, whose photos of the two classes estimate it")
     ids = [clf.classes.resolve(d) for d in donors] if donors else shortlist(head_alignment(clf.head.weight, s, t), n_donors, (s, t))
     if set(ids) & {s, t}:
         raise UserError("a donor class cannot be the source or the target")
     folder = RunFolder(out or Path("reports") / run_dir_name(classes.slug(), "paste")).check("paste")
     out = folder.path
     config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=budget_plan.splits(),
-                        weights=weights, donors=[clf.classes.label(i) for i in ids],
+                        weights=weights, classifier=clf, labels=options.get("labels"), layers=True,
+                        donors=[clf.classes.label(i) for i in ids],
                         library=str(library) if library else None, donor_data=str(donor_data) if donor_data else None,
                         top_k=top_k)
     manifest = Manifest.new("paste", config, seed, clf.spec)

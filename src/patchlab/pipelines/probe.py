@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
@@ -35,7 +35,7 @@ from ..patches.candidate import Candidate
 from ..report import update_index, write_run
 from ..runfolder import Manifest, RunFolder
 from ..runio import claim_new_dir, ensure_writable_dir
-from .common import ClassPair, check_inputs, load_model, resolve_pair, run_config, run_dir_name
+from .common import ClassPair, ModelOptions, check_inputs, load_model, model_identity, resolve_pair, run_config, run_dir_name
 
 log = logging.getLogger("patchlab")
 __all__ = ["probe"]
@@ -137,6 +137,8 @@ def probe(
     echo: Callable[[str], None] | None = None,
     run_dir: str | Path | None = None,
     classifier: Any = None,
+    layer: str | None = None,
+    **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Run the probe pipeline and write a report; returns summary.json's content (plus run_dir, report).
 
@@ -144,18 +146,20 @@ def probe(
     without one, natural candidates are crops of donor images (donor_data
     photos, else exemplars). run_dir: write into this folder instead of a new
     time-stamped one under `out` (an audit's per-pair folder). classifier: an
-    already loaded Classifier for `model` (an audit loads it once)."""
+    already loaded Classifier for `model` (an audit loads it once). layer: the feature layer (None: the
+    model's last spatial map); options: labels file and preprocessing overrides (`ModelOptions`)."""
 
     say = echo or (lambda msg: log.info(msg))
     plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
-    clf = classifier if classifier is not None else load_model(model, device, weights)
+    clf = classifier if classifier is not None else load_model(model, device, weights, layer=layer, direction=True, **options)
     classes = resolve_pair(clf, source, target)
     s, t = classes.source, classes.target
     identity = run_identity(model=clf.spec, weights=weights, data=data, donor_data=donor_data, library=library,
-                            budget=budget, seed=seed)
+                            budget=budget, seed=seed, **model_identity(layer, **options))
     folder, resumed = _run_folder(classes, out, run_dir, resume, identity, say)
     config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=plan.splits(),
-                        weights=weights, identity=identity, plan=plan.as_dict(), generators=list(registered()))
+                        weights=weights, classifier=clf, labels=options.get("labels"), layers=True, identity=identity,
+                        plan=plan.as_dict(), generators=list(registered()))
     manifest = Manifest.new("probe", config, seed, clf.spec)
     if not resumed:
         folder.write_manifest(manifest)

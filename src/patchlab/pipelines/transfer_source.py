@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,10 @@ class RunInputs:
     def source_spec(self) -> tuple[str, str | None]:
         """(model spec, weights file or None) the run was made with."""
         return str(self.manifest.model or self.summary.model), self.manifest.config.weights
+
+    def model_options(self) -> dict[str, Any]:
+        """The run model's labels file and preprocessing, as `load_model` takes them (none recorded: its own)."""
+        return {k: v for k, v in self.manifest.config.model_options().items() if v is not None}
 
 
 def _load_entry(run_dir: Path, entry: Entry) -> Candidate:
@@ -99,12 +104,13 @@ def _data_root(inputs: RunInputs, data: str | Path | None) -> Path:
 
 
 def _photos(root: Path, files: list[str], clf) -> tuple[torch.Tensor, list[str]]:
-    """The run's photos of one split, decoded at the classifier's own input size and crop."""
+    """The run's photos of one split, decoded at the classifier's own input size, crop and interpolation."""
     missing = [f for f in files if not (root / f).is_file()]
     if missing:
         raise UserError(f"{len(missing)} of the run's photos are missing from {root} (first: {missing[0]}); "
                         "pass the run's photo folder with --data DIR")
-    got = load_images([ImageRecord(root / f) for f in files], clf.input_size, clf.crop_pct)
+    got = load_images([ImageRecord(root / f) for f in files], clf.input_size, clf.crop_pct,
+                      interpolation=clf.preprocessing.interpolation)
     names = [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else p for p in got.paths]
     return got.images, names
 
@@ -116,11 +122,12 @@ def split_sizes(manifest: Manifest) -> SplitSizes:
 
 
 def _source_classifier(inputs: RunInputs, device: str):
-    """The run's own model (it made the synthesized exemplars), with its recorded weights file."""
+    """The run's own model (it made the synthesized exemplars), with its recorded weights and labels
+    files and preprocessing."""
     spec, path = inputs.source_spec()
     if path and not Path(path).is_file():
         raise UserError(f"the run's weights file {path} is gone; its exemplars cannot be regenerated")
-    return load_model(spec, device, path)
+    return load_model(spec, device, path, **inputs.model_options())
 
 
 def _exemplar_splits(inputs: RunInputs, device: str, progress: bool) -> Splits:
@@ -156,7 +163,7 @@ class SplitImages:
             if "exemplars" not in self._cache:
                 self._cache["exemplars"] = _exemplar_splits(self.inputs, self.device, self.progress)
             return {s: (_resized(x, clf.input_size), n) for s, (x, n) in self._cache["exemplars"].items()}
-        key = (clf.input_size, round(clf.crop_pct, 6))
+        key = (clf.input_size, round(clf.crop_pct, 6), clf.preprocessing.interpolation)
         if key not in self._cache:
             files = self.inputs.summary.data.files
             self._cache[key] = {s: _photos(self.root, list(files.get(s, [])), clf) for s in SPLITS}

@@ -149,13 +149,16 @@ def run_page(summary: Summary, figures: dict[str, bytes | None], thumbs: dict[st
     parts = [f"<h1>{esc(src)} &rarr; {esc(tgt)}</h1>"]
     status = '<span class="ok">complete</span>' if summary.complete else '<span class="bad">incomplete</span>'
     who = f"as {esc(src)}" if summary.source.index is not None else f"as anything but {esc(tgt)}"
-    parts.append(
-        f"<p>Model <code>{esc(summary.model)}</code>; {esc(data.kind)} images ({esc(data.how)}): "
-        f"{esc(counts.get('train'))} train, {esc(counts.get('selection'))} selection "
-        f"({esc(counts.get('selection_denominator'))} counted), {esc(counts.get('confirmation'))} confirmation "
-        f"({esc(counts.get('confirmation_denominator'))} counted: classified {who} when clean); "
-        f"seed {esc(summary.seed)}; {status}.</p>"
-    )
+    if data.counted:  # evaluate: which splits were counted, and why
+        images = (f"{esc(data.counted.get('text'))} ({esc(counts.get('confirmation_denominator'))} of them "
+                  f"classified {who} when clean; {esc(counts.get('selection_denominator'))} of the "
+                  f"{esc(counts.get('selection'))} selection images)")
+    else:
+        images = (f"{esc(counts.get('train'))} train, {esc(counts.get('selection'))} selection "
+                  f"({esc(counts.get('selection_denominator'))} counted), {esc(counts.get('confirmation'))} confirmation "
+                  f"({esc(counts.get('confirmation_denominator'))} counted: classified {who} when clean)")
+    parts.append(f"<p>Model <code>{esc(summary.model)}</code>; {esc(data.kind)} images ({esc(data.how)}): "
+                 f"{images}; seed {esc(summary.seed)}; {status}.</p>")
     parts.append(_headline_html(summary))
     parts.append("<h2>Candidates</h2>" + candidate_table(summary.candidates, thumbs, protocols))
     parts.append("<h2>Null controls and reference</h2>"
