@@ -1,8 +1,10 @@
 """What makes two runs the same run: the settings a resumed probe or audit must share.
 
 A resumed run that silently mixed two models, weight files, photo folders,
-budgets or seeds would report numbers no single run produced, so `--resume`
-compares these fields and refuses with the field's name (exit 2).
+budgets, seeds, defences or physical ranges would report numbers no single run
+produced, so `--resume` compares these fields and refuses with the field's name
+(exit 2). A run that asked for no defence and no physical protocol records
+neither (absent and None compare equal).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 from .errors import UserError
 
-FIELDS = ("model", "weights", "data", "donor_data", "library", "budget", "seed")
+FIELDS = ("model", "weights", "data", "donor_data", "library", "budget", "seed", "defenses", "physical")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -39,7 +39,9 @@ def run_pair(pair: Pair, settings: dict[str, Any], pair_dir: Path, classifier: A
               data=settings.get("data"), library=settings.get("library"), donor_data=settings.get("donor_data"),
               budget=settings["budget"],
               device=settings.get("device", "auto"), seed=settings["seed"], resume=resume,
-              run_dir=None if resume else pair_dir, classifier=classifier, echo=echo)
+              run_dir=None if resume else pair_dir, classifier=classifier, echo=echo,
+              defenses=settings.get("defenses") or (), physical=bool(settings.get("physical")),
+              physical_ranges=settings.get("physical_ranges"))
         return {"status": "ok", "seconds": round(time.perf_counter() - start, 3)}
     except UserError as exc:
         return {"status": "failed", "error": str(exc), "traceback": None,

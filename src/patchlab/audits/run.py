@@ -11,6 +11,7 @@ resumes a half-finished pair from its saved stages, and retries failed ones.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tarfile
 import time
@@ -21,7 +22,9 @@ import pandas as pd
 
 from ..classes import slugify
 from ..errors import UserError
+from ..evaluation.core import resolve_defenses
 from ..identity import check_same_run, run_identity
+from ..patches.physical import PhysicalRanges, read_ranges
 from ..pipelines.common import check_inputs, load_model
 from ..runfolder import DataSource, Manifest, RunConfig, RunFolder
 from ..runio import atomic_write_text, ensure_writable_dir
@@ -172,17 +175,30 @@ def audit(
     ray: str | None = None,
     cpus_per_pair: int = 2,
     echo: Callable[[str], None] | None = None,
+    defenses: Sequence[str] = (),
+    physical: bool = False,
+    physical_ranges: str | Path | None = None,
 ) -> dict[str, Any]:
     """Probe the chosen pairs on each model (skipping finished ones) and write the audit report;
     returns audit.json's content. model: one spec (default efficientnet_lite0); models: several
-    (pairs are chosen on the first; not together with model); weights apply to every model."""
+    (pairs are chosen on the first; not together with model); weights apply to every model.
+    defenses, physical, physical_ranges: passed to every probe (see `probe`); a resumed audit must
+    ask for the same."""
     say = echo or (lambda msg: log.info(msg))
+    defended = [str(d) for d in resolve_defenses(defenses)]
+    physical = physical or physical_ranges is not None
+    ranges = read_ranges(physical_ranges) if physical_ranges is not None else PhysicalRanges()
     specs = model_list(model, models)
     _check_args(n_pairs, cpus_per_pair, budget, data, donor_data, library, ray)
     settings = {"model": specs[0], "weights": _absolute(weights), "data": _absolute(data),
                 "library": _absolute(library), "donor_data": _absolute(donor_data), "budget": budget, "seed": seed}
+    if defended or physical:  # only then: an audit without them keeps the settings older versions wrote
+        settings |= {"defenses": defended, "physical": physical, "physical_ranges": _absolute(physical_ranges)}
     identity = run_identity(model=specs[0], weights=weights, data=data, donor_data=donor_data, library=library,
                             budget=budget, seed=seed)
+    if defended or physical:
+        identity |= {"defenses": defended,
+                     "physical": json.dumps(ranges.as_dict(), sort_keys=True) if physical else None}
     if len(specs) > 1:  # a resumed audit with other models (or another order) is refused
         identity["model"] = specs
     _check_same_audit(Path(out), identity)

@@ -9,6 +9,7 @@ import typer
 from ..audits import audit
 from ..errors import UserError
 from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
+from .survival import DefenseOpt, PhysicalOpt, PhysicalRangesOpt
 
 
 def model_specs(ctx: typer.Context, model: str, models: list[str] | None,
@@ -83,6 +84,9 @@ def audit_cmd(
         "--models", help="Probe the same pairs (chosen on the first) on several models: --models A B (or A,B); "
                          "not with --model. --weights applies to every model.")] = None,
     extra: Annotated[Optional[list[str]], typer.Argument(hidden=True, help="More values for --models.")] = None,
+    defense: DefenseOpt = None,
+    physical: PhysicalOpt = False,
+    physical_ranges: PhysicalRangesOpt = None,
     *,
     opts: ModelArgs,
 ) -> None:
@@ -94,7 +98,8 @@ def audit_cmd(
     model, many = model_specs(ctx, opts.model, models, extra)
     doc = audit(pairs, pairs_file, model=model, models=many, weights=opts.weights, data=data, library=library,
                 donor_data=donor_data, budget=budget, out=out, device=opts.device, seed=opts.seed, ray=ray,
-                cpus_per_pair=cpus_per_pair, echo=lambda m: typer.echo(m, err=True))
+                cpus_per_pair=cpus_per_pair, echo=lambda m: typer.echo(m, err=True), defenses=defense or (),
+                physical=physical, physical_ranges=physical_ranges)
     if opts.json_out:
         emit_json(doc)
     else:

@@ -1,13 +1,18 @@
-"""`patchlab models`: the model specs patchlab can load; with --check DIR, the offline zoo measured on photos."""
+"""`patchlab models`: the model specs patchlab can load; with --check DIR, the offline zoo measured on photos,
+or with --defense, one model's clean and certified top-1 behind each defence."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from ..defenses import check_defenses
+from ..errors import UserError
+from ..evaluation.core import resolve_defenses
 from ..models import available_models, check_models
-from .app import JsonOpt, VerboseOpt, app, emit_json, setup
+from .app import DeviceOpt, JsonOpt, VerboseOpt, app, emit_json, setup
+from .survival import DefenseOpt
 
 
 @app.command("models")
@@ -17,9 +22,24 @@ def models_cmd(
                         "zoo model installed (efficientnet_lite0/1/2).")] = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
+    defense: DefenseOpt = None,
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="With --check and --defense: the model measured behind each defence.")] = "efficientnet_lite0",
+    max_images: Annotated[Optional[int], typer.Option(
+        "--max-images", help="With --check and --defense: N photos spread evenly over the folder.")] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
-    """List the model specs patchlab can load; with --check DIR, measure the offline zoo on photos."""
+    """List the model specs patchlab can load; with --check DIR, measure the offline zoo on photos
+    (with --defense SPEC, one model bare and behind each defence: clean and certified top-1)."""
     setup(verbose)
+    defended = resolve_defenses(defense or ())
+    if defended and check is None:
+        raise UserError("--defense goes with --check DIR (the photos to measure the defended model on)")
+    if check is not None and defended:
+        _check_defended(check, defended, model, max_images, device, json_out)
+        return
+    if max_images is not None:
+        raise UserError("--max-images goes with --check DIR --defense SPEC")
     if check is not None:
         _check_zoo(check, json_out)
         return
@@ -46,3 +66,30 @@ def _check_zoo(folder: Path, json_out: bool) -> None:
             continue
         acc = "-" if r["top1"] is None else f"{100 * r['top1']:.1f} %"
         typer.echo(f"{r['model']:<20} {acc:>7}  ({r['correct']}/{r['n']}, {r['input_size']} px, {r['seconds']:.0f} s)")
+
+
+def _pct(share: dict[str, Any]) -> str:
+    lo, hi = share["ci"]
+    return f"{100 * share['rate']:5.1f} % [{100 * lo:.0f}-{100 * hi:.0f}]"
+
+
+def _check_defended(folder: Path, defended: list, model: str, max_images: int | None, device: str,
+                    json_out: bool) -> None:
+    """`models --check DIR --defense SPEC`: the model bare, then behind each defence: clean top-1, and for
+    PatchCleanser certified top-1 (certified and correct, as the paper counts it), the share it certifies,
+    forwards per photo and seconds."""
+    result = check_defenses(folder, defended, model=model, device=device, max_images=max_images)
+    if json_out:
+        emit_json(result)
+        return
+    bare = result["undefended"]
+    typer.echo(f"{result['model']} on {result['n_photos']} labelled photos in {folder} ({result['input_size']} px), "
+               "top-1 with Wilson 95 % intervals:")
+    typer.echo(f"  {'undefended':<20} clean {_pct(bare['top1'])}  ({bare['seconds_per_image']:.4f} s/photo)")
+    for r in result["defenses"]:
+        line = f"  {r['defense']:<20} clean {_pct(r['top1'])}"
+        if "certified" in r:
+            line += (f"  certified top-1 {_pct(r['certified_and_correct'])} (certifies {_pct(r['certified'])} of photos);"
+                     f" {r['masks']} masks of {r['mask_px']} px for a {r['patch_px']} px patch,"
+                     f" {r['forwards_per_image']:.0f} forwards/photo")
+        typer.echo(line + f"  ({r['seconds_per_image']:.3f} s/photo, x{r['seconds_per_image'] / bare['seconds_per_image']:.0f})")

@@ -15,10 +15,11 @@ from typing import Any
 from ..devices import stage_generator
 from ..errors import UserError
 from ..evaluation.controls import make_controls
-from ..evaluation.core import evaluate
+from ..evaluation.core import evaluate, resolve_defenses
 from ..pairdata import load_pair
 from ..patches.candidate import GENERATED_KINDS, Candidate, load_patch
-from ..protocols import DEFAULT_SIZES, PROTOCOLS
+from ..patches.physical import PhysicalRanges, read_ranges
+from ..protocols import ALL_PROTOCOLS, DEFAULT_SIZES, PROTOCOLS
 from ..report import update_index, write_run
 from ..runfolder import Manifest, RunFolder
 from .common import check_inputs, load_model, resolve_pair, run_config, run_dir_name
@@ -74,6 +75,8 @@ def evaluate_patches(
     random_placements: int = 8,
     batch_size: int = 128,
     progress: bool = False,
+    defenses: Sequence[str] = (),
+    physical_ranges: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate patch files on SOURCE (or 'any') -> TARGET and write a run folder.
 
@@ -81,15 +84,19 @@ def evaluate_patches(
     exemplars) with the split sizes of `budget`: sizes and placements are chosen
     on the selection split, rates counted on the confirmation split, and the
     train split (which `synth` and `probe` learn from) is never used. `sizes`
-    in % of the image area. Returns {run_dir, report, summary}."""
+    in % of the image area. protocols: default static, dynamic, random; 'physical'
+    is measured with the ranges of the JSON file `physical_ranges` (else the defaults).
+    defenses: specs whose defended models re-count every patch. Returns {run_dir, report, summary}."""
     t0 = time.perf_counter()
+    defended = resolve_defenses(defenses)
+    ranges = read_ranges(physical_ranges) if physical_ranges is not None else PhysicalRanges()
     sizes_pct = list(sizes) if sizes else [100 * a for a in DEFAULT_SIZES]
     if any(not 0 < s < 100 for s in sizes_pct):
         raise UserError("--sizes are percentages of the image area between 0 and 100 (e.g. 5 10 25)")
     protocols = list(dict.fromkeys(protocols or PROTOCOLS))
-    bad = [p for p in protocols if p not in PROTOCOLS]
+    bad = [p for p in protocols if p not in ALL_PROTOCOLS]
     if bad:
-        raise UserError(f"unknown protocol {', '.join(bad)}; use {', '.join(PROTOCOLS)}")
+        raise UserError(f"unknown protocol {', '.join(bad)}; use {', '.join(ALL_PROTOCOLS)}")
     plan = check_inputs(budget, data=data)
     cands = load_candidates(patches)
     clf = load_model(model, device, weights)
@@ -100,7 +107,8 @@ def evaluate_patches(
     folder = RunFolder(out or Path("reports") / run_dir_name(classes.slug()))
     config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=plan.splits(),
                         weights=weights, patches=[str(p) for p in patches], sizes_pct=sizes_pct, protocols=protocols,
-                        random_placements=random_placements, batch_size=batch_size)
+                        random_placements=random_placements, batch_size=batch_size,
+                        **({"defenses": [str(d) for d in defended]} if defended else {}))
     manifest = Manifest.new("evaluate", config, seed, clf.spec)
     folder.check("evaluate", manifest)  # an unusable --out fails before the images are made
     pair = load_pair(clf, src, tgt, plan.splits(), data=data, seed=seed, progress=progress)
@@ -110,7 +118,8 @@ def evaluate_patches(
     ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": pair.confirmation}, src, tgt,
                   sizes=[s / 100 for s in sizes_pct], protocols=protocols, random_placements=random_placements,
                   controls=controls, generator=stage_generator(seed, "evaluate"), batch_size=batch_size,
-                  progress=progress, image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]})
+                  progress=progress, image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]},
+                  physical=ranges, defenses=defended)
     summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=pair.manifest(),
                                 timings={"data_s": round(t_data, 3)})
     update_index(folder.path.parent)
