@@ -10,14 +10,20 @@ import pytest
 import torch
 from PIL import Image
 
+from patchlab.audits.leaderboard import leaderboard, pair_row
+from patchlab.audits.pair_run import Job
+from patchlab.audits.pairs import Pair
+from patchlab.audits.survival import check_rank_by
 from patchlab.classes import generic_classes
 from patchlab.defenses import defend
 from patchlab.devices import stage_generator
-from patchlab.evaluation import evaluate
+from patchlab.errors import UserError
+from patchlab.evaluation import RESULT_COLUMNS, evaluate
 from patchlab.models import Classifier
 from patchlab.patches.candidate import Candidate
 from patchlab.patches.physical import PhysicalRanges, non_printability
 from patchlab.patches.region_forward import paste_forward
+from patchlab.runfolder import Manifest, RunConfig, RunFolder, Summary
 
 from test_evaluate import BLUES, ColorToy, flat
 
@@ -170,3 +176,91 @@ def test_models_check_prints_clean_and_certified_top1_beside_the_undefended(cli,
 def test_models_check_refuses_bad_or_lone_options(cli, photo_tree, args):
     res = cli("models", *[a for arg in args for a in (["--check", str(photo_tree)] if arg == "CHECK" else [arg])])
     assert res.code == 2 and len(res.err.strip().splitlines()) == 1
+
+
+# -- reports: the survives view --------------------------------------------------------------
+@pytest.fixture
+def pair_photos(tmp_path):
+    """12 noise photos the random tiny net calls 'combination lock', 2 'scuba diver' (as test_probe)."""
+    rng = np.random.default_rng(0)
+    for folder, n in (("combination_lock", 12), ("scuba_diver", 2)):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / folder / f"{i}.png")
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "patch.png")
+    return tmp_path
+
+
+def test_evaluate_with_a_defence_and_the_physical_protocol_shows_whether_patches_survive(cli, pair_photos):
+    out = pair_photos / "run"
+    res = cli("evaluate", "--classes", "combination lock", "scuba diver", "--patch", str(pair_photos / "patch.png"),
+              "--data", str(pair_photos / "data"), "--model", "tiny", "--device", "cpu", "--sizes", "10", "25",
+              "--placements", "1", "--defense", "jpeg:75", "--physical", "--out", str(out))
+    assert res.code == 0, res.err
+    assert "does it survive?" in res.out and "jpeg:75: clean accuracy" in res.out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["schema"] == "patchlab.summary/3" and summary["protocols"][-1] == "physical"
+    assert [d["defense"] for d in summary["defenses"]] == ["jpeg:75"]
+    names = [e["name"] for e in summary["candidates"] + summary["controls"] + summary["references"]]
+    assert [r["name"] for r in summary["survives"]] == names
+    for row in summary["survives"]:
+        entry = next(e for e in summary["candidates"] + summary["controls"] + summary["references"] if e["name"] == row["name"])
+        assert row["digital"]["rate"] == entry["random"]["rate"] and row["physical"]["rate"] == entry["physical"]["rate"]
+        assert row["defended"]["jpeg:75"]["rate"] == entry["defended"]["jpeg:75"]["random"]["rate"]
+        assert row["physical_defended"]["jpeg:75"]["rate"] == entry["defended"]["jpeg:75"]["physical"]["rate"]
+        assert row["non_printability"] == entry["non_printability"] >= 0
+    page = (out / "report.html").read_text()
+    assert "Does the patch survive?" in page and "through jpeg:75" in page and "What each defence costs" in page
+    defended = pd.read_csv(out / "results_defended.csv")
+    assert set(defended["defense"]) == {"jpeg:75"} and set(defended["protocol"]) == {"random", "physical"}
+
+
+# -- the audit: survival columns and rank orders ---------------------------------------------
+def _rate(rate: float, n: int = 16) -> dict:
+    return {"rate": rate, "ci": [max(0.0, rate - 0.2), min(1.0, rate + 0.2)], "n": n, "size": 0.1, "placement": "random"}
+
+
+def _fake_pair(audit_dir, source: int, success: float, through: tuple[float, float], area: float | None):
+    """A finished pair folder: two synth candidates; the second is better on the defended SELECTION
+    images (through[0] + 0.1) but worse on the defended confirmation ones (through[1])."""
+    job = Job("tiny", Pair(source, 983, f"class{source}", "scuba diver", 0.5))
+    folder = RunFolder(audit_dir / job.rel())
+    folder.path.mkdir(parents=True)
+    cands = [{"name": f"synth-{i}", "kind": "synth", "selection": {"random": _rate(success)}, "random": _rate(success),
+              "defended": {"jpeg:75": {"selection": {"random": _rate(sel)}, "random": _rate(conf)}}}
+             for i, (sel, conf) in enumerate([(through[0], through[0]), (through[0] + 0.1, through[1])])]
+    folder.write_summary(Summary.from_dict({
+        "source": {"index": source, "name": f"class{source}"}, "target": {"index": 983, "name": "scuba diver"},
+        "protocols": ["random"], "primary_protocol": "random", "candidates": cands,
+        "best_candidate": {"name": "synth-0", "kind": "synth", "protocol": "random", "rate": success,
+                           "ci": [success - 0.2, success + 0.2], "n": 16, "selection_rate": success},
+        "defenses": [{"defense": "jpeg:75"}],
+        "area50": [{"kind": "synth", "defense": "none", "area": area, "ci": [area, 0.1] if area else [0.4, None]}],
+        "complete": True}))
+    folder.write_results(pd.DataFrame(columns=RESULT_COLUMNS))
+    folder.mark_complete(Manifest.new("probe", RunConfig(), 0, "tiny"))
+    return job
+
+
+def test_survival_columns_come_from_the_candidate_chosen_on_defended_selection(tmp_path):
+    job = _fake_pair(tmp_path, 1, 1.0, (0.3, 0.05), 0.02)
+    row = pair_row(tmp_path, job)
+    assert row["defense:jpeg:75"] == 0.05 and row["defense:jpeg:75:candidate"] == "synth-1"
+    assert row["area50"] == 0.02 and row["area50:kind"] == "synth" and "physical" not in row
+
+
+def test_the_leaderboard_ranks_by_a_defence_or_the_smallest_area(tmp_path):
+    jobs = [_fake_pair(tmp_path, 1, 1.0, (0.3, 0.1), 0.05), _fake_pair(tmp_path, 2, 0.9, (0.8, 0.7), None),
+            _fake_pair(tmp_path, 3, 0.8, (0.5, 0.4), 0.015)]
+    order = lambda rank_by: leaderboard(tmp_path, jobs, rank_by)["source_index"].tolist()  # noqa: E731
+    assert order("success") == [1, 2, 3]
+    assert order("defense:jpeg:75") == [2, 3, 1]
+    assert order("area50") == [3, 1, 2]  # never reaching 50 % on the grid ranks last
+
+
+@pytest.mark.parametrize("rank_by, message", [("defense:median:3", "no defence 'median:3'"), ("speed", "unknown --rank-by"),
+                                              ("area50:jpeg:50", "no defence 'jpeg:50'")])
+def test_bad_rank_orders_are_refused(rank_by, message):
+    with pytest.raises(UserError, match=message):
+        check_rank_by(rank_by, ["jpeg:75"])
+    assert check_rank_by("defense:jpeg:75", ["jpeg:75"]) == "defense:jpeg:75"

@@ -31,6 +31,7 @@ from ..runio import atomic_write_text, ensure_writable_dir
 from .leaderboard import write_report
 from .pair_run import Job, is_finished, record_outcome, run_pair, unpack_dir
 from .pairs import Pair, confusion_pairs, head_pairs, read_pairs_file
+from .survival import check_rank_by
 from .ray_backend import check_reachable, run_pairs
 
 log = logging.getLogger("patchlab")
@@ -178,14 +179,16 @@ def audit(
     defenses: Sequence[str] = (),
     physical: bool = False,
     physical_ranges: str | Path | None = None,
+    rank_by: str = "success",
 ) -> dict[str, Any]:
     """Probe the chosen pairs on each model (skipping finished ones) and write the audit report;
     returns audit.json's content. model: one spec (default efficientnet_lite0); models: several
     (pairs are chosen on the first; not together with model); weights apply to every model.
     defenses, physical, physical_ranges: passed to every probe (see `probe`); a resumed audit must
-    ask for the same."""
+    ask for the same. rank_by: the leaderboard's order (see `survival.RANKS`)."""
     say = echo or (lambda msg: log.info(msg))
     defended = [str(d) for d in resolve_defenses(defenses)]
+    rank_by = check_rank_by(rank_by, defended)
     physical = physical or physical_ranges is not None
     ranges = read_ranges(physical_ranges) if physical_ranges is not None else PhysicalRanges()
     specs = model_list(model, models)
@@ -216,7 +219,7 @@ def audit(
     jobs = make_jobs(specs, pairs)
     manifest = Manifest.new("audit", _config(settings, identity, clfs, pairs, pairs_file, data, ray), seed, ", ".join(specs))
     folder = RunFolder(audit_dir).start(manifest)
-    config = manifest.config.as_dict()
+    config = manifest.config.as_dict() | {"rank_by": rank_by}  # how to show it, not what was measured
     atomic_write_text(audit_dir / "pairs.csv", pd.DataFrame([p.as_row() for p in pairs]).to_csv(index=False))
     todo = [j for j in jobs if not is_finished(audit_dir, j)]
     what = f"{len(pairs)} pairs x {len(specs)} models" if len(specs) > 1 else f"{len(pairs)} pairs"

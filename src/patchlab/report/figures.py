@@ -16,13 +16,14 @@ import seaborn as sns  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..patches.candidate import GENERATED_KINDS  # noqa: E402
-from ..protocols import PROTOCOLS  # noqa: E402
+from ..protocols import ALL_PROTOCOLS  # noqa: E402
 from ..runfolder import Entry  # noqa: E402
 
 PROTOCOL_TITLES = {
     "static": "static (best position at each size)",
     "dynamic": "dynamic (best position per image)",
     "random": "random placements + rotation",
+    "physical": "physical (print + camera, random placements)",
 }
 
 
@@ -71,7 +72,7 @@ def success_vs_area(results: pd.DataFrame) -> bytes:
     """Success rate against patch area with Wilson 95 % bands, one panel per protocol."""
     data = curve_table(results)
     results = confirmation_rows(results)
-    protos = [p for p in PROTOCOLS if p in set(data["protocol"])]
+    protos = [p for p in ALL_PROTOCOLS if p in set(data["protocol"])]
     kinds = dict(zip(results["candidate"], results["kind"]))
     names = list(dict.fromkeys(results["candidate"]))
     pal = _palette(names, kinds)
