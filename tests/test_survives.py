@@ -3,6 +3,7 @@ colour toy of test_evaluate (its truth is known), and the command line's refusal
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -15,14 +16,17 @@ from patchlab.audits.pair_run import Job
 from patchlab.audits.pairs import Pair
 from patchlab.audits.survival import check_rank_by
 from patchlab.classes import generic_classes
+from patchlab.cli.probe import print_table
 from patchlab.defenses import defend
 from patchlab.devices import stage_generator
 from patchlab.errors import UserError
 from patchlab.evaluation import RESULT_COLUMNS, evaluate
+from patchlab.evaluation.area50 import AREA_GRID, chosen_of_kind, smallest_area
 from patchlab.models import Classifier
 from patchlab.patches.candidate import Candidate
 from patchlab.patches.physical import PhysicalRanges, non_printability
 from patchlab.patches.region_forward import paste_forward
+from patchlab.pipelines.probe import probe
 from patchlab.runfolder import Manifest, RunConfig, RunFolder, Summary
 
 from test_evaluate import BLUES, ColorToy, flat
@@ -264,3 +268,70 @@ def test_bad_rank_orders_are_refused(rank_by, message):
     with pytest.raises(UserError, match=message):
         check_rank_by(rank_by, ["jpeg:75"])
     assert check_rank_by("defense:jpeg:75", ["jpeg:75"]) == "defense:jpeg:75"
+
+
+# -- the smallest area reaching 50 % -------------------------------------------------------------
+def _grid(*rates_and_cis):
+    return [{"size": s, "rate": r, "ci": list(ci)} for s, r, ci in rates_and_cis]
+
+
+def test_smallest_area_and_its_interval_follow_the_wilson_crossings():
+    rows = _grid((0.05, 0.1, (0.0, 0.45)), (0.02, 0.0, (0.0, 0.2)), (0.1, 0.4, (0.2, 0.6)), (0.25, 0.6, (0.4, 0.8)),
+                 (0.4, 0.9, (0.7, 1.0)))
+    assert smallest_area(rows) == {"area": 0.25, "ci": [0.1, 0.4]}  # rows in any order
+    never = _grid((0.1, 0.2, (0.05, 0.55)), (0.4, 0.3, (0.1, 0.6)))
+    assert smallest_area(never) == {"area": None, "ci": [0.1, None]}
+
+
+def test_the_kind_s_candidate_is_chosen_on_selection_bare_or_defended():
+    summary = [
+        {"name": "a", "kind": "synth", "selection": {"random": {"rate": 0.5, "size": 0.1}},
+         "defended": {"jpeg:75": {"selection": {"random": {"rate": 0.1, "size": 0.1}}}}},
+        {"name": "b", "kind": "synth", "selection": {"random": {"rate": 0.5, "size": 0.25}},
+         "defended": {"jpeg:75": {"selection": {"random": {"rate": 0.3, "size": 0.1}}}}},
+        {"name": "c", "kind": "natural", "selection": {"random": {"rate": 0.9, "size": 0.1}}},
+    ]
+    assert chosen_of_kind(summary, "synth", "random") == "a"  # a tie goes to the smaller patch
+    assert chosen_of_kind(summary, "synth", "random", "jpeg:75") == "b"
+    assert chosen_of_kind(summary, "natural", "random", "jpeg:75") is None
+    assert chosen_of_kind(summary, "feature", "random") is None
+
+
+def test_area50_on_the_toy_matches_its_known_threshold(toy):
+    # a red square of area A flips the blue image b iff A > b / (1 + b): 0.048, 0.17, 0.26, 0.38, 0.47
+    ev = run(toy, ("random",), sizes=(0.1,), rotation_deg=0.0, defenses=["bitdepth:8"], area_grid=AREA_GRID)
+    bare, through = ev.area50
+    assert (bare["kind"], bare["defense"], bare["candidate"]) == ("synth", "none", "red")
+    rates = {r["size"]: r["rate"] for r in bare["grid"]}
+    assert rates == {0.01: 0.0, 0.015: 0.0, 0.02: 0.0, 0.03: 0.0, 0.05: 0.2, 0.07: 0.2, 0.1: 0.2, 0.15: 0.2,
+                     0.25: 0.4, 0.4: 0.8}
+    assert bare["area"] == 0.4 and bare["ci"] == [0.05, None]  # 1 of 5 may be 50 %; 4 of 5 is not surely above
+    assert through["defense"] == "bitdepth:8" and through["grid"] == bare["grid"]
+    assert set(ev.area_results["defense"]) == {"none", "bitdepth:8"} and set(ev.area_results["split"]) == {"confirmation"}
+    assert not any(r["kind"] == "control" for r in ev.area50)  # controls are not a kind of patch
+
+
+# -- the probe, end to end ----------------------------------------------------------------------
+def test_probe_with_defences_and_the_physical_protocol_reports_every_candidate_under_each(pair_photos, tmp_path,
+                                                                                           monkeypatch, capsys):
+    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
+    s = probe("combination lock", "scuba diver", model="tiny", data=pair_photos / "data", out=tmp_path / "out",
+              device="cpu", defenses=["jpeg:75", "patchcleanser:0.1"], physical=True)
+    summary = Summary.from_dict(s)
+    assert [d["defense"] for d in summary.defenses] == ["jpeg:75", "patchcleanser:0.1"]
+    assert summary.defenses[1]["certified"]["n"] == summary.defenses[1]["clean_accuracy"]["n"] > 0
+    for c in summary.candidates:
+        assert c.rate("physical") is not None and c.non_printability is not None
+        assert set(c.defended) <= {"jpeg:75", "patchcleanser:0.1"}
+    rows = {r["name"]: r for r in summary.survives}
+    assert set(rows) == {e.name for e in summary.entries}
+    assert all(set(r["defended"]) == {"jpeg:75", "patchcleanser:0.1"} for r in rows.values())
+    kinds = {c.kind for c in summary.candidates}
+    assert {(r["kind"], r["defense"]) for r in summary.area50 if r["defense"] == "none"} == {(k, "none") for k in kinds}
+    assert all(len(r["grid"]) == len(AREA_GRID) for r in summary.area50)
+    page = (tmp_path / "out" / os.path.basename(s["run_dir"]) / "report.html").read_text()
+    assert "Does the patch survive?" in page and "Smallest patch area reaching 50 %" in page
+    print_table(summary, s["report"])
+    out = capsys.readouterr().out
+    assert "does it survive?" in out and "patchcleanser:0.1: clean accuracy" in out and "bare model" in out
+

@@ -23,12 +23,36 @@ def _cell(d: dict[str, Any] | None) -> str:
     return rate_text(Rate.from_dict(d))
 
 
+def area_text(row: dict[str, Any]) -> str:
+    """'3% [2-5]' (smallest grid area reaching 50 %, with its interval; '>' past the grid), or 'not on grid'."""
+    def pct(v: float | None) -> str:
+        return ">" if v is None else f"{100 * v:g}"
+
+    lo, hi = row.get("ci") or [None, None]
+    if row.get("area") is None:
+        return f"> {100 * max(r['size'] for r in row['grid']):g}%" if row.get("grid") else "-"
+    return f"{pct(row['area'])}% [{pct(lo)}-{pct(hi)}]"
+
+
+def print_area50(summary: Summary) -> None:
+    """Per defence (none first), the smallest patch area at which each kind's chosen candidate reaches 50 %."""
+    if not summary.area50:
+        return
+    protocol = summary.area50[0].get("protocol")
+    typer.echo(f"\nsmallest patch area reaching 50 % ({protocol}, confirmation; interval: where the Wilson interval "
+               "crosses 50 %):")
+    for spec in dict.fromkeys(r["defense"] for r in summary.area50):
+        cells = [f"{r['kind']} {area_text(r)}" for r in summary.area50 if r["defense"] == spec]
+        typer.echo(f"  {'bare model' if spec == 'none' else 'through ' + spec:<24} " + "; ".join(cells))
+
+
 def print_survives(summary: Summary) -> None:
     """Per candidate (then controls and references): digital, physical and defended rates side by side,
     counted on confirmation at the setting chosen on selection, and the patch's non-printability."""
     rows = summary.survives
     defenses = [d["defense"] for d in summary.defenses]
     physical = any(r.get("physical") is not None for r in rows)
+    print_area50(summary)
     if not rows or not (defenses or physical):
         return
     head = f"{'does it survive?':<38} {'kind':<9} {'digital':>15}" + (f" {'physical':>15}" if physical else "")

@@ -28,6 +28,7 @@ from ..patches.apply import CORNERS
 from ..patches.candidate import GENERATED_KINDS, Candidate
 from ..patches.physical import PhysicalRanges
 from ..protocols import ALL_PROTOCOLS, DEFAULT_SIZES, PHYSICAL, PRIMARY_PROTOCOL, PROTOCOLS, primary_of
+from .area50 import area50, grid_trials
 from .defended import DefenceCost, DefendedSplit, defended_protocols, measure_defended
 from .rows import RESULT_COLUMNS, Clean, count_patches, examples, reads_as
 from .summary import summarize
@@ -64,6 +65,8 @@ class Evaluation:
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # per split: n_images, denominator, files
     defended_results: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DEFENDED_COLUMNS))
     defenses: list[dict[str, Any]] = field(default_factory=list)  # per defence: its cost (DefenceCost.as_dict)
+    area_results: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DEFENDED_COLUMNS))
+    area50: list[dict[str, Any]] = field(default_factory=list)  # per kind and defence (see `area50`)
 
     def best(self, disguised: bool = False) -> dict[str, Any] | None:
         """Summary of the best generated candidate, chosen by its SELECTION rate under
@@ -91,6 +94,7 @@ class _Measured:
     denominator: int
     kept: torch.Tensor
     kept_names: list[str]
+    clean: Clean
     defended: dict[str, DefendedSplit] = field(default_factory=dict)
 
 
@@ -134,7 +138,7 @@ class _Job:
                                                      self.defended_protocols, self.progress) for d in self.defended}
         for r in rows + [r for d in defended.values() for r in d.rows]:
             r["split"] = split
-        return _Measured(rows, len(images), n, kept, kept_names, defended)
+        return _Measured(rows, len(images), n, kept, kept_names, counted, defended)
 
 
 def _check(protocols, sizes, everyone) -> None:
@@ -183,6 +187,7 @@ def evaluate(
     n_examples: int = 4,
     physical: PhysicalRanges = PhysicalRanges(),
     defenses: Sequence[str | Defense] = (),
+    area_grid: Sequence[float] = (),
 ) -> Evaluation:
     """Measure every candidate, null control and reference on {"selection": (N,3,H,W),
     "confirmation": (M,3,H,W)} images in [0,1] (a single tensor is used as both, and
@@ -196,12 +201,15 @@ def evaluate(
     `physical`, drawn from a generator derived from `generator`'s seed, so the other
     protocols' draws do not change. defenses: specs ('jpeg:75', 'patchcleanser:0.02', ...)
     whose defended models re-count every patch on the same trials (see `defended`).
+    area_grid: patch areas (e.g. area50.AREA_GRID) at which each kind's chosen candidate is
+    counted on confirmation under the headline protocol, bare and through each defence, for
+    the smallest area reaching 50 % (see `area50`; random or physical headline only).
     Returns an Evaluation.
     """
     t0 = time.perf_counter()
     protocols = tuple(protocols)
     everyone = list(candidates) + list(controls or [])
-    _check(protocols, sizes, everyone)
+    _check(protocols, tuple(sizes) + tuple(area_grid), everyone)
     defended = [defend(classifier, d) for d in resolve_defenses(defenses)]
     gen = generator if generator is not None else stage_generator(0, "evaluate")
     physical_gen = stage_generator(gen.initial_seed(), PHYSICAL) if PHYSICAL in protocols else None
@@ -257,16 +265,40 @@ def evaluate(
     if best is not None and n_examples:
         cand = next(c for c in candidates if c.name == best["name"])
         ev.examples = examples(classifier, conf.kept, conf.kept_names, cand, best, n_examples, target)
+    if area_grid and primary in ("random", PHYSICAL):
+        t_area = time.perf_counter()
+        rows, ev.area50 = _area50(classifier, conf, candidates, ev.summary, settings, primary, defended,
+                                  stage_generator(gen.initial_seed(), "area50"), area_grid)
+        ev.area_results = pd.DataFrame(rows, columns=DEFENDED_COLUMNS)
+        ev.timings["area50_s"] = round(time.perf_counter() - t_area, 4)
     forwards = per_image * sum(measured[s].n_images for s in measured_splits)
     t_defended = sum(c.seconds for c in costs)
     t_bare = t_eval - t_defended
-    ev.timings = {
+    ev.timings |= {
         "eval_s": round(t_bare, 4), "total_s": round(time.perf_counter() - t0, 4),
         "patched_images": forwards, "images_per_s": round(forwards / t_bare, 2) if t_bare > 0 else None,
     }
     if costs:
         ev.timings["defended_s"] = {c.defense: round(c.seconds, 4) for c in costs}
     return ev
+
+
+def _area50(classifier, conf: _Measured, candidates: Sequence[Candidate], summary: list[dict[str, Any]],
+            settings: TrialSettings, primary: str, defended: Sequence[DefendedClassifier], generator: torch.Generator,
+            grid: Sequence[float]) -> tuple[list[dict], list[dict]]:
+    """Results rows and area50 rows of every kind, bare and through each defence, on one table of trials
+    laid out on the confirmation images the bare model counts (`area50`)."""
+    trials = grid_trials(classifier, conf.kept, conf.clean.target, settings, primary, generator, grid)
+    rows, found = area50(trials, candidates, summary, conf.clean, primary)
+    for d in defended:
+        split = conf.defended[str(d.defense)]
+        if split.clean is not None:
+            more, more_found = area50(trials.through(d, (primary,)), candidates, summary, split.clean, primary,
+                                      split.counted, str(d.defense))
+            rows, found = rows + more, found + more_found
+    for r in rows:
+        r["split"] = CONFIRMATION
+    return rows, found
 
 
 def _costs(measured: dict[str, _Measured], splits: Sequence[str]) -> list[DefenceCost]:

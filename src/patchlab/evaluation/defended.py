@@ -100,10 +100,13 @@ class DefenceCost:
 
 @dataclass(frozen=True)
 class DefendedSplit:
-    """One defence on one split: its results rows and its cost."""
+    """One defence on one split: its results rows, its cost, and which of the bare model's counted
+    images it counts (`counted`, a mask over them) with their clean pass (None when it counts none)."""
 
     rows: list[dict]
     cost: DefenceCost
+    counted: torch.Tensor
+    clean: Clean | None
 
 
 def measure_defended(defended: DefendedClassifier, trials: ImageTrials, images: torch.Tensor, keep: torch.Tensor,
@@ -120,6 +123,7 @@ def measure_defended(defended: DefendedClassifier, trials: ImageTrials, images: 
     still = (labels == source if source is not None else labels != target)[keep]  # over the bare model's kept images
     n = int(still.sum())
     rows: list[dict] = []
+    counted = None
     if n:
         counted = Clean(source, target, labels[keep][still], float(clean.p_target.to(labels.device)[keep][still].mean()), n)
         rows = count_patches(trials.through(defended, protocols), patches, counted, progress, still)
@@ -128,4 +132,4 @@ def measure_defended(defended: DefendedClassifier, trials: ImageTrials, images: 
     cost = DefenceCost(str(defended.defense), len(images), int(correct.sum()),
                        None if certified is None else int(certified.sum()),
                        None if certified is None else int((certified & correct).sum()), n, time.perf_counter() - t0)
-    return DefendedSplit(rows, cost)
+    return DefendedSplit(rows, cost, still, counted)

@@ -27,6 +27,7 @@ from ..budgets import BUDGETS, Budget
 from ..devices import stage_generator
 from ..errors import UserError
 from ..evaluation.controls import library_photo_control, make_controls
+from ..evaluation.area50 import AREA_GRID
 from ..evaluation.core import evaluate, resolve_defenses
 from ..identity import check_same_run, run_identity
 from ..pairdata import PairData, load_pair
@@ -200,7 +201,7 @@ def probe(
                   random_placements=plan.random_placements, controls=_controls(clf, pair, plan, job_args["library"], seed),
                   generator=stage_generator(seed, "evaluate"), progress=progress,
                   image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]},
-                  physical=ranges, defenses=defended)
+                  physical=ranges, defenses=defended, area_grid=AREA_GRID)
     store.timings["evaluate"] = round(time.perf_counter() - t0, 3)
     store.timings["total"] = round(time.perf_counter() - t_start, 3)
     summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=pair.manifest(),

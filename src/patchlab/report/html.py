@@ -133,6 +133,41 @@ def survives_html(summary: Summary, thumbs: dict[str, bytes]) -> str:
     return "".join(parts)
 
 
+def _area_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "<td>–</td>"
+    lo, hi = row.get("ci") or [None, None]
+    grid = row.get("grid") or []
+    if row.get("area") is None:
+        top = max((r["size"] for r in grid), default=None)
+        text = "not reached" + (f" by {100 * top:g} %" if top is not None else "")
+    else:
+        text = (f"{100 * row['area']:g} % <span class=note>[{'–' if lo is None else f'{100 * lo:g}'}, "
+                f"{'beyond the grid' if hi is None else f'{100 * hi:g} %'}]</span>")
+    return f'<td class="num">{text}<br><span class=note>{esc(row.get("candidate"))}</span></td>'
+
+
+def area50_html(summary: Summary) -> str:
+    """The smallest patch area reaching 50 % targeted success, per candidate kind (rows) and model
+    (columns: bare, then each defence), each with its interval and the candidate chosen on selection."""
+    rows = summary.area50
+    if not rows:
+        return ""
+    specs = list(dict.fromkeys(r["defense"] for r in rows))
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    cell = {(r["kind"], r["defense"]): r for r in rows}
+    head = "<tr><th>kind</th>" + "".join(
+        f"<th>{'bare model' if d == 'none' else 'through ' + esc(d)}</th>" for d in specs) + "</tr>"
+    body = "".join(f"<tr><td>{esc(k)}</td>" + "".join(_area_cell(cell.get((k, d))) for d in specs) + "</tr>" for k in kinds)
+    grid = ", ".join(f"{100 * r['size']:g}" for r in rows[0].get("grid") or [])
+    return ("<h2>Smallest patch area reaching 50 %</h2>"
+            f"<table>{head}{body}</table><p class=note>Per kind, the candidate chosen on selection under the "
+            f"{esc(rows[0].get('protocol'))} protocol, counted on the confirmation images at each area of the grid "
+            f"({grid} % of the image): the smallest area whose success reaches 50 %; in brackets, from the smallest area "
+            "whose Wilson 95 % interval reaches 50 % to the smallest whose interval lies above it. It keeps separating "
+            "patches after their success saturates at the report's sizes.</p>")
+
+
 def kv_table(d: dict) -> str:
     return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in d.items()) + "</table>"
 
@@ -214,6 +249,7 @@ def run_page(summary: Summary, figures: dict[str, bytes | None], thumbs: dict[st
         "The target-photo reference is shown, never subtracted.</p>"
     )
     parts.append(survives_html(summary, thumbs))
+    parts.append(area50_html(summary))
     parts.append(sources_html(summary.candidates, thumbs, views or {}))
     parts.append(_notes_html(summary.generator_notes))
     captions = {

@@ -90,5 +90,5 @@ def build_summary(evaluation: Evaluation, *, model: str | None, seed: int | None
         reference=Headline.of(refs[0], primary) if refs and refs[0].rate(primary) else None,
         generator_notes=dict(generator_notes or {}), timings=dict(ev.timings, **(timings or {})), versions=versions(),
         seed=seed, complete=True, defenses=list(ev.defenses),
-        survives=survival(entries, primary, [d["defense"] for d in ev.defenses]),
+        survives=survival(entries, primary, [d["defense"] for d in ev.defenses]), area50=list(ev.area50),
     )
