@@ -24,7 +24,9 @@ from patchlab.evaluation import RESULT_COLUMNS, evaluate
 from patchlab.evaluation.area50 import AREA_GRID, chosen_of_kind, smallest_area
 from patchlab.models import Classifier
 from patchlab.patches.candidate import Candidate
+from patchlab.patches import synth as synth_mod
 from patchlab.patches.physical import PhysicalRanges, non_printability
+from patchlab.patches.synth import synthesize_patch
 from patchlab.patches.region_forward import paste_forward
 from patchlab.pipelines.probe import probe
 from patchlab.runfolder import Manifest, RunConfig, RunFolder, Summary
@@ -335,3 +337,37 @@ def test_probe_with_defences_and_the_physical_protocol_reports_every_candidate_u
     out = capsys.readouterr().out
     assert "does it survive?" in out and "patchcleanser:0.1: clean accuracy" in out and "bare model" in out
 
+
+# -- optimising through the physical transforms ----------------------------------------------------
+def test_synth_physical_optimises_through_a_physical_draw_each_step(toy, monkeypatch):
+    clf, images, _, _ = toy
+    seen = []
+    real = synth_mod.apply_physical
+
+    def spy(x, patch, draw, area, center, shape="square"):
+        seen.append((len(x), len(draw), patch.requires_grad))
+        return real(x, patch, draw, area, center, shape)
+
+    monkeypatch.setattr(synth_mod, "apply_physical", spy)
+
+    def train(physical, seed=0):
+        return synthesize_patch(clf, images[:5], TARGET, SOURCE, steps=4, patch_px=8, batch_size=3, physical=physical,
+                                generator=stage_generator(seed, "synth"))
+
+    plain = train(None)
+    assert seen == [] and "physical" not in plain.provenance
+    a, b = train(PhysicalRanges()), train(PhysicalRanges())
+    assert seen == [(3, 3, True)] * 8  # every step, the whole batch, with the patch's gradient
+    assert torch.equal(a.patch, b.patch) and not torch.equal(a.patch, plain.patch)
+    assert a.provenance["physical"] == PhysicalRanges().as_dict()
+
+
+def test_synth_command_with_physical_measures_the_physical_protocol(pair_photos, cli):
+    out = pair_photos / "synth"
+    res = cli("synth", "--classes", "combination lock", "scuba diver", "--data", str(pair_photos / "data"),
+              "--model", "tiny", "--device", "cpu", "--steps", "3", "--patch-px", "8", "--physical", "--out", str(out))
+    assert res.code == 0, res.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert "physical" in summary["protocols"] and summary["candidates"][0]["physical"]["n"] > 0
+    assert summary["candidates"][0]["provenance"]["physical"] == PhysicalRanges().as_dict()
+    assert "does it survive?" in res.out

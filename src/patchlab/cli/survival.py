@@ -64,7 +64,7 @@ def print_survives(summary: Summary) -> None:
             line += f" {_cell(r.get('physical')):>15}"
         line += "".join(f" {_cell((r.get('defended') or {}).get(d)):>17}" for d in defenses)
         nps = r.get("non_printability")
-        typer.echo(line + (f" {nps:>10.3f}" if isinstance(nps, (int, float)) else f" {'-':>10}"))
+        typer.echo(line + (f" {nps:>10.2e}" if isinstance(nps, (int, float)) else f" {'-':>10}"))
     for d in summary.defenses:
         acc, cert = d.get("clean_accuracy"), d.get("certified")
         text = f"{d['defense']}: clean accuracy {_cell(acc).strip()} of {acc['n'] if acc else '-'} source images"

@@ -45,7 +45,9 @@ class Evaluation:
     placement x protocol (columns RESULT_COLUMNS; size is a fraction of the image
     area, NaN for dynamic over all sizes). `summary`: one dict per candidate and
     control (see `summarize`). `examples`: before/after images of the best
-    candidate with the model's top-3."""
+    candidate with the model's top-3. With defences: `defended_results` (the same rows
+    with a `defense` column) and `defenses` (each defence's cost); with an area grid:
+    `area_results` and `area50` (the smallest area reaching 50 % per kind and defence)."""
 
     results: pd.DataFrame
     summary: list[dict[str, Any]]

@@ -111,7 +111,7 @@ def survives_html(summary: Summary, thumbs: dict[str, bytes]) -> str:
                     f"<td>{esc(r['kind'])}</td>{_share_cell(r.get('digital'))}"
                     + (_share_cell(r.get("physical")) if physical else "")
                     + "".join(_share_cell((r.get("defended") or {}).get(d)) for d in specs)
-                    + f'<td class="num">{"–" if nps is None else f"{nps:.3f}"}</td></tr>')
+                    + f'<td class="num">{"–" if nps is None else f"{nps:.2e}"}</td></tr>')
     parts = ["<h2>Does the patch survive?</h2>", f"<table>{head}{''.join(body)}</table>"]
     if defenses:
         cost_head = ("<tr><th>defence</th><th>clean accuracy</th><th>certified</th><th>certified and correct</th>"
