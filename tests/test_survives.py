@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from patchlab.audits.leaderboard import leaderboard, pair_row
+from patchlab.audits import pair_run
 from patchlab.audits.pair_run import Job
 from patchlab.audits.pairs import Pair
 from patchlab.audits.survival import check_rank_by
@@ -22,6 +23,7 @@ from patchlab.devices import stage_generator
 from patchlab.errors import UserError
 from patchlab.evaluation import RESULT_COLUMNS, evaluate
 from patchlab.evaluation.area50 import AREA_GRID, chosen_of_kind, smallest_area
+from patchlab.identity import check_same_run
 from patchlab.models import Classifier
 from patchlab.patches.candidate import Candidate
 from patchlab.patches import synth as synth_mod
@@ -371,3 +373,16 @@ def test_synth_command_with_physical_measures_the_physical_protocol(pair_photos,
     assert "physical" in summary["protocols"] and summary["candidates"][0]["physical"]["n"] > 0
     assert summary["candidates"][0]["provenance"]["physical"] == PhysicalRanges().as_dict()
     assert "does it survive?" in res.out
+
+
+def test_an_audit_passes_its_defences_to_every_probe_and_refuses_to_resume_with_others(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(pair_run, "probe", lambda *a, **kw: seen.update(kw))
+    pair = Pair(801, 983, "snorkel", "scuba diver", 0.5)
+    settings = {"model": "tiny", "budget": "quick", "seed": 0, "defenses": ["jpeg:75"], "physical": True}
+    assert pair_run.run_pair(pair, settings, tmp_path / "pair")["status"] == "ok"
+    assert seen["defenses"] == ["jpeg:75"] and seen["physical"] is True and seen["physical_ranges"] is None
+    old = {"model": "tiny", "budget": "quick", "seed": 0}
+    check_same_run(old, dict(old), "the audit")  # an audit without them records neither
+    with pytest.raises(UserError, match="defenses None there, \\['jpeg:75'\\] here"):
+        check_same_run(old, dict(old, defenses=["jpeg:75"]), "the audit")
