@@ -282,9 +282,11 @@ def _grid(*rates_and_cis):
 def test_smallest_area_and_its_interval_follow_the_wilson_crossings():
     rows = _grid((0.05, 0.1, (0.0, 0.45)), (0.02, 0.0, (0.0, 0.2)), (0.1, 0.4, (0.2, 0.6)), (0.25, 0.6, (0.4, 0.8)),
                  (0.4, 0.9, (0.7, 1.0)))
-    assert smallest_area(rows) == {"area": 0.25, "ci": [0.1, 0.4]}  # rows in any order
+    assert smallest_area(rows) == {"area": 0.25, "ci": [0.05, 0.4]}  # rows in any order; the area lies in (5, 40] %
     never = _grid((0.1, 0.2, (0.05, 0.55)), (0.4, 0.3, (0.1, 0.6)))
-    assert smallest_area(never) == {"area": None, "ci": [0.1, None]}
+    assert smallest_area(never) == {"area": None, "ci": [None, None]}  # may reach it anywhere, never surely
+    short = _grid((0.1, 0.0, (0.0, 0.3)), (0.4, 0.1, (0.0, 0.4)))
+    assert smallest_area(short) == {"area": None, "ci": [0.4, None]}  # surely short everywhere on the grid
 
 
 def test_the_kind_s_candidate_is_chosen_on_selection_bare_or_defended():
@@ -309,7 +311,7 @@ def test_area50_on_the_toy_matches_its_known_threshold(toy):
     rates = {r["size"]: r["rate"] for r in bare["grid"]}
     assert rates == {0.01: 0.0, 0.015: 0.0, 0.02: 0.0, 0.03: 0.0, 0.05: 0.2, 0.07: 0.2, 0.1: 0.2, 0.15: 0.2,
                      0.25: 0.4, 0.4: 0.8}
-    assert bare["area"] == 0.4 and bare["ci"] == [0.05, None]  # 1 of 5 may be 50 %; 4 of 5 is not surely above
+    assert bare["area"] == 0.4 and bare["ci"] == [0.03, None]  # 1 of 5 may be 50 %; 4 of 5 is not surely above
     assert through["defense"] == "bitdepth:8" and through["grid"] == bare["grid"]
     assert set(ev.area_results["defense"]) == {"none", "bitdepth:8"} and set(ev.area_results["split"]) == {"confirmation"}
     assert not any(r["kind"] == "control" for r in ev.area50)  # controls are not a kind of patch

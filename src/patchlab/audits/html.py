@@ -57,9 +57,11 @@ def _survival_cell(r: dict[str, Any], column: str) -> str:
     if value is None or value != value:
         return "<td>–</td>"
     who = r.get(f"{column}:candidate") or r.get(f"{column}:kind")
-    hi = r.get(f"{column}:ci_high")
-    interval = _interval(r.get(f"{column}:ci_low"), hi) if hi is not None and hi == hi else (
-        f" <span class=note>[{pct(r.get(f'{column}:ci_low'))}, beyond the grid]</span>")
+    lo, hi = (None if v is None or v != v else v for v in (r.get(f"{column}:ci_low"), r.get(f"{column}:ci_high")))
+    if column.startswith("area50"):  # the bracket the area needed lies in (see patchlab.evaluation.area50)
+        interval = f" <span class=note>({pct(lo or 0.0)}, {'beyond the grid' if hi is None else pct(hi)}]</span>"
+    else:
+        interval = _interval(lo, hi)
     return f"<td class=num>{pct(value)}{interval}<br><span class=note>{esc(who)}</span></td>"
 
 
@@ -96,7 +98,8 @@ def survival_table(rows: list[dict[str, Any]], with_model: bool = False) -> str:
     return ("<h2>Does the best patch survive?</h2><p class=note>Each figure on the pair's confirmation images for the "
             "candidate chosen on selection: under the physical protocol, through each defence (chosen on the defended "
             "model's selection images), and the smallest patch area on the log-spaced grid whose success reaches 50 % "
-            "(interval: the areas where the Wilson interval of the success crosses 50 %).</p>"
+            "(in brackets the areas the one needed lies between, where the Wilson interval of the success crosses "
+            "50 %).</p>"
             f"<table>{head}{''.join(body)}</table>")
 
 

@@ -63,12 +63,14 @@ def _pct(value: object) -> str | None:
 
 
 def rank_text(row: dict, column: str) -> str:
-    """The rank column of a leaderboard row: a rate or an area (percent) with its interval ('>' where the
-    interval runs past the area grid), or '-' (not measured, or never reaching 50 % on the grid)."""
+    """The rank column of a leaderboard row: a rate with its interval, or an area (percent) with the bracket
+    the area needed lies in ('>' past the grid), or '-' (not measured, or never reaching 50 % on the grid)."""
     value = _pct(row.get(column))
     if value is None:
         return "-"
     lo, hi = _pct(row.get(f"{column}:ci_low")), _pct(row.get(f"{column}:ci_high"))
+    if column.startswith("area50"):  # the bracket the area needed lies in
+        return f"{value}% ({lo or 0}-{hi or '>'}]"
     return f"{value}%" + ("" if lo is None else f" [{lo}-{hi or '>'}]")
 
 

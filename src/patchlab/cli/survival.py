@@ -24,14 +24,12 @@ def _cell(d: dict[str, Any] | None) -> str:
 
 
 def area_text(row: dict[str, Any]) -> str:
-    """'3% [2-5]' (smallest grid area reaching 50 %, with its interval; '>' past the grid), or 'not on grid'."""
-    def pct(v: float | None) -> str:
-        return ">" if v is None else f"{100 * v:g}"
-
+    """'5% (3-5]': the smallest grid area reaching 50 %, and the bracket the area needed lies in ('>' past
+    the grid); '> 40%' when no grid area reaches it."""
     lo, hi = row.get("ci") or [None, None]
     if row.get("area") is None:
         return f"> {100 * max(r['size'] for r in row['grid']):g}%" if row.get("grid") else "-"
-    return f"{pct(row['area'])}% [{pct(lo)}-{pct(hi)}]"
+    return f"{100 * row['area']:g}% ({0 if lo is None else 100 * lo:g}-{'>' if hi is None else f'{100 * hi:g}'}]"
 
 
 def print_area50(summary: Summary) -> None:
@@ -39,8 +37,8 @@ def print_area50(summary: Summary) -> None:
     if not summary.area50:
         return
     protocol = summary.area50[0].get("protocol")
-    typer.echo(f"\nsmallest patch area reaching 50 % ({protocol}, confirmation; interval: where the Wilson interval "
-               "crosses 50 %):")
+    typer.echo(f"\nsmallest patch area reaching 50 % ({protocol}, confirmation; in brackets the areas it lies between, "
+               "from where the Wilson interval reaches 50 % to where it lies above):")
     for spec in dict.fromkeys(r["defense"] for r in summary.area50):
         cells = [f"{r['kind']} {area_text(r)}" for r in summary.area50 if r["defense"] == spec]
         typer.echo(f"  {'bare model' if spec == 'none' else 'through ' + spec:<24} " + "; ".join(cells))

@@ -8,8 +8,11 @@ log-spaced grid down to 1 % of the image (Brown et al. 2017 evaluated 1-10 % in 
 the headline protocol only, all areas and candidates on one table of trials (common random numbers).
 
 - area: the smallest grid area whose success rate reaches 50 % (None: none on the grid does);
-- interval: from the smallest area whose Wilson 95 % interval reaches up to 50 % (it may be there)
-  to the smallest whose interval lies at or above 50 % (it surely is; None: beyond the grid).
+- interval (low, high]: low is the grid area just below the first one whose Wilson 95 % interval
+  reaches up to 50 % (every smaller area surely falls short; None: not even the smallest area on
+  the grid is surely short), high the first area whose interval lies at or above 50 % (None:
+  beyond the grid). Between grid areas nothing was measured, so the area needed lies above low,
+  up to high.
 """
 from __future__ import annotations
 
@@ -32,11 +35,16 @@ def smallest_area(grid: Sequence[dict[str, Any]], level: float = HALF) -> dict[s
     """{area, ci: [low, high]} from per-area rows {size, rate, ci} (see the module docstring)."""
     rows = sorted(grid, key=lambda r: r["size"])
 
-    def first(ok) -> float | None:
-        return next((r["size"] for r in rows if ok(r)), None)
+    def first(ok) -> int | None:
+        return next((i for i, r in enumerate(rows) if ok(r)), None)
 
-    return {"area": first(lambda r: r["rate"] >= level),
-            "ci": [first(lambda r: r["ci"][1] >= level), first(lambda r: r["ci"][0] >= level)]}
+    def size(i: int | None) -> float | None:
+        return None if i is None or i < 0 else rows[i]["size"]
+
+    may = first(lambda r: r["ci"][1] >= level)
+    below = len(rows) - 1 if may is None else may - 1  # every area up to here surely falls short
+    return {"area": size(first(lambda r: r["rate"] >= level)),
+            "ci": [size(below), size(first(lambda r: r["ci"][0] >= level))]}
 
 
 def chosen_of_kind(summary: Sequence[dict[str, Any]], kind: str, protocol: str, defense: str | None = None) -> str | None:

@@ -142,7 +142,7 @@ def _area_cell(row: dict[str, Any] | None) -> str:
         top = max((r["size"] for r in grid), default=None)
         text = "not reached" + (f" by {100 * top:g} %" if top is not None else "")
     else:
-        text = (f"{100 * row['area']:g} % <span class=note>[{'–' if lo is None else f'{100 * lo:g}'}, "
+        text = (f"{100 * row['area']:g} % <span class=note>({0 if lo is None else 100 * lo:g}, "
                 f"{'beyond the grid' if hi is None else f'{100 * hi:g} %'}]</span>")
     return f'<td class="num">{text}<br><span class=note>{esc(row.get("candidate"))}</span></td>'
 
@@ -163,9 +163,9 @@ def area50_html(summary: Summary) -> str:
     return ("<h2>Smallest patch area reaching 50 %</h2>"
             f"<table>{head}{body}</table><p class=note>Per kind, the candidate chosen on selection under the "
             f"{esc(rows[0].get('protocol'))} protocol, counted on the confirmation images at each area of the grid "
-            f"({grid} % of the image): the smallest area whose success reaches 50 %; in brackets, from the smallest area "
-            "whose Wilson 95 % interval reaches 50 % to the smallest whose interval lies above it. It keeps separating "
-            "patches after their success saturates at the report's sizes.</p>")
+            f"({grid} % of the image): the smallest area whose success reaches 50 %; in brackets the areas the one needed "
+            "lies between: above the last area surely short of 50 % (Wilson 95 % interval below it), up to the first "
+            "surely above it. It keeps separating patches after their success saturates at the report's sizes.</p>")
 
 
 def kv_table(d: dict) -> str:
