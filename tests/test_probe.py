@@ -35,7 +35,7 @@ def test_probe_writes_a_complete_report_with_the_documented_schema(data_dir, tmp
     run = tmp_path / "out" / os.path.basename(s["run_dir"])
     assert is_complete(run) and (run / "report.html").is_file() and (run / "results.csv").is_file()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["schema"] == "patchlab.summary/2" and summary["complete"]
+    assert summary["schema"] == "patchlab.summary/3" and summary["complete"]
     assert summary["source"]["index"] == 507 and summary["target"]["index"] == 983
     counts = summary["data"]["counts"]
     assert summary["data"]["kind"] == "real" and counts["train"] + counts["selection"] + counts["confirmation"] == 12

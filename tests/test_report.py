@@ -61,7 +61,7 @@ def test_write_run_layout_schema_rebuild_index(evaluation, tmp_path):
                 "confirmation", "best_disguised_candidate", "controls", "references", "reference", "timings",
                 "versions", "seed", "complete"):
         assert key in s, key
-    assert s["schema"] == "patchlab.summary/2" and s["complete"] and s["seed"] == 7 and s["data"]["kind"] == "synthesized"
+    assert s["schema"] == "patchlab.summary/3" and s["complete"] and s["seed"] == 7 and s["data"]["kind"] == "synthesized"
     assert s["data"]["counts"]["confirmation"] == 4 and s["confirmation"]["denominator"] == evaluation.denominator
     assert s["data"]["counts"]["selection"] == 3
     c = s["candidates"][0]

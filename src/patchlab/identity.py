@@ -1,10 +1,12 @@
 """What makes two runs the same run: the settings a resumed probe or audit must share.
 
 A resumed run that silently mixed two models, weight or labels files, feature
-layers, preprocessing, photo folders, budgets or seeds would report numbers no
-single run produced, so `--resume` compares these fields and refuses with the
-field's name (exit 2). A field an older run did not record reads as None, the
-default, so an older run resumes with the default labels, layer and preprocessing.
+layers, preprocessing, photo folders, budgets, seeds, defences or physical
+ranges would report numbers no single run produced, so `--resume` compares
+these fields and refuses with the field's name (exit 2). A field an older run
+did not record reads as None, the default, so an older run resumes with the
+default labels, layer and preprocessing; a run that asked for no defence and no
+physical protocol records neither (absent and None compare equal).
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from typing import Any
 
 from .errors import UserError
 
-FIELDS = ("model", "weights", "labels", "layer", "preprocessing", "data", "donor_data", "library", "budget", "seed")
+FIELDS = ("model", "weights", "labels", "layer", "preprocessing", "data", "donor_data", "library", "budget", "seed",
+          "defenses", "physical")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -26,14 +26,14 @@ from typing import Any
 import pandas as pd
 
 from .errors import UserError, first_line
-from .protocols import PROTOCOLS
+from .protocols import ALL_PROTOCOLS
 from .runio import (
     COMPLETE_MARKER, atomic_write_json, atomic_write_text, ensure_writable_dir, is_complete, mark_complete, new_manifest,
     plain,
 )
 from .stages import StageStore
 
-SUMMARY_SCHEMA = "patchlab.summary/2"
+SUMMARY_SCHEMA = "patchlab.summary/3"
 REAL, SYNTHESIZED = "real", "synthesized"
 SPLIT_KEYS = ("train", "selection", "confirmation", "target")
 
@@ -44,6 +44,10 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in _list(value) if isinstance(v, dict)]
 
 
 def _number(value: Any) -> float | None:
@@ -270,6 +274,31 @@ def _rates(d: Any) -> dict[str, Rate]:
 
 
 @dataclass(frozen=True)
+class DefendedRates:
+    """One entry's counts through one defended model: per protocol the confirmation count at the
+    setting chosen on the defended model's selection (`rates`), and the selection figures."""
+
+    rates: dict[str, Rate] = field(default_factory=dict)
+    selection: dict[str, Rate] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> DefendedRates:
+        d = _dict(d)
+        return cls(_rates({p: d[p] for p in d if p in ALL_PROTOCOLS}), _rates(d.get("selection")))
+
+    def rate(self, protocol: str | None) -> Rate | None:
+        return self.rates.get(protocol) if protocol else None
+
+    def selection_rate(self, protocol: str | None) -> float | None:
+        r = self.selection.get(protocol) if protocol else None
+        return None if r is None else r.rate
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"selection": {k: r.as_dict() for k, r in self.selection.items()},
+                **{k: r.as_dict() for k, r in self.rates.items()}}
+
+
+@dataclass(frozen=True)
 class Entry:
     """One candidate, null control or reference of a summary: what it reads as alone, its
     confirmation rate per protocol (`rates`), the selection figures beside them, its lift."""
@@ -284,10 +313,12 @@ class Entry:
     lift_by_protocol: dict[str, Lift] = field(default_factory=dict)
     lift: Lift | None = None
     patch_file: str | None = None
+    non_printability: float | None = None  # Sharif et al. 2016 (absent before summary/3)
+    defended: dict[str, DefendedRates] = field(default_factory=dict)  # defence spec -> its counts
     extra: dict[str, Any] = field(default_factory=dict)
 
-    FIELDS = ("name", "kind", "reads_as", "donor", "provenance", "selection", *PROTOCOLS, "lift_by_protocol",
-              "lift_over_best_control", "patch_file")
+    FIELDS = ("name", "kind", "reads_as", "donor", "provenance", "selection", *ALL_PROTOCOLS, "lift_by_protocol",
+              "lift_over_best_control", "patch_file", "non_printability", "defended")
 
     @classmethod
     def from_dict(cls, d: Any) -> Entry:
@@ -298,8 +329,9 @@ class Entry:
         lifts = {k: lift for k, v in _dict(d.get("lift_by_protocol")).items() if (lift := Lift.from_dict(v)) is not None}
         return cls(d["name"], d["kind"], Prediction.from_dict(d.get("reads_as")), d.get("donor"),
                    _dict(d.get("provenance")), _rates(d.get("selection")),
-                   _rates({p: d[p] for p in d if p in PROTOCOLS}), lifts, Lift.from_dict(d.get("lift_over_best_control")),
-                   d.get("patch_file"), _rest(d, cls.FIELDS))
+                   _rates({p: d[p] for p in d if p in ALL_PROTOCOLS}), lifts, Lift.from_dict(d.get("lift_over_best_control")),
+                   d.get("patch_file"), _number(d.get("non_printability")),
+                   {k: DefendedRates.from_dict(v) for k, v in _dict(d.get("defended")).items()}, _rest(d, cls.FIELDS))
 
     def rate(self, protocol: str | None) -> Rate | None:
         """The confirmation count under `protocol` (None when it was not measured)."""
@@ -321,7 +353,10 @@ class Entry:
                 "selection": {k: r.as_dict() for k, r in self.selection.items()},
                 **{k: r.as_dict() for k, r in self.rates.items()},
                 "lift_by_protocol": {k: v.as_dict() for k, v in self.lift_by_protocol.items()},
-                "lift_over_best_control": self.lift and self.lift.as_dict(), "patch_file": self.patch_file, **self.extra}
+                "lift_over_best_control": self.lift and self.lift.as_dict(), "patch_file": self.patch_file,
+                **({"non_printability": self.non_printability} if self.non_printability is not None else {}),
+                **({"defended": {k: v.as_dict() for k, v in self.defended.items()}} if self.defended else {}),
+                **self.extra}
 
 
 @dataclass(frozen=True)
@@ -416,7 +451,9 @@ class Summary:
     """summary.json: source, target, model, data, selection and confirmation counts, donors,
     protocols, primary_protocol, evaluation config, candidates / controls / references, the
     headlines (best_candidate, best_disguised_candidate, reference), examples, generator_notes,
-    timings, versions, seed, complete."""
+    timings, versions, seed, complete; since summary/3 also defenses (each defence's cost),
+    survives (per entry: digital, physical and defended rates side by side) and area50 (the
+    smallest patch area reaching 50 % success, per kind and defence)."""
 
     schema: str | None = SUMMARY_SCHEMA
     source: ClassRef = ClassRef()
@@ -441,12 +478,15 @@ class Summary:
     versions: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     complete: bool = False
+    defenses: list[dict[str, Any]] = field(default_factory=list)
+    survives: list[dict[str, Any]] = field(default_factory=list)
+    area50: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     FIELDS = ("schema", "source", "target", "model", "data", "selection", "confirmation", "donors", "protocols",
               "primary_protocol", "config", "candidates", "controls", "references", "best_candidate",
               "best_disguised_candidate", "reference", "examples", "generator_notes", "timings", "versions", "seed",
-              "complete")
+              "complete", "defenses", "survives", "area50")
 
     @classmethod
     def from_dict(cls, d: Any) -> Summary:
@@ -463,7 +503,8 @@ class Summary:
                    Headline.from_dict(d.get("best_candidate")), Headline.from_dict(d.get("best_disguised_candidate")),
                    Headline.from_dict(d.get("reference")), [e for e in _list(d.get("examples")) if isinstance(e, dict)],
                    _dict(d.get("generator_notes")), _dict(d.get("timings")), _dict(d.get("versions")), d.get("seed"),
-                   d.get("complete") is True, _rest(d, cls.FIELDS))
+                   d.get("complete") is True, _dicts(d.get("defenses")), _dicts(d.get("survives")),
+                   _dicts(d.get("area50")), _rest(d, cls.FIELDS))
 
     @property
     def entries(self) -> list[Entry]:
@@ -488,7 +529,7 @@ class Summary:
                 "best_candidate": one(self.best_candidate), "best_disguised_candidate": one(self.best_disguised_candidate),
                 "reference": one(self.reference), "examples": self.examples, "generator_notes": self.generator_notes,
                 "timings": self.timings, "versions": self.versions, "seed": self.seed, "complete": self.complete,
-                **self.extra}
+                "defenses": self.defenses, "survives": self.survives, "area50": self.area50, **self.extra}
 
 
 # -- the folder --------------------------------------------------------------------------

@@ -52,6 +52,57 @@ def leaderboard_table(rows: list[dict[str, Any]], with_model: bool = False) -> s
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def _survival_cell(r: dict[str, Any], column: str) -> str:
+    value = r.get(column)
+    if value is None or value != value:
+        return "<td>–</td>"
+    who = r.get(f"{column}:candidate") or r.get(f"{column}:kind")
+    lo, hi = (None if v is None or v != v else v for v in (r.get(f"{column}:ci_low"), r.get(f"{column}:ci_high")))
+    if column.startswith("area50"):  # the bracket the area needed lies in (see patchlab.evaluation.area50)
+        interval = f" <span class=note>({pct(lo or 0.0)}, {'beyond the grid' if hi is None else pct(hi)}]</span>"
+    else:
+        interval = _interval(lo, hi)
+    return f"<td class=num>{pct(value)}{interval}<br><span class=note>{esc(who)}</span></td>"
+
+
+def _title(column: str) -> str:
+    """'physical', 'through jpeg:75', 'smallest area reaching 50 %' (+ ' through SPEC')."""
+    what, _, spec = column.partition(":")
+    if what == "area50":
+        return "smallest area reaching 50 %" + (f" through {spec}" if spec else "")
+    return f"through {spec}" if what == "defense" else column
+
+
+def survival_columns_of(rows: list[dict[str, Any]]) -> list[str]:
+    """The survival columns the rows hold (physical, defense:SPEC, area50[:SPEC]), in their order."""
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return [k for k in keys if f"{k}:ci_low" in keys]
+
+
+def survival_table(rows: list[dict[str, Any]], with_model: bool = False) -> str:
+    """Per finished run: digital success beside the physical rate, the best rate that survives each
+    defence and the smallest area reaching 50 % (bare and per defence); empty when none was measured."""
+    columns = survival_columns_of(rows)
+    if not columns:
+        return ""
+    head = ("<tr><th>#</th>" + ("<th>model</th>" if with_model else "") + "<th>source &rarr; target</th><th>digital</th>"
+            + "".join(f"<th>{esc(_title(c))}</th>" for c in columns) + "</tr>")
+    body = []
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        model = f"<td>{esc(r['model'])}</td>" if with_model else ""
+        body.append(f"<tr><td class=num>{r['rank']}</td>{model}<td>{esc(r['source'])} &rarr; {esc(r['target'])}</td>"
+                    f"<td class=num>{pct(r['success'])}{_interval(r['ci_low'], r['ci_high'])}</td>"
+                    + "".join(_survival_cell(r, c) for c in columns) + "</tr>")
+    return ("<h2>Does the best patch survive?</h2><p class=note>Each figure on the pair's confirmation images for the "
+            "candidate chosen on selection: under the physical protocol, through each defence (chosen on the defended "
+            "model's selection images), and the smallest patch area on the log-spaced grid whose success reaches 50 % "
+            "(in brackets the areas the one needed lies between, where the Wilson interval of the success crosses "
+            "50 %).</p>"
+            f"<table>{head}{''.join(body)}</table>")
+
+
 def _model_cell(fig: dict[str, Any] | None, winner: bool) -> str:
     """One model's figure for a pair: success [interval] linked to its report, or its status."""
     if not fig:
@@ -108,7 +159,9 @@ def audit_page(doc: dict[str, Any], figures: dict[str, bytes | None]) -> str:
         parts += ["<h2>Most vulnerable model per pair</h2>", "<p>Pairs were chosen on the first model "
                   f"({esc(models[0])}); each model's confirmation success side by side, the highest in bold.</p>",
                   most_vulnerable_table(doc["most_vulnerable"], models)]
-    parts += ["<h2>Leaderboard</h2>", leaderboard_table(rows, several)]
+    rank_by = cfg.get("rank_by") or "success"
+    order = "" if rank_by == "success" else f"<p>Ranked by <b>{esc(rank_by)}</b> first (see below), then success.</p>"
+    parts += ["<h2>Leaderboard</h2>", order, leaderboard_table(rows, several), survival_table(rows, several)]
     for key, fig_title in (("success_distribution", "Success distribution"),
                            ("vulnerability_vs_similarity", "Vulnerability vs class similarity")):
         if figures.get(key):

@@ -20,6 +20,7 @@ from ..runio import atomic_write_bytes, atomic_write_json, atomic_write_text, pl
 from . import figures
 from .html import audit_page
 from .pair_run import Job, is_finished, read_failure
+from .survival import sort_order, survival_columns
 
 SCHEMA = "patchlab.audit/2"
 HEAD_COLUMNS = [
@@ -102,19 +103,24 @@ def pair_row(audit_dir: Path, job: Job) -> dict[str, Any]:
                confirmation=s.confirmation.denominator, seconds=s.timings.get("total"),
                report=f"{job.rel()}/report.html")
     row.update(smallest_patch(results, protocol))
+    row.update(survival_columns(s))
     everyone = s.entries
     for kind in kind_columns():
         row[kind] = best_of_kind([c for c in everyone if c.kind == kind], protocol)
     return row
 
 
-def leaderboard(audit_dir: Path, jobs: list[Job]) -> pd.DataFrame:
-    """Finished (model, pair) runs by best success, then success with the smallest patch, then
-    interval low end, then similarity; failed and pending runs last."""
-    df = pd.DataFrame([pair_row(audit_dir, j) for j in jobs], columns=columns())
+def leaderboard(audit_dir: Path, jobs: list[Job], rank_by: str = "success") -> pd.DataFrame:
+    """Finished (model, pair) runs by best success (or first by the `rank_by` column: see
+    `survival.sort_order`), then success with the smallest patch, then interval low end, then
+    similarity; failed and pending runs last. Survival columns follow `columns()`."""
+    rows = [pair_row(audit_dir, j) for j in jobs]
+    base = columns()
+    df = pd.DataFrame(rows, columns=base + list(dict.fromkeys(k for r in rows for k in r if k not in base)))
     df["_ok"] = df["status"].eq("ok")
-    df = df.sort_values(["_ok", "success", "min_area_success", "ci_low", "similarity"], ascending=False,
-                        na_position="last",
+    by, ascending = sort_order(rank_by)
+    df[by[0]] = pd.to_numeric(df[by[0]], errors="coerce") if by[0] in df else float("nan")
+    df = df.sort_values(["_ok"] + by, ascending=[False] + ascending, na_position="last",
                         kind="stable").drop(columns="_ok").reset_index(drop=True)
     df["rank"] = range(1, len(df) + 1)
     return df
@@ -141,7 +147,7 @@ def most_vulnerable(rows: list[dict[str, Any]], models: list[str]) -> list[dict[
 
 def write_report(audit_dir: Path, jobs: list[Job], config: dict[str, Any]) -> dict[str, Any]:
     """Write audit.csv, audit.json, figures/*.png and index.html; returns audit.json's content."""
-    df = leaderboard(audit_dir, jobs)
+    df = leaderboard(audit_dir, jobs, config.get("rank_by") or "success")
     rows = plain(df.to_dict(orient="records"))
     models = list(dict.fromkeys(j.model for j in jobs))
     counts = df["status"].value_counts().to_dict()

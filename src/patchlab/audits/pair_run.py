@@ -31,7 +31,8 @@ log = logging.getLogger("patchlab")
 def run_pair(pair: Pair, settings: dict[str, Any], pair_dir: Path, classifier: Any = None,
              echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Probe one pair into pair_dir (resuming its finished stages) with the audit's settings (model,
-    weights, labels, layer, preprocessing overrides, photos, budget, seed). Never raises for a
+    weights, labels, layer, preprocessing overrides, photos, budget, seed, defences, physical
+    protocol). Never raises for a
     failed pair (except KeyboardInterrupt): returns {status, error, traceback, seconds}."""
     start = time.perf_counter()
     resume = pair_dir if RunFolder(pair_dir).has_manifest() else None
@@ -41,7 +42,9 @@ def run_pair(pair: Pair, settings: dict[str, Any], pair_dir: Path, classifier: A
               budget=settings["budget"],
               device=settings.get("device", "auto"), seed=settings["seed"], resume=resume,
               run_dir=None if resume else pair_dir, classifier=classifier, echo=echo, layer=settings.get("layer"),
-              labels=settings.get("labels"), **settings.get("preprocessing") or {})
+              defenses=settings.get("defenses") or (), physical=bool(settings.get("physical")),
+              physical_ranges=settings.get("physical_ranges"), labels=settings.get("labels"),
+              **settings.get("preprocessing") or {})
         return {"status": "ok", "seconds": round(time.perf_counter() - start, 3)}
     except UserError as exc:
         return {"status": "failed", "error": str(exc), "traceback": None,

@@ -11,6 +11,7 @@ resumes a half-finished pair from its saved stages, and retries failed ones.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tarfile
 import time
@@ -21,7 +22,9 @@ import pandas as pd
 
 from ..classes import slugify
 from ..errors import UserError
+from ..evaluation.core import resolve_defenses
 from ..identity import check_same_run, run_identity
+from ..patches.physical import PhysicalRanges, read_ranges
 from ..pipelines.common import (
     ModelOptions, check_inputs, load_model, model_identity, model_record, preprocessing_overrides,
 )
@@ -30,6 +33,7 @@ from ..runio import atomic_write_text, ensure_writable_dir
 from .leaderboard import write_report
 from .pair_run import Job, is_finished, record_outcome, run_pair, unpack_dir
 from .pairs import Pair, confusion_pairs, head_pairs, read_pairs_file
+from .survival import check_rank_by
 from .ray_backend import check_reachable, run_pairs
 
 log = logging.getLogger("patchlab")
@@ -176,24 +180,39 @@ def audit(
     ray: str | None = None,
     cpus_per_pair: int = 2,
     echo: Callable[[str], None] | None = None,
+    defenses: Sequence[str] = (),
+    physical: bool = False,
+    physical_ranges: str | Path | None = None,
+    rank_by: str = "success",
     layer: str | None = None,
     **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Probe the chosen pairs on each model (skipping finished ones) and write the audit report;
     returns audit.json's content. model: one spec (default efficientnet_lite0); models: several
     (pairs are chosen on the first; not together with model); weights, layer and options (labels
-    file, preprocessing overrides) apply to every model."""
+    file, preprocessing overrides) apply to every model. defenses, physical, physical_ranges:
+    passed to every probe (see `probe`); a resumed audit must ask for the same. rank_by: the
+    leaderboard's order (see `survival.RANKS`)."""
     say = echo or (lambda msg: log.info(msg))
+    defended = [str(d) for d in resolve_defenses(defenses)]
+    rank_by = check_rank_by(rank_by, defended)
+    physical = physical or physical_ranges is not None
+    ranges = read_ranges(physical_ranges) if physical_ranges is not None else PhysicalRanges()
     specs = model_list(model, models)
     _check_args(n_pairs, cpus_per_pair, budget, data, donor_data, library, ray)
     settings = {"model": specs[0], "weights": _absolute(weights), "labels": _absolute(options.get("labels")),
                 "layer": layer, "preprocessing": preprocessing_overrides(options), "data": _absolute(data),
                 "library": _absolute(library), "donor_data": _absolute(donor_data), "budget": budget, "seed": seed}
+    if defended or physical:  # only then: an audit without them keeps the settings older versions wrote
+        settings |= {"defenses": defended, "physical": physical, "physical_ranges": _absolute(physical_ranges)}
     # Ray workers load their own models; the driver only needs them to check names and choose pairs (and
     # a bad weights or labels file, layer or preprocessing fails here, before anything is read or written)
     clfs = load_models(specs, "cpu" if ray else device, settings["weights"], layer, **options)
     identity = run_identity(model=specs[0], weights=weights, data=data, donor_data=donor_data, library=library,
                             budget=budget, seed=seed, **model_identity(layer, **options))
+    if defended or physical:
+        identity |= {"defenses": defended,
+                     "physical": json.dumps(ranges.as_dict(), sort_keys=True) if physical else None}
     if len(specs) > 1:  # a resumed audit with other models (or another order) is refused
         identity["model"] = specs
     _check_same_audit(Path(out), identity)
@@ -209,7 +228,7 @@ def audit(
     jobs = make_jobs(specs, pairs)
     manifest = Manifest.new("audit", _config(settings, identity, clfs, pairs, pairs_file, data, ray), seed, ", ".join(specs))
     folder = RunFolder(audit_dir).start(manifest)
-    config = manifest.config.as_dict()
+    config = manifest.config.as_dict() | {"rank_by": rank_by}  # how to show it, not what was measured
     atomic_write_text(audit_dir / "pairs.csv", pd.DataFrame([p.as_row() for p in pairs]).to_csv(index=False))
     todo = [j for j in jobs if not is_finished(audit_dir, j)]
     what = f"{len(pairs)} pairs x {len(specs)} models" if len(specs) > 1 else f"{len(pairs)} pairs"

@@ -9,6 +9,7 @@ import typer
 from ..audits import audit
 from ..errors import UserError
 from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, given, model_command
+from .survival import DefenseOpt, PhysicalOpt, PhysicalRangesOpt
 
 
 def model_specs(ctx: typer.Context, model: str, models: list[str] | None,
@@ -32,8 +33,10 @@ def print_leaderboard(doc: dict) -> None:
     def lead(first: object, model: object, pair: str) -> str:
         return f"{first:>3} " + (f"{str(model):<{width}} " if several else "") + f"{pair[:40]:<40}"
 
+    rank_by = doc["config"].get("rank_by") or "success"
+    key = "" if rank_by == "success" else f" {rank_by[:22]:>22}"
     typer.echo("\n" + lead("#", "model", "source -> target") + f" {'sim':>6} {'best candidate':<34} {'success':>17} "
-               f"{'smallest patch':>15} {'disguised':>9}")
+               f"{'smallest patch':>15} {'disguised':>9}{key}")
     for r in rows:
         start = lead(r["rank"], r.get("model"), f"{r['source']} -> {r['target']}")
         sim = "" if r.get("similarity") is None else f"{r['similarity']:.3f}"
@@ -44,12 +47,29 @@ def print_leaderboard(doc: dict) -> None:
         small = (f"{100 * r['min_area_success']:.0f}% @{100 * r['min_area']:g}%"
                  if r.get("min_area") is not None else "-")
         dis = f"{100 * r['disguised_success']:.0f}%" if r.get("disguised_success") is not None else "-"
+        ranked = f" {rank_text(r, rank_by):>22}" if key else ""
         typer.echo(f"{start} {sim:>6} {str(r['best_candidate'])[:34]:<34} "
-                   f"{100 * r['success']:5.1f}%{ci:>11} {small:>15} {dis:>9}")
+                   f"{100 * r['success']:5.1f}%{ci:>11} {small:>15} {dis:>9}{ranked}")
     if several and doc.get("most_vulnerable"):
         _print_most_vulnerable(doc["most_vulnerable"], doc["config"]["models"])
     c = doc["counts"]
     typer.echo(f"{c['ok']} ok, {c['failed']} failed, {c['pending']} pending; report: {doc['report']}")
+
+
+def _pct(value: object) -> str | None:
+    return None if not isinstance(value, (int, float)) or value != value else f"{100 * value:.3g}"
+
+
+def rank_text(row: dict, column: str) -> str:
+    """The rank column of a leaderboard row: a rate with its interval, or an area (percent) with the bracket
+    the area needed lies in ('>' past the grid), or '-' (not measured, or never reaching 50 % on the grid)."""
+    value = _pct(row.get(column))
+    if value is None:
+        return "-"
+    lo, hi = _pct(row.get(f"{column}:ci_low")), _pct(row.get(f"{column}:ci_high"))
+    if column.startswith("area50"):  # the bracket the area needed lies in
+        return f"{value}% ({lo or 0}-{hi or '>'}]"
+    return f"{value}%" + ("" if lo is None else f" [{lo}-{hi or '>'}]")
 
 
 def _print_most_vulnerable(entries: list[dict], models: list[str]) -> None:
@@ -81,6 +101,12 @@ def audit_cmd(
         "--models", help="Probe the same pairs (chosen on the first) on several models: --models A B (or A,B); "
                          "not with --model. --weights applies to every model.")] = None,
     extra: Annotated[Optional[list[str]], typer.Argument(hidden=True, help="More values for --models.")] = None,
+    defense: DefenseOpt = None,
+    physical: PhysicalOpt = False,
+    physical_ranges: PhysicalRangesOpt = None,
+    rank_by: Annotated[str, typer.Option(
+        "--rank-by", help="Leaderboard order: success, physical, defense:SPEC (the best rate that survives that "
+                          "--defense), area50 or area50:SPEC (the smallest area reaching 50 %).")] = "success",
     *,
     opts: ModelArgs,
 ) -> None:
@@ -92,7 +118,8 @@ def audit_cmd(
     model, many = model_specs(ctx, opts.model, models, extra)
     doc = audit(pairs, pairs_file, **dict(opts.model_kwargs(), model=model), models=many, data=data, library=library,
                 donor_data=donor_data, budget=budget, out=out, seed=opts.seed, ray=ray,
-                cpus_per_pair=cpus_per_pair, echo=lambda m: typer.echo(m, err=True))
+                cpus_per_pair=cpus_per_pair, echo=lambda m: typer.echo(m, err=True), defenses=defense or (),
+                physical=physical, physical_ranges=physical_ranges, rank_by=rank_by)
     if opts.json_out:
         emit_json(doc)
     else:

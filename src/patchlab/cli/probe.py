@@ -11,6 +11,7 @@ from ..pipelines.probe import probe
 from ..runfolder import Entry, Summary
 from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
 from .format import rate_text
+from .survival import DefenseOpt, PhysicalOpt, PhysicalRangesOpt, print_survives
 
 
 def _lift(c: Entry) -> str:
@@ -44,6 +45,7 @@ def print_table(summary: Summary, report: str) -> None:
         if b:
             typer.echo(f"{key.replace('_', ' ')}: {b.name} ({b.kind}, reads as {b.reads_as}) "
                        f"{100 * b.rate:.1f}% {primary} on confirmation (selection {100 * b.selection_rate:.1f}%)")
+    print_survives(summary)
     typer.echo(f"report: {report}")
 
 
@@ -56,6 +58,9 @@ def probe_cmd(
     budget: Annotated[str, typer.Option("--budget", help="quick | standard | thorough.")] = "quick",
     out: Annotated[Path, typer.Option("--out", help="Folder for run directories.")] = Path("reports"),
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run directory.")] = None,
+    defense: DefenseOpt = None,
+    physical: PhysicalOpt = False,
+    physical_ranges: PhysicalRangesOpt = None,
     *,
     opts: ModelArgs,
 ) -> None:
@@ -63,7 +68,8 @@ def probe_cmd(
     summary = probe(classes[0], classes[1], **opts.model_kwargs(), data=data, library=library, donor_data=donor_data,
                     budget=budget, out=out, seed=opts.seed, resume=resume,
                     progress=not opts.json_out and sys.stderr.isatty(),
-                    echo=lambda m: typer.echo(m, err=True))
+                    echo=lambda m: typer.echo(m, err=True), defenses=defense or (),
+                    physical=physical or physical_ranges is not None, physical_ranges=physical_ranges)
     if opts.json_out:
         emit_json(summary)
     else:

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..pipelines.synth import SYNTH_AREA, SYNTH_STEPS, synth
-from ..runfolder import RunFolder
+from ..runfolder import RunFolder, Summary
 from .app import ModelArgs, emit_json, model_command
+from .survival import PhysicalRangesOpt, print_survives
 
 
 @model_command("synth")
@@ -22,13 +23,16 @@ def synth_cmd(
     mix: Annotated[int, typer.Option("--mix", min=0, help="With --data: add N synthesized source images to the train photos.")] = 0,
     budget: Annotated[str, typer.Option("--budget", help="Split sizes: quick | standard | thorough (as probe and evaluate).")] = "quick",
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default reports/synth-...).")] = None,
+    physical: Annotated[bool, typer.Option(
+        "--physical", help="Optimise through print-and-camera transforms (EOT) and measure the physical protocol.")] = False,
+    physical_ranges: PhysicalRangesOpt = None,
     *,
     opts: ModelArgs,
 ) -> None:
     """Synthesize a universal targeted patch with EOT (Brown et al. 2017) and test it on held-out images."""
     res = synth(classes[0], classes[1], **opts.model_kwargs(), seed=opts.seed,
                 data=data, mix=mix, budget=budget, area=area, steps=steps, patch_px=patch_px, batch_size=batch_size, out=out,
-                progress=opts.verbose)
+                progress=opts.verbose, physical=physical, physical_ranges=physical_ranges)
     if opts.json_out:
         emit_json(res)
         return
@@ -41,6 +45,7 @@ def synth_cmd(
     typer.echo(f"{'area':>6}  {'patch':>8}  {'best null control':>18}")
     for size, patch_rate, null_rate in area_table(res["run_dir"]):
         typer.echo(f"{size:>6.0%}  {patch_rate:>8.1%}  {null_rate:>18.1%}")
+    print_survives(Summary.from_dict(res["summary"]))
     typer.echo(f"report: {res['report']}")
 
 

@@ -1,30 +1,20 @@
 """Defences as classifier wrappers: `defend(classifier, "jpeg:75")` -> a DefendedClassifier.
 
 Input transforms (jpeg, median, bitdepth) and PatchCleanser (Xiang et al. 2022); see `spec` for
-the names and parameters, `transforms` and `patchcleanser` for the methods and their papers.
+the names and parameters, `transforms` and `patchcleanser` for the methods and their papers, and
+`check` for a model's clean and certified top-1 behind each defence on labelled photos.
 """
 from __future__ import annotations
 
-from ..models import Classifier
+from .check import check_defenses
+from .factory import defend
 from .patchcleanser import MASKS_PER_AXIS, MaskSet, PatchCleanser, mask_set
 from .spec import DEFENSES, Defense, parse_defense
 from .transforms import bit_depth, input_transform, jpeg_roundtrip, median_filter
 from .wrapped import DefendedClassifier, InputTransformDefense
 
-
-def defend(
-    classifier: Classifier | DefendedClassifier, defense: str | Defense, *, masks_per_axis: int = MASKS_PER_AXIS,
-    batch_size: int = 64,
-) -> DefendedClassifier:
-    """`classifier` behind `defense` (a spec such as 'median:3' or a Defense). masks_per_axis and
-    batch_size (masked images per forward pass) apply to patchcleanser only."""
-    d = parse_defense(defense) if isinstance(defense, str) else defense
-    if d.name == "patchcleanser":
-        return PatchCleanser(classifier, float(d.value), masks_per_axis=masks_per_axis, batch_size=batch_size)
-    return InputTransformDefense(classifier, d, input_transform(d))
-
-
 __all__ = [
-    "DEFENSES", "DefendedClassifier", "Defense", "InputTransformDefense", "MaskSet", "PatchCleanser", "bit_depth",
-    "defend", "input_transform", "jpeg_roundtrip", "mask_set", "median_filter", "parse_defense",
+    "DEFENSES", "MASKS_PER_AXIS", "DefendedClassifier", "Defense", "InputTransformDefense", "MaskSet", "PatchCleanser",
+    "bit_depth", "check_defenses", "defend", "input_transform", "jpeg_roundtrip", "mask_set", "median_filter",
+    "parse_defense",
 ]

@@ -103,7 +103,7 @@ class PatchCleanser(DefendedClassifier):
     masks_per_axis: k (6 in the paper). batch_size: masked images per forward pass.
     forward(images) returns (N, classes) pseudo-logits: 0 for the defended label and -1e4 for every
     other, so top-1 is the defended label and softmax is its one-hot; no gradient (a decision rule).
-    `certify(images)` returns (labels, certified).
+    `certify(images)` returns (labels, certified). `forwards` counts the masked images classified so far.
 
         >>> defended = PatchCleanser(tiny_classifier(), area=0.02)
         >>> labels, certified = defended.certify(images)
@@ -120,6 +120,7 @@ class PatchCleanser(DefendedClassifier):
         self.masks_per_axis = int(masks_per_axis)
         self.fill = float(fill)
         self.batch_size = int(batch_size)
+        self.forwards = 0
         self._masks: dict[tuple[tuple[int, int], torch.device], torch.Tensor] = {}
 
     def mask_set(self, hw: tuple[int, int]) -> MaskSet:
@@ -144,6 +145,7 @@ class PatchCleanser(DefendedClassifier):
             hidden = (masks[first[sl]] | masks[second[sl]])[:, None]  # (B,1,H,W)
             masked = torch.where(hidden, torch.full_like(images[:1], self.fill), images[image[sl]])
             out[sl] = self.classifier(masked).argmax(dim=-1)
+            self.forwards += masked.shape[0]
         return out
 
     def first_round(self, images: torch.Tensor) -> torch.Tensor:

@@ -7,12 +7,14 @@ One results row per candidate x size x placement x protocol (columns RESULT_COLU
   image counts when any position at that size flips it (one row per size), and
   overall when any position x size does (the row with size NaN);
 - random: the mean over the R x n random trials (Brown et al. 2017); its Wilson
-  interval treats the n images (not the R x n correlated trials) as the sample.
+  interval treats the n images (not the R x n correlated trials) as the sample;
+- physical: the same over R x n random placements, each through a print-and-camera draw.
 Success: top-1 == target; untargeted: top-1 is no longer the source (source None:
 no longer the image's clean class).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +22,9 @@ import torch
 
 from ..patches import apply as apply_mod
 from ..patches.candidate import Candidate
+from ..protocols import PHYSICAL
 from ..stats import wilson_interval
-from .trials import Outcomes, TrialSettings
+from .trials import ImageTrials, Outcomes, TrialOutcomes, TrialSettings
 
 RESULT_COLUMNS = [
     "split", "candidate", "kind", "protocol", "size", "placement", "n", "trials", "successes", "success_rate", "ci_low",
@@ -87,13 +90,13 @@ def result_row(cand: Candidate, protocol: str, size: float, placement: str, hits
     }
 
 
-def patch_rows(cand: Candidate, settings: TrialSettings, static_out: Outcomes | None, random_out: Outcomes | None,
-               clean: Clean) -> list[dict]:
-    """Every results row of one patch: static and dynamic from the static grid, random from its trials."""
+def patch_rows(cand: Candidate, settings: TrialSettings, outcomes: TrialOutcomes, clean: Clean) -> list[dict]:
+    """Every results row of one patch: static and dynamic from the static grid, random and physical
+    from their trials."""
     protocols, sizes, positions = settings.protocols, settings.sizes, settings.positions
     rows: list[dict] = []
-    if static_out is not None:
-        grid = clean.hits(static_out)
+    if outcomes.static is not None:
+        grid = clean.hits(outcomes.static)
         if "static" in protocols:
             for i, a in enumerate(sizes):
                 for j, pos in enumerate(positions):
@@ -104,10 +107,10 @@ def patch_rows(cand: Candidate, settings: TrialSettings, static_out: Outcomes | 
                 rows.append(result_row(cand, "dynamic", a, best, grid[i].best_placement(), clean))
             rows.append(result_row(cand, "dynamic", float("nan"), f"best of {len(positions)}x{len(sizes)}",
                                    grid.flatten_settings().best_placement(), clean))
-    if random_out is not None:
-        random = clean.hits(random_out)
-        for i, a in enumerate(sizes):
-            rows.append(result_row(cand, "random", a, "random", random[i], clean))
+    for protocol, drawn in (("random", outcomes.random), (PHYSICAL, outcomes.physical)):
+        if drawn is not None:
+            hits = clean.hits(drawn)
+            rows += [result_row(cand, protocol, a, protocol, hits[i], clean) for i, a in enumerate(sizes)]
     return rows
 
 
@@ -116,6 +119,22 @@ def median_rows(per_patch: list[list[dict]]) -> list[dict]:
     if len(per_patch) == 1:
         return per_patch[0]
     return [sorted(rows, key=lambda r: r["success_rate"])[(len(rows) - 1) // 2] for rows in zip(*per_patch)]
+
+
+def count_patches(trials: ImageTrials, patches: Sequence[Candidate], clean: Clean, progress: Any = None,
+                  counted: torch.Tensor | None = None) -> list[dict]:
+    """The results rows of every patch (a pooled control: its median member, row by row) on `trials`.
+    counted: a boolean mask of the trials' images that count (the rest are run, then left out)."""
+    rows: list[dict] = []
+    for cand in patches:
+        per_patch = []
+        for patch in (cand.members if cand.members is not None else cand.patch[None]):
+            outcomes = trials.run(patch, progress)
+            if counted is not None:
+                outcomes = outcomes.images(counted)
+            per_patch.append(patch_rows(cand, trials.settings, outcomes, clean))
+        rows += median_rows(per_patch)
+    return rows
 
 
 @torch.no_grad()

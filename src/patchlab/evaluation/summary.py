@@ -6,7 +6,9 @@ headline rate and Wilson interval are the `confirmation` rows at that setting,
 so no headline is counted on the images that chose it. The selection figure
 is kept beside it (`selection`), labelled. Lift is measured against the best
 NULL control (noise, gray, source photo, library photo; chosen on selection),
-never against the target-photo reference.
+never against the target-photo reference. Rows of defended models (a `defense`
+column) are summarised the same way, per defence, beside the candidate's own.
+Every entry also carries its patch's non-printability score (Sharif et al. 2016).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pandas as pd
 
 from ..pairdata import CONFIRMATION, SELECTION
 from ..patches.candidate import NULL_KIND, Candidate
+from ..patches.physical import non_printability
 from ..stats import difference_interval, wilson_interval
 
 DONOR_KEYS = ("donor_name", "donor", "donor_class")
@@ -119,18 +122,33 @@ def _lift(mine: pd.Series, ctrl: pd.Series) -> dict[str, Any]:
     return {"value": d, "ci": [lo, hi], "control": str(ctrl["candidate"])}
 
 
+def chosen_and_counted(results: pd.DataFrame, name: str) -> dict[str, Any]:
+    """{selection: {protocol: rate}, protocol: rate}: one candidate's confirmation count per protocol at the
+    setting chosen on selection, the selection figures beside them (the layout of a summary entry)."""
+    counted = counted_rows(results[results["candidate"] == name])
+    out: dict[str, Any] = {"selection": {}}
+    for (_, proto), (sel, conf) in counted.items():
+        out[proto] = rate_dict(conf, with_setting=proto != "dynamic")
+        out["selection"][proto] = rate_dict(sel, with_setting=proto != "dynamic")
+    return out
+
+
 def summarize(
-    results: pd.DataFrame, candidates: Sequence[Candidate], looks: dict[str, dict], primary: str
+    results: pd.DataFrame, candidates: Sequence[Candidate], looks: dict[str, dict], primary: str,
+    defended: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per candidate/control/reference: name, kind, reads_as, donor,
-    provenance, {static, dynamic, random}: the confirmation count at the setting
+    provenance, {static, dynamic, random, physical}: the confirmation count at the setting
     chosen on selection ({rate, ci, n, size, placement, ...}), selection: the same
     keys as counted on selection, lift_by_protocol {protocol: {value, ci, control}}
-    on confirmation against the best null control, lift_over_best_control (primary)."""
+    on confirmation against the best null control, lift_over_best_control (primary),
+    non_printability, and with `defended` rows (a `defense` column) defended
+    {defence: {selection: {...}, protocol: rate}} chosen and counted the same way."""
     counted = counted_rows(results)
     protocols = list(dict.fromkeys(results["protocol"]))
     nulls = [c.name for c in candidates if c.kind == NULL_KIND]
     best_null = {p: _best_null(counted, nulls, p) for p in protocols}
+    by_defence = {} if defended is None else dict(tuple(defended.groupby("defense", sort=False)))
     out = []
     for cand in candidates:
         entry: dict[str, Any] = {"name": cand.name, "kind": cand.kind, "reads_as": looks.get(cand.name),
@@ -147,5 +165,8 @@ def summarize(
                 lifts[proto] = _lift(conf, ctrl[1])
         entry["lift_by_protocol"] = lifts
         entry["lift_over_best_control"] = dict(lifts[primary], protocol=primary) if primary in lifts else None
+        entry["non_printability"] = non_printability(cand.patch)
+        if defended is not None and not defended.empty:
+            entry["defended"] = {spec: chosen_and_counted(rows, cand.name) for spec, rows in by_defence.items()}
         out.append(entry)
     return out

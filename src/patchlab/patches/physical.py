@@ -17,12 +17,16 @@ Carlini, Wagner 2018), so `apply_physical` is differentiable w.r.t. the patch at
 from __future__ import annotations
 
 import math
+import json
 from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..defenses.transforms import jpeg_roundtrip, straight_through
+from ..errors import UserError
 from .apply import composite
 
 Range = tuple[float, float]
@@ -65,7 +69,7 @@ class PhysicalRanges:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, tuple) and not value[0] <= value[1]:
+            if isinstance(value, tuple) and (len(value) != 2 or not value[0] <= value[1]):
                 raise ValueError(f"{f.name} range must be (low, high) with low <= high, got {value}")
         if not (0 <= self.ink_black[0] and self.ink_black[1] <= self.paper_white[0] and self.paper_white[1] <= 1):
             raise ValueError(f"need 0 <= ink_black <= paper_white <= 1, got {self.ink_black} and {self.paper_white}")
@@ -76,12 +80,37 @@ class PhysicalRanges:
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
             raise ValueError(f"jpeg_quality must lie in 1..100, got {self.jpeg_quality}")
 
+    def as_dict(self) -> dict[str, Any]:
+        """The ranges as JSON-ready lists and numbers (what a run records and `read_ranges` reads)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
     @classmethod
     def neutral(cls) -> PhysicalRanges:
         """Every range at its neutral value: apply_physical then equals apply_patch."""
         return cls(ink_black=(0.0, 0.0), paper_white=(1.0, 1.0), scale=(1.0, 1.0), rotation_deg=0.0,
                    corner_jitter=0.0, brightness=(0.0, 0.0), contrast=(1.0, 1.0), gamma=(1.0, 1.0),
                    blur_sigma=(0.0, 0.0), noise_std=(0.0, 0.0), jpeg_quality=None)
+
+
+def read_ranges(path: str | Path) -> PhysicalRanges:
+    """PhysicalRanges from a JSON object of some of its fields (the rest keep their defaults), e.g.
+    {"rotation_deg": 10, "jpeg_quality": null, "noise_std": [0, 0.05]}; UserError (one line) for an
+    unreadable file, an unknown field or a bad range."""
+    try:
+        given = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the physical ranges {path}: {exc}") from None
+    if not isinstance(given, dict):
+        raise UserError(f"{path}: physical ranges must be a JSON object of PhysicalRanges fields")
+    known = {f.name for f in fields(PhysicalRanges)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise UserError(f"{path}: unknown physical range {', '.join(unknown)}; use {', '.join(sorted(known))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    try:
+        return PhysicalRanges(**values)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -106,6 +135,18 @@ class PhysicalDraw:
 
     def __len__(self) -> int:
         return self.scale.shape[0]
+
+    def take(self, rows: slice) -> PhysicalDraw:
+        """The trials `rows` (a slice) as a draw of their own. Its sensor noise is seeded by the draw's
+        seed plus the slice's start, so a batch at the same rows always gets the same noise (every patch
+        measured on a table of trials sees the same noise: common random numbers)."""
+        def cut(t: torch.Tensor) -> torch.Tensor:
+            return t[rows]
+
+        quality = None if self.jpeg_quality is None else cut(self.jpeg_quality)
+        return PhysicalDraw(cut(self.ink_black), cut(self.paper_white), cut(self.scale), cut(self.angle),
+                            cut(self.corners), cut(self.brightness), cut(self.contrast), cut(self.gamma),
+                            cut(self.blur_sigma), cut(self.noise_std), self.noise_seed + (rows.start or 0), quality)
 
 
 def _uniform(shape: tuple[int, ...], bounds: Range, generator: torch.Generator | None) -> torch.Tensor:

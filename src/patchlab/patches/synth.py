@@ -9,6 +9,9 @@ predicts the target class. Loss per step on a batch of random placements:
 
 The patch is parameterized as sigmoid(w) and optimized with Adam (default), or
 directly in pixel space with sign-gradient steps ("pgd", clipped to [0,1]).
+With `physical` ranges every placement also goes through a print-and-camera draw
+(`patchlab.patches.physical`: EOT over the physical transforms, Athalye et al. 2018;
+Eykholt et al. 2018's RP2), the same transforms the physical protocol measures.
 
 Example:
     >>> clf = load_classifier("efficientnet_lite0")
@@ -28,6 +31,7 @@ from ..models import Classifier
 from .apply import apply_patch
 from .candidate import Candidate
 from .eot import EOT, sample_placements
+from .physical import PhysicalRanges, apply_physical, sample_physical
 
 OPTIMIZERS = ("adam", "pgd")
 SCHEDULES = ("constant", "cosine")
@@ -134,7 +138,7 @@ def _optimize(
     patch_px: int, batch_size: int, lr: float, optimizer: str, source_weight: float,
     generator: torch.Generator | None, dtype: torch.dtype | None, progress: bool, desc: str,
     init: torch.Tensor | None = None, patch_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    schedule: str = "constant", average: float = 0.0,
+    schedule: str = "constant", average: float = 0.0, physical: PhysicalRanges | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One optimization run: returns the patch (3,p,p), a (steps,2) tensor of (loss, success), s/step."""
     dev = images.device
@@ -156,9 +160,14 @@ def _optimize(
             t_first = time.perf_counter()
         idx = torch.randint(n, (batch_size,), generator=generator, device=gen_dev).to(dev)
         where = sample_placements(batch_size, hw, eot, generator, dev)
+        draw = sample_physical(batch_size, physical, generator) if physical is not None else None  # CPU draws
         with _autocast(dev, dtype):
-            patched = apply_patch(images.index_select(0, idx), to_patch(param), where.area, where.centers,
-                                  where.angle, eot.shape)
+            if draw is None:
+                patched = apply_patch(images.index_select(0, idx), to_patch(param), where.area, where.centers,
+                                      where.angle, eot.shape)
+            else:  # the draw's rotation and scale replace the placement's angle
+                patched = apply_physical(images.index_select(0, idx), to_patch(param), draw, where.area, where.centers,
+                                         eot.shape)
             logits = classifier(patched).float()
         loss = F.cross_entropy(logits, tgt)
         if source_weight:
@@ -208,6 +217,7 @@ def synthesize_patch(
     schedule: str = "constant",
     average: float = 0.0,
     fixed_fraction: float = 0.0,
+    physical: PhysicalRanges | None = None,
 ) -> Candidate:
     """Train a universal targeted patch with EOT (Brown et al. 2017).
 
@@ -232,6 +242,9 @@ def synthesize_patch(
     returned patch is the exponential moving average of the iterates with this decay
     (Polyak & Juditsky 1992 averaging), not the last iterate. fixed_fraction: share of
     the placements put unrotated at the evaluator's fixed positions (corners, centre; see EOT).
+    physical: ranges of a print-and-camera draw applied to every placement (`apply_physical`; its
+    rotation replaces rotation_deg); None: plain compositing. Its draws come after the placement's
+    from `generator`, so without it the random stream is unchanged.
     Returns Candidate(kind="synth") with curve rows {step, loss, success}
     (success = fraction of the step's batch whose top-1 is the target) and
     reads_as (the model's top-1 for the patch alone).
@@ -249,7 +262,7 @@ def synthesize_patch(
     for r in range(restarts):
         patch, record, per_step = _optimize(
             classifier, images, target, source, eot, steps, patch_px, batch_size, lr, optimizer, source_weight,
-            generator, dtype, progress, f"synth {r + 1}/{restarts}", init, patch_loss, schedule, average,
+            generator, dtype, progress, f"synth {r + 1}/{restarts}", init, patch_loss, schedule, average, physical,
         )
         tail = record[-window:]
         runs.append((float(tail[:, 1].mean()), -float(tail[:, 0].mean()), patch, record, per_step))
@@ -269,6 +282,7 @@ def synthesize_patch(
         "optimizer": optimizer, "source_weight": source_weight,
         "restarts": restarts, "best_restart": best, "restart_scores": [round(r[0], 4) for r in runs],
         "train_images": int(images.shape[0]), "sec_per_step": per_step, "device": str(dev),
+        **({"physical": physical.as_dict()} if physical is not None else {}),
         "autocast": None if dtype is None else str(dtype).replace("torch.", ""),
     }
     curve = [{"step": i, "loss": float(l), "success": float(s)} for i, (l, s) in enumerate(record.tolist())]

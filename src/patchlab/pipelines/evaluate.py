@@ -25,11 +25,12 @@ import torch
 from ..devices import stage_generator
 from ..errors import UserError
 from ..evaluation.controls import make_controls
-from ..evaluation.core import evaluate
+from ..evaluation.core import evaluate, resolve_defenses
 from ..generators.registry import generated_kinds
 from ..pairdata import CONFIRMATION, PHOTO_FACTOR, SELECTION, TRAIN, PairData, SplitSizes, load_pair
 from ..patches.candidate import Candidate, load_patch
-from ..protocols import DEFAULT_SIZES, PROTOCOLS
+from ..patches.physical import PhysicalRanges, read_ranges
+from ..protocols import ALL_PROTOCOLS, DEFAULT_SIZES, PROTOCOLS
 from ..report import update_index, write_run
 from ..runfolder import REAL, DataSource, Manifest, RunFolder
 from .common import ModelOptions, check_inputs, load_model, resolve_pair, run_config, run_dir_name
@@ -153,6 +154,8 @@ def evaluate_patches(
     random_placements: int = 8,
     batch_size: int = 128,
     progress: bool = False,
+    defenses: Sequence[str] = (),
+    physical_ranges: str | Path | None = None,
     **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Evaluate patch files on SOURCE (or 'any') -> TARGET and write a run folder.
@@ -162,16 +165,20 @@ def evaluate_patches(
     on the selection split; rates are counted on every other image for outside
     patches, or on the confirmation split only for patches a run made from these
     images (see the module docstring and `Counted`). `sizes` in % of the image
-    area. options: labels file and preprocessing overrides (`ModelOptions`).
-    Returns {run_dir, report, summary}."""
+    area. protocols: default static, dynamic, random; 'physical' is measured with
+    the ranges of the JSON file `physical_ranges` (else the defaults). defenses:
+    specs whose defended models re-count every patch. options: labels file and
+    preprocessing overrides (`ModelOptions`). Returns {run_dir, report, summary}."""
     t0 = time.perf_counter()
+    defended = resolve_defenses(defenses)
+    ranges = read_ranges(physical_ranges) if physical_ranges is not None else PhysicalRanges()
     sizes_pct = list(sizes) if sizes else [100 * a for a in DEFAULT_SIZES]
     if any(not 0 < s < 100 for s in sizes_pct):
         raise UserError("--sizes are percentages of the image area between 0 and 100 (e.g. 5 10 25)")
     protocols = list(dict.fromkeys(protocols or PROTOCOLS))
-    bad = [p for p in protocols if p not in PROTOCOLS]
+    bad = [p for p in protocols if p not in ALL_PROTOCOLS]
     if bad:
-        raise UserError(f"unknown protocol {', '.join(bad)}; use {', '.join(PROTOCOLS)}")
+        raise UserError(f"unknown protocol {', '.join(bad)}; use {', '.join(ALL_PROTOCOLS)}")
     plan = check_inputs(budget, data=data)
     cands = load_candidates(patches)
     clf = load_model(model, device, weights, **options)
@@ -186,7 +193,8 @@ def evaluate_patches(
                         weights=weights, classifier=clf, labels=options.get("labels"),
                         patches=[str(p) for p in patches], sizes_pct=sizes_pct, protocols=protocols,
                         random_placements=random_placements, batch_size=batch_size, counted=list(counted.splits),
-                        made_from=[r["run"] for r in counted.runs])
+                        made_from=[r["run"] for r in counted.runs],
+                        **({"defenses": [str(d) for d in defended]} if defended else {}))
     manifest = Manifest.new("evaluate", config, seed, clf.spec)
     folder.check("evaluate", manifest)  # an unusable --out fails before the images are made
     pair = load_pair(clf, src, tgt, splits, data=data, seed=seed, progress=progress)
@@ -199,7 +207,8 @@ def evaluate_patches(
     ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": images}, src, tgt,
                   sizes=[s / 100 for s in sizes_pct], protocols=protocols, random_placements=random_placements,
                   controls=controls, generator=stage_generator(seed, "evaluate"), batch_size=batch_size,
-                  progress=progress, image_names={"selection": pair.names["selection"], "confirmation": names})
+                  progress=progress, image_names={"selection": pair.names["selection"], "confirmation": names},
+                  physical=ranges, defenses=defended)
     data_record = dict(pair.manifest(), counted=counted.record(pair, seed))
     summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=data_record,
                                 timings={"data_s": round(t_data, 3)})

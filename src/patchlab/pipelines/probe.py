@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -26,12 +26,15 @@ from ..atlases.run import build_atlas
 from ..devices import stage_generator
 from ..errors import UserError
 from ..evaluation.controls import library_photo_control, make_controls
-from ..evaluation.core import evaluate
+from ..evaluation.area50 import AREA_GRID
+from ..evaluation.core import evaluate, resolve_defenses
 from ..generators.plan import Plan
 from ..generators.registry import GeneratorJob, GeneratorSpec, registered
 from ..identity import check_same_run, run_identity
 from ..pairdata import PairData, load_pair
 from ..patches.candidate import Candidate
+from ..patches.physical import PhysicalRanges, read_ranges
+from ..protocols import PHYSICAL
 from ..report import update_index, write_run
 from ..runfolder import Manifest, RunFolder
 from ..runio import claim_new_dir, ensure_writable_dir
@@ -138,6 +141,9 @@ def probe(
     run_dir: str | Path | None = None,
     classifier: Any = None,
     layer: str | None = None,
+    defenses: Sequence[str] = (),
+    physical: bool = False,
+    physical_ranges: str | Path | None = None,
     **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Run the probe pipeline and write a report; returns summary.json's content (plus run_dir, report).
@@ -147,9 +153,14 @@ def probe(
     photos, else exemplars). run_dir: write into this folder instead of a new
     time-stamped one under `out` (an audit's per-pair folder). classifier: an
     already loaded Classifier for `model` (an audit loads it once). layer: the feature layer (None: the
-    model's last spatial map); options: labels file and preprocessing overrides (`ModelOptions`)."""
+    model's last spatial map); options: labels file and preprocessing overrides (`ModelOptions`).
+    defenses: specs ('jpeg:75', 'patchcleanser:0.1', ...) whose defended models re-count every
+    candidate. physical: also measure the physical protocol, with the ranges of the JSON file
+    `physical_ranges` (else PhysicalRanges' defaults)."""
 
     say = echo or (lambda msg: log.info(msg))
+    defended = resolve_defenses(defenses)  # bad specs and ranges fail before anything is loaded or written
+    ranges = read_ranges(physical_ranges) if physical_ranges is not None else PhysicalRanges()
     plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
     clf = classifier if classifier is not None else load_model(model, device, weights, layer=layer, direction=True, **options)
     classes = resolve_pair(clf, source, target)
@@ -187,10 +198,12 @@ def probe(
 
     t0 = time.perf_counter()
     ev = evaluate(clf, candidates, {"selection": pair.selection, "confirmation": pair.confirmation}, s, t,
-                  sizes=plan.sizes, positions=plan.positions, protocols=plan.protocols,
+                  sizes=plan.sizes, positions=plan.positions,
+                  protocols=tuple(plan.protocols) + ((PHYSICAL,) if physical else ()),
                   random_placements=plan.random_placements, controls=_controls(clf, pair, plan, job_args["library"], seed),
                   generator=stage_generator(seed, "evaluate"), progress=progress,
-                  image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]})
+                  image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]},
+                  physical=ranges, defenses=defended, area_grid=AREA_GRID)
     store.timings["evaluate"] = round(time.perf_counter() - t0, 3)
     store.timings["total"] = round(time.perf_counter() - t_start, 3)
     summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=pair.manifest(),

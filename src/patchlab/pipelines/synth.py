@@ -12,7 +12,9 @@ from ..errors import UserError
 from ..evaluation.controls import make_controls
 from ..evaluation.core import evaluate
 from ..pairdata import PairData, SplitSizes, load_pair, synthesized_sources
+from ..patches.physical import PhysicalRanges, read_ranges
 from ..patches.synth import averaging_decay, synthesize_patch
+from ..protocols import PHYSICAL, PROTOCOLS
 from ..report import write_run
 from ..runfolder import Manifest, RunFolder
 from .common import ModelOptions, check_inputs, load_model, resolve_pair, run_config, run_dir_name, slugs
@@ -64,14 +66,21 @@ def synth(
     mix: int = 0,
     out: str | Path | None = None,
     progress: bool = False,
+    physical: bool = False,
+    physical_ranges: str | Path | None = None,
     **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Train the patch on the train split of `patchlab.pairdata` (photos from `data`: every
     train photo; else exemplars) and evaluate it against null controls. amp: bfloat16
     training step (None: where the device runs it natively). mix: with `data`, add this
     many synthesized source images (exemplars) to the train photos; selection and
-    confirmation stay photos. options: labels file and preprocessing overrides (`ModelOptions`). Returns
+    confirmation stay photos. physical: optimise through print-and-camera draws (EOT over the
+    physical transforms, ranges from the JSON file `physical_ranges` or the defaults) and
+    measure the physical protocol beside the others. options: labels file and preprocessing
+    overrides (`ModelOptions`). Returns
     {run_dir, report, summary, candidate, sec_per_step}."""
+    physical = physical or physical_ranges is not None
+    ranges = read_ranges(physical_ranges) if physical_ranges is not None else PhysicalRanges()
     lo, hi = area
     if not 0 < lo <= hi < 1:
         raise UserError(f"--area needs 0 < LO <= HI < 1, got {lo} {hi}")
@@ -90,7 +99,8 @@ def synth(
                         area_sampling=SYNTH_AREA_SAMPLING, average=averaging_decay(steps, SYNTH_AVERAGE_WINDOW),
                         average_window=SYNTH_AVERAGE_WINDOW,
                         fixed_fraction=SYNTH_FIXED_FRACTION, steps=steps, patch_px=patch_px, batch_size=batch_size,
-                        mix=mix, sizes=list(sizes), random_placements=random_placements, amp=amp)
+                        mix=mix, sizes=list(sizes), random_placements=random_placements, amp=amp,
+                        **({"physical": ranges.as_dict()} if physical else {}))
     manifest = Manifest.new("synth", config, seed, clf.spec)
     folder.check("synth", manifest)  # an unusable --out fails before the images are made
     pair = synth_pair(clf, src, tgt, plan, data, seed, progress)
@@ -100,12 +110,14 @@ def synth(
     cand = synthesize_patch(clf, pair.train, tgt, src, steps=steps, patch_px=patch_px, area=(lo, hi),
                             area_sampling=SYNTH_AREA_SAMPLING, average=averaging_decay(steps, SYNTH_AVERAGE_WINDOW),
                             fixed_fraction=SYNTH_FIXED_FRACTION, batch_size=batch_size,
-                            generator=stage_generator(seed, "synth"), amp=amp, progress=progress)
+                            generator=stage_generator(seed, "synth"), amp=amp, progress=progress,
+                            physical=ranges if physical else None)
     controls = make_controls(clf, pair.train, pair.target_images, stage_generator(seed, "controls"), source=src, target=tgt,
                              side=patch_px)
     ev = evaluate(clf, [cand], {"selection": pair.selection, "confirmation": pair.confirmation}, src, tgt, sizes=sizes,
                   random_placements=random_placements, controls=controls, generator=stage_generator(seed, "evaluate"),
-                  progress=progress, image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]})
+                  progress=progress, image_names={"selection": pair.names["selection"], "confirmation": pair.names["confirmation"]},
+                  protocols=PROTOCOLS + ((PHYSICAL,) if physical else ()), physical=ranges)
     summary, report = write_run(folder.path, ev, model=clf.spec, seed=seed, manifest=manifest, data=pair.manifest())
     return {"run_dir": str(folder.path), "report": str(report), "summary": summary.as_dict(), "candidate": cand.meta(),
             "sec_per_step": cand.provenance.get("sec_per_step")}

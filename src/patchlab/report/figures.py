@@ -12,13 +12,14 @@ import pandas as pd
 from PIL import Image
 
 from ..patches.candidate import is_generated
-from ..protocols import PROTOCOLS
+from ..protocols import ALL_PROTOCOLS
 from ..runfolder import Entry
 
 PROTOCOL_TITLES = {
     "static": "static (best position at each size)",
     "dynamic": "dynamic (best position per image)",
     "random": "random placements + rotation",
+    "physical": "physical (print + camera, random placements)",
 }
 
 
@@ -81,7 +82,7 @@ def success_vs_area(results: pd.DataFrame) -> bytes:
     plt, sns = plotting()
     data = curve_table(results)
     results = confirmation_rows(results)
-    protos = [p for p in PROTOCOLS if p in set(data["protocol"])]
+    protos = [p for p in ALL_PROTOCOLS if p in set(data["protocol"])]
     kinds = dict(zip(results["candidate"], results["kind"]))
     names = list(dict.fromkeys(results["candidate"]))
     pal = _palette(names, kinds)

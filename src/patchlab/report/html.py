@@ -89,6 +89,85 @@ def candidate_table(entries: list[Entry], thumbs: dict[str, bytes], protocols: l
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _share_cell(d: dict[str, Any] | None) -> str:
+    return rate_cell(Rate.from_dict(d)) if d else "<td>–</td>"
+
+
+def survives_html(summary: Summary, thumbs: dict[str, bytes]) -> str:
+    """"Does the patch survive?": per entry its digital (primary), physical and defended rates side by
+    side with its non-printability, then each defence's cost on the clean source images."""
+    rows, defenses = summary.survives, summary.defenses
+    physical = any(r.get("physical") is not None for r in rows)
+    if not rows or not (defenses or physical):
+        return ""
+    specs = [d["defense"] for d in defenses]
+    head = (f"<tr><th>patch</th><th>name</th><th>kind</th><th>digital ({esc(summary.primary_protocol)})</th>"
+            + ("<th>physical</th>" if physical else "") + "".join(f"<th>through {esc(d)}</th>" for d in specs)
+            + "<th>non-printability</th></tr>")
+    body = []
+    for r in rows:
+        nps = r.get("non_printability")
+        body.append(f"<tr><td>{img(thumbs.get(r['name']), r['name'], 'thumb')}</td><td>{esc(r['name'])}</td>"
+                    f"<td>{esc(r['kind'])}</td>{_share_cell(r.get('digital'))}"
+                    + (_share_cell(r.get("physical")) if physical else "")
+                    + "".join(_share_cell((r.get("defended") or {}).get(d)) for d in specs)
+                    + f'<td class="num">{"–" if nps is None else f"{nps:.2e}"}</td></tr>')
+    parts = ["<h2>Does the patch survive?</h2>", f"<table>{head}{''.join(body)}</table>"]
+    if defenses:
+        cost_head = ("<tr><th>defence</th><th>clean accuracy</th><th>certified</th><th>certified and correct</th>"
+                     "<th>images counted for its rates</th><th>seconds</th></tr>")
+        cost_rows = "".join(
+            f"<tr><td>{esc(d['defense'])}</td>{_share_cell(d.get('clean_accuracy'))}{_share_cell(d.get('certified'))}"
+            f"{_share_cell(d.get('certified_and_correct'))}<td class=num>{esc(d.get('denominator'))}</td>"
+            f"<td class=num>{esc(d.get('seconds'))}</td></tr>" for d in defenses)
+        means = esc(defenses[0].get("accuracy_means", ""))
+        parts.append(f"<h3>What each defence costs</h3><table>{cost_head}{cost_rows}</table>"
+                     f"<p class=note>On every selection and confirmation image; clean accuracy: {means}.</p>")
+    parts.append(
+        '<p class="note">Each rate is counted on the confirmation images at the setting chosen on selection (Wilson 95 % '
+        "intervals). Physical: random placements through a simulated print and photograph (printer gamut and contrast, "
+        "perspective, scale, rotation, lighting, blur, sensor noise, JPEG; ranges in the config). Through a defence: the "
+        "same trials classified by the defended model, on the images it still calls the source when clean; PatchCleanser "
+        "(Xiang et al. 2022) certifies an image against any patch up to its area. Non-printability: Sharif et al. 2016's "
+        "score against a printable palette (0: printable colours only).</p>")
+    return "".join(parts)
+
+
+def _area_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "<td>–</td>"
+    lo, hi = row.get("ci") or [None, None]
+    grid = row.get("grid") or []
+    if row.get("area") is None:
+        top = max((r["size"] for r in grid), default=None)
+        text = "not reached" + (f" by {100 * top:g} %" if top is not None else "")
+    else:
+        text = (f"{100 * row['area']:g} % <span class=note>({0 if lo is None else 100 * lo:g}, "
+                f"{'beyond the grid' if hi is None else f'{100 * hi:g} %'}]</span>")
+    return f'<td class="num">{text}<br><span class=note>{esc(row.get("candidate"))}</span></td>'
+
+
+def area50_html(summary: Summary) -> str:
+    """The smallest patch area reaching 50 % targeted success, per candidate kind (rows) and model
+    (columns: bare, then each defence), each with its interval and the candidate chosen on selection."""
+    rows = summary.area50
+    if not rows:
+        return ""
+    specs = list(dict.fromkeys(r["defense"] for r in rows))
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    cell = {(r["kind"], r["defense"]): r for r in rows}
+    head = "<tr><th>kind</th>" + "".join(
+        f"<th>{'bare model' if d == 'none' else 'through ' + esc(d)}</th>" for d in specs) + "</tr>"
+    body = "".join(f"<tr><td>{esc(k)}</td>" + "".join(_area_cell(cell.get((k, d))) for d in specs) + "</tr>" for k in kinds)
+    grid = ", ".join(f"{100 * r['size']:g}" for r in rows[0].get("grid") or [])
+    return ("<h2>Smallest patch area reaching 50 %</h2>"
+            f"<table>{head}{body}</table><p class=note>Per kind, the candidate chosen on selection under the "
+            f"{esc(rows[0].get('protocol'))} protocol, counted on the confirmation images at each area of the grid "
+            f"({grid} % of the image): the smallest area whose success reaches 50 %; in brackets the areas the one needed "
+            "lies between: above the last area surely short of 50 % (Wilson 95 % interval below it), up to the first "
+            "surely above it. It keeps separating patches after their success saturates at the report's sizes.</p>")
+
+
 def kv_table(d: dict) -> str:
     return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in d.items()) + "</table>"
 
@@ -172,6 +251,8 @@ def run_page(summary: Summary, figures: dict[str, bytes | None], thumbs: dict[st
         "NULL control (noise, gray, source photo, library photos; chosen on selection) under the same protocol. "
         "The target-photo reference is shown, never subtracted.</p>"
     )
+    parts.append(survives_html(summary, thumbs))
+    parts.append(area50_html(summary))
     parts.append(sources_html(summary.candidates, thumbs, views or {}))
     parts.append(_notes_html(summary.generator_notes))
     captions = {

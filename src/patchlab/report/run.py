@@ -3,6 +3,8 @@
 Layout of a run directory (`patchlab.runfolder`):
   manifest.json      config, seed, model, versions
   results.csv        one row per candidate x size x placement x protocol
+  results_defended.csv  the same through each defended model (a `defense` column), when defences were given
+  results_area.csv   each kind's chosen candidate on the area grid, bare and per defence (area50), when measured
   summary.json       the parseable summary (`report.summary`)
   patches/NAME.png   every candidate and control (+ .pt, .json)
   examples/*.png     before/after images
@@ -25,6 +27,10 @@ from ..runio import atomic_write_bytes, atomic_write_text, save_png
 from . import figures as figs
 from .html import run_page
 from .summary import build_summary
+
+DEFENDED_RESULTS = "results_defended.csv"
+AREA_RESULTS = "results_area.csv"
+
 
 def write_run(run_dir: str | Path, evaluation: Evaluation, *, model: str | None, seed: int | None = None,
               manifest: Manifest | None = None, data: dict[str, Any] | None = None, donors: list[Any] = (),
@@ -50,6 +56,9 @@ def write_run(run_dir: str | Path, evaluation: Evaluation, *, model: str | None,
         examples.append(dict({k: v for k, v in ex.items() if k not in ("before", "after")}, **files))
     summary = replace(summary, examples=examples)
     folder.write_results(evaluation.results)
+    for name, table in ((DEFENDED_RESULTS, evaluation.defended_results), (AREA_RESULTS, evaluation.area_results)):
+        if not table.empty:
+            atomic_write_text(folder.path / name, table.to_csv(index=False))
     folder.write_summary(summary)  # complete=True is only believed with COMPLETE beside it
     html_path = rebuild_report(folder.path)
     folder.mark_complete(manifest)

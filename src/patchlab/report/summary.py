@@ -10,6 +10,13 @@ lift_over_best_control {value, ci, control, protocol}, lift_by_protocol,
 patch_file}], best_candidate and best_disguised_candidate {name, kind, protocol,
 rate, ci, n, size, selection_rate, selection_ci, reads_as, donor}, reference (the
 target photo's headline), examples, generator_notes, timings, versions, seed, complete.
+
+Schema patchlab.summary/3 (was /2) adds: per entry `non_printability` (Sharif et al.
+2016) and, with defences, `defended` {defence: {selection: {...}, protocol: rate}};
+rates under the `physical` protocol when measured; top-level `defenses` (each
+defence's cost: clean accuracy and PatchCleanser's certified share on the source
+images), `survives` (per entry: digital, physical and defended rates side by side)
+and `area50` (the smallest patch area reaching 50 % success per kind and defence).
 """
 from __future__ import annotations
 
@@ -18,7 +25,8 @@ from typing import Any
 
 from ..evaluation.core import Evaluation
 from ..patches.candidate import NULL_KIND, REFERENCE_KIND, is_generated
-from ..runfolder import SUMMARY_SCHEMA, ClassRef, DataInfo, Entry, Headline, SplitCount, Summary
+from ..protocols import PHYSICAL
+from ..runfolder import SUMMARY_SCHEMA, ClassRef, DataInfo, Entry, Headline, Rate, SplitCount, Summary
 from ..runio import versions
 
 
@@ -36,6 +44,30 @@ def data_info(evaluation: Evaluation, data: dict[str, Any] | None) -> DataInfo:
 
 def _headline(entry: dict[str, Any] | None, primary: str) -> Headline | None:
     return None if entry is None else Headline.of(Entry.from_dict(entry), primary)
+
+
+def _brief(r: Rate | None) -> dict[str, Any] | None:
+    return None if r is None else {"rate": r.rate, "ci": r.ci, "n": r.n, "size": r.size}
+
+
+def survival(entries: list[Entry], primary: str, defenses: list[str]) -> list[dict[str, Any]]:
+    """The "does it survive?" view, one row per entry: name, kind, protocol (the primary), digital (its
+    primary rate), physical (its physical rate, None when not measured), defended {defence: primary rate
+    through that defence}, physical_defended (the same under the physical protocol, when measured), and
+    non_printability; each rate {rate, ci, n, size} counted on confirmation, or None."""
+    rows = []
+    for e in entries:
+        def under(spec: str, protocol: str) -> dict[str, Any] | None:
+            d = e.defended.get(spec)
+            return None if d is None else _brief(d.rate(protocol))
+
+        row = {"name": e.name, "kind": e.kind, "protocol": primary, "digital": _brief(e.rate(primary)),
+               "physical": _brief(e.rate(PHYSICAL)), "defended": {spec: under(spec, primary) for spec in defenses},
+               "non_printability": e.non_printability}
+        if e.rate(PHYSICAL) is not None:
+            row["physical_defended"] = {spec: under(spec, PHYSICAL) for spec in defenses}
+        rows.append(row)
+    return rows
 
 
 def build_summary(evaluation: Evaluation, *, model: str | None, seed: int | None = None,
@@ -57,5 +89,6 @@ def build_summary(evaluation: Evaluation, *, model: str | None, seed: int | None
         best_disguised_candidate=_headline(ev.best(disguised=True), primary),
         reference=Headline.of(refs[0], primary) if refs and refs[0].rate(primary) else None,
         generator_notes=dict(generator_notes or {}), timings=dict(ev.timings, **(timings or {})), versions=versions(),
-        seed=seed, complete=True,
+        seed=seed, complete=True, defenses=list(ev.defenses),
+        survives=survival(entries, primary, [d["defense"] for d in ev.defenses]), area50=list(ev.area50),
     )
