@@ -16,10 +16,12 @@ random library photos pasted the same way).
     python experiments/atlas_pairs.py --library ../shared/realphotos --train 24 --selection 24 --confirmation 48
     python experiments/atlas_pairs.py                                   # donor-exemplar crops (no photos)
     python experiments/atlas_pairs.py --data IMAGENET_TREE              # real source photos too
-    python experiments/atlas_pairs.py --band 0.45 0.65 --near-band 0.08 0.15 --sources-only
+    python experiments/atlas_pairs.py --source-band 0.45 0.65 --target-band 0.08 0.15 --sources-only
+    python experiments/atlas_pairs.py --library ../shared/realphotos --source-band 0.85 1 --target-band 0 0.01
 
---band / --near-band set the synthesized sources' p(source) / p(target) bands
-(`patchlab.exemplars`); every table states the sources' median p(source) and
+--source-band / --target-band set the sources' p(source) / p(target) bands
+(`patchlab.pairdata.SourceBands`: synthesized sources are rendered into them,
+photos are measured and kept when inside); every table states the sources' median p(source) and
 p(target) on the confirmation images, since flip rates depend on how close to
 the boundary the sources sit. --sources-only prints that and stops.
 
@@ -40,7 +42,7 @@ from patchlab.evaluation.summary import pool_selection, summarize
 from patchlab.exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND
 from patchlab.generators import PLANS, GeneratorJob, registered
 from patchlab.models import load_classifier
-from patchlab.pairdata import SplitSizes, load_pair
+from patchlab.pairdata import SourceBands, SplitSizes, load_pair
 from patchlab.patches.apply import CORNERS
 from patchlab.runio import atomic_write_text
 
@@ -95,18 +97,18 @@ def _rate(entry: dict, proto: str, where: str = "confirmation") -> float:
 
 
 def add_band_args(ap: argparse.ArgumentParser) -> None:
-    """--band / --near-band: the synthesized sources' p(source) / p(target) bands (read by `pair_data`)."""
-    ap.add_argument("--band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                    help=f"synthesized sources: p(source) band (default {DEFAULT_BAND[0]:g} {DEFAULT_BAND[1]:g})")
-    ap.add_argument("--near-band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                    help=f"synthesized sources: p(target) band (default {DEFAULT_NEAR_BAND[0]:g} {DEFAULT_NEAR_BAND[1]:g})")
+    """--source-band / --target-band: how sure the model is of the sources (`patchlab.pairdata.SourceBands`)."""
+    ap.add_argument("--source-band", "--band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help=f"sources with p(source) in [LO, HI] (synthesized: rendered so; photos: measured); default: "
+                         f"pair-aware exemplars with p(source) in {DEFAULT_BAND[0]:g}-{DEFAULT_BAND[1]:g} and p(target) in "
+                         f"{DEFAULT_NEAR_BAND[0]:g}-{DEFAULT_NEAR_BAND[1]:g}")
+    ap.add_argument("--target-band", "--near-band", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="sources with p(target) in [LO, HI] too (e.g. 0 0.01 for sources the model is sure of)")
 
 
 def pair_data(clf, s: int, t: int, args):
     """The pair's train / selection / confirmation images for these arguments (sizes, --data, --seed, bands)."""
-    bands = None
-    if args.band or args.near_band:
-        bands = (tuple(args.band or DEFAULT_BAND), tuple(args.near_band or DEFAULT_NEAR_BAND))
+    bands = SourceBands.of(args.source_band, args.target_band)
     return load_pair(clf, s, t, SplitSizes(args.train, args.selection, args.confirmation), data=args.data,
                      seed=args.seed, bands=bands)
 

@@ -13,7 +13,7 @@ from patchlab.devices import stage_generator, stage_seed
 from patchlab.errors import UserError
 from patchlab.identity import check_same_run, run_identity
 from patchlab.models import tiny_classifier
-from patchlab.pairdata import BLOCK, RULE, SPLITS, SplitSizes, load_pair, split_indices, split_of
+from patchlab.pairdata import BLOCK, RULE, SPLITS, SourceBands, SplitSizes, load_pair, split_indices, split_of
 
 
 def test_split_rule_is_balanced_disjoint_and_prefix_stable():
@@ -105,13 +105,39 @@ def test_bands_reach_the_source_exemplars_only(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ex, "exemplars", fake)
     monkeypatch.setattr(ex, "describe", lambda s: "fake")
-    load_pair(tiny_classifier(), 507, 983, SplitSizes(2, 2, 4), seed=5, bands=((0.45, 0.65), (0.08, 0.15)))
+    load_pair(tiny_classifier(), 507, 983, SplitSizes(2, 2, 4), seed=5, bands=SourceBands((0.45, 0.65), (0.08, 0.15)))
     (src_cls, src), (tgt_cls, tgt) = calls
     assert (src_cls, src["band"], src["near"], src["near_band"]) == (507, (0.45, 0.65), 983, (0.08, 0.15))
     assert tgt_cls == 983 and "band" not in tgt and "near_band" not in tgt
     calls.clear()
     load_pair(tiny_classifier(), 507, 983, SplitSizes(2, 2, 4), seed=5)
     assert calls[0][1]["band"] == ex.DEFAULT_BAND and calls[0][1]["near_band"] == ex.DEFAULT_NEAR_BAND
+    assert calls[0][1]["near"] == 983
+    calls.clear()  # a source band alone: sources the model is that sure of, with no pull toward the target
+    load_pair(tiny_classifier(), 507, 983, SplitSizes(2, 2, 4), seed=5, bands=SourceBands.of((0.85, 1.0)))
+    assert (calls[0][1]["band"], calls[0][1]["near"]) == ((0.85, 1.0), None)
+
+
+def test_photo_bands_are_measured_within_each_split(tmp_path):
+    """With bands, photos are measured and those outside set aside; a photo keeps the split it has
+    without bands (so runs with other bands never count each other's train photos)."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "d" / "combination_lock").mkdir(parents=True)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(tmp_path / "d" / "combination_lock" / f"{i:02d}.png")
+    clf = tiny_classifier()
+    sizes = SplitSizes(10, 10, 20)  # 40 photos: no split is capped
+    every = load_pair(clf, 507, 983, sizes, data=tmp_path / "d", photo_factor=1)
+    probs = {s: clf.logits(every.images[s]).softmax(-1)[:, 507] for s in ("train", "selection", "confirmation")}
+    cut = float(torch.cat(list(probs.values())).median())
+    banded = load_pair(clf, 507, 983, sizes, data=tmp_path / "d", photo_factor=1, bands=SourceBands.of((cut, 1.0)))
+    for s, p in probs.items():
+        assert set(banded.names[s]) == {n for n, q in zip(every.names[s], p.tolist()) if q >= cut}
+    assert "set aside" in banded.how and sum(map(len, banded.names.values())) < sum(map(len, every.names.values()))
+    with pytest.raises(UserError, match="outside p\\(source\\) in"):
+        load_pair(clf, 507, 983, sizes, data=tmp_path / "d", bands=SourceBands.of((0.999, 1.0)))
+    with pytest.raises(UserError, match="--source-band"):
+        SourceBands.of((0.9, 0.5))
 
 
 def test_too_few_photos_is_a_user_error(tmp_path):

@@ -94,8 +94,8 @@ def describe(settings: dict[str, Any]) -> str:
 
 def _check_band(name: str, band) -> tuple[float, float]:
     lo, hi = float(band[0]), float(band[1])
-    if not 0.0 < lo < hi <= 1.0:
-        raise UserError(f"{name} must be two probabilities 0 < LO < HI <= 1, got {lo:g} {hi:g}")
+    if not 0.0 <= lo < hi <= 1.0:
+        raise UserError(f"{name} must be two probabilities 0 <= LO < HI <= 1, got {lo:g} {hi:g}")
     return lo, hi
 
 

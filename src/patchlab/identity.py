@@ -1,8 +1,8 @@
 """What makes two runs the same run: the settings a resumed probe or audit must share.
 
 A resumed run that silently mixed two models, weight or labels files, feature
-layers, preprocessing, photo folders, budgets, seeds, defences or physical
-ranges would report numbers no single run produced, so `--resume` compares
+layers, preprocessing, photo folders, budgets, seeds, defences, physical
+ranges or source bands would report numbers no single run produced, so `--resume` compares
 these fields and refuses with the field's name (exit 2). A field an older run
 did not record reads as None, the default, so an older run resumes with the
 default labels, layer and preprocessing; a run that asked for no defence and no
@@ -17,7 +17,7 @@ from typing import Any
 from .errors import UserError
 
 FIELDS = ("model", "weights", "labels", "layer", "preprocessing", "data", "donor_data", "library", "budget", "seed",
-          "defenses", "physical")
+          "defenses", "physical", "bands")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -44,10 +44,10 @@ def folder_fingerprint(path: str | Path) -> str:
 def run_identity(*, model: str | list[str], weights: str | Path | None, data: str | Path | None,
                  donor_data: str | Path | None = None, library: str | Path | None = None,
                  budget: str, seed: int, labels: str | Path | None = None, layer: str | None = None,
-                 preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
+                 preprocessing: dict[str, Any] | None = None, bands: dict[str, Any] | None = None) -> dict[str, Any]:
     """The FIELDS of a run: model spec, weights and labels file hashes, the feature layer asked for
     and the preprocessing overrides (None: the model's own), folder paths with content
-    fingerprints, budget name and seed."""
+    fingerprints, budget name, seed and the source bands (only when asked for)."""
     def folder(p):
         return None if p is None else {"path": str(Path(p).resolve()), "content": folder_fingerprint(p)}
 
@@ -56,7 +56,7 @@ def run_identity(*, model: str | list[str], weights: str | Path | None, data: st
 
     return {"model": model, "weights": file(weights), "labels": file(labels), "layer": layer,
             "preprocessing": preprocessing, "data": folder(data), "donor_data": folder(donor_data),
-            "library": folder(library), "budget": budget, "seed": int(seed)}
+            "library": folder(library), "budget": budget, "seed": int(seed)} | ({"bands": bands} if bands else {})
 
 
 def check_same_run(old: dict[str, Any] | None, new: dict[str, Any], where: str) -> None:

@@ -40,6 +40,47 @@ ANY_CLASSES = 8  # classes drawn for exemplars when the source is `any` (Brown e
 PHOTO_FACTOR = 4  # photos: selection and confirmation take up to this many times their sizes
 
 
+Band = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SourceBands:
+    """How sure the model should be of the source images: p(source) in `source` and, when given,
+    p(target) in `target`. Synthesized sources are rendered into the bands (pair-aware when a
+    target band is given); photos are measured, and those outside are set aside in every split."""
+
+    source: Band
+    target: Band | None = None
+
+    def __post_init__(self) -> None:
+        for name, band in (("--source-band", self.source), ("--target-band", self.target)):
+            if band is not None and not 0.0 <= band[0] < band[1] <= 1.0:
+                raise UserError(f"{name} takes two probabilities 0 <= LO < HI <= 1, got {band[0]:g} {band[1]:g}")
+
+    @classmethod
+    def of(cls, source: Band | None, target: Band | None = None) -> "SourceBands | None":
+        """The bands a command asked for (None: the defaults, pair-aware exemplars near the boundary)."""
+        if source is None and target is None:
+            return None
+        return cls(tuple(source) if source is not None else exemplars_mod.DEFAULT_BAND,
+                   tuple(target) if target is not None else None)
+
+    def holds(self, probs: torch.Tensor, source: int, target: int) -> torch.Tensor:
+        """(N,) whether each image's softmax `probs` (N, classes) lies inside the bands."""
+        p_s, p_t = probs[:, source], probs[:, target]
+        inside = (p_s >= self.source[0]) & (p_s <= self.source[1])
+        if self.target is not None:
+            inside &= (p_t >= self.target[0]) & (p_t <= self.target[1])
+        return inside
+
+    def text(self) -> str:
+        out = f"p(source) in [{self.source[0]:g}, {self.source[1]:g}]"
+        return out + (f", p(target) in [{self.target[0]:g}, {self.target[1]:g}]" if self.target is not None else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": list(self.source), "target": None if self.target is None else list(self.target)}
+
+
 @dataclass(frozen=True)
 class SplitSizes:
     """How many images each split gets (exemplars: exact; photos: at most)."""
@@ -133,20 +174,20 @@ class PairData:
                    meta["seed"], list(meta["skipped"]), list(meta["target_names"]))
 
 
-Band = tuple[float, float]
-
 
 def load_pair(
     classifier, source: int | None, target: int, sizes: SplitSizes, *, data: str | Path | None = None,
-    seed: int = 0, photo_factor: int = PHOTO_FACTOR, progress: bool = False, bands: tuple[Band, Band] | None = None,
+    seed: int = 0, photo_factor: int = PHOTO_FACTOR, progress: bool = False, bands: SourceBands | None = None,
 ) -> PairData:
     """PairData from photos (`data`: any layout `patchlab.data.discover` reads) or, without
     data, from calibrated pair-aware exemplars (Carter et al. 2019's sources sit near the
     pair's boundary). Photos: selection and confirmation take up to `photo_factor` x
-    their sizes (more real photos, tighter intervals). `bands`: the source exemplars'
-    (p(source), p(target)) bands (default: `patchlab.exemplars`' defaults); photos ignore it."""
+    their sizes (more real photos, tighter intervals). `bands`: how sure the model should be
+    of the sources (`SourceBands`; None: the exemplars' pair-aware defaults, and every photo)."""
+    if bands is not None and source is None:
+        raise UserError("--source-band / --target-band need a source class (p(source) of 'any' is not defined)")
     if data is not None:
-        return _from_photos(classifier, source, target, sizes, Path(data), seed, photo_factor)
+        return _from_photos(classifier, source, target, sizes, Path(data), seed, photo_factor, bands)
     return _from_exemplars(classifier, source, target, sizes, seed, progress, bands)
 
 
@@ -162,15 +203,17 @@ def _require(images: dict[str, torch.Tensor], where: str) -> None:
 
 
 def synthesized_sources(classifier, source: int | None, target: int, n: int, seed: int = 0,
-                        progress: bool = False, bands: tuple[Band, Band] | None = None,
+                        progress: bool = False, bands: SourceBands | None = None,
                         ) -> tuple[torch.Tensor, list[str], str]:
-    """n calibrated exemplars of the source (pair-aware, near the target; `bands`: their
-    (p(source), p(target)) bands, default the exemplars' defaults), or, when source is
-    None, ceil(n / ANY_CLASSES) of each of ANY_CLASSES random classes but the target (at
-    least n): (images, names, how they were made)."""
+    """n calibrated exemplars of the source (default: pair-aware, near the target, in the
+    exemplars' default bands; `bands`: p(source) in its source band, and pair-aware only when
+    it has a target band), or, when source is None, ceil(n / ANY_CLASSES) of each of
+    ANY_CLASSES random classes but the target (at least n): (images, names, how they were made)."""
     if source is not None:
-        band, near_band = bands or (exemplars_mod.DEFAULT_BAND, exemplars_mod.DEFAULT_NEAR_BAND)
-        ex = exemplars_mod.exemplars(classifier, source, n, band=band, near=target, near_band=near_band, seed=seed,
+        band, near, near_band = ((exemplars_mod.DEFAULT_BAND, target, exemplars_mod.DEFAULT_NEAR_BAND) if bands is None
+                                 else (bands.source, target if bands.target else None,
+                                       bands.target or exemplars_mod.DEFAULT_NEAR_BAND))
+        ex = exemplars_mod.exemplars(classifier, source, n, band=band, near=near, near_band=near_band, seed=seed,
                                      progress=progress)
         images, how = ex.images.cpu(), exemplars_mod.describe(ex.settings)
         names = [f"exemplar {classifier.classes.label(source)} #{i}" for i in range(n)]
@@ -187,7 +230,7 @@ def synthesized_sources(classifier, source: int | None, target: int, n: int, see
 
 
 def _from_exemplars(classifier, source, target, sizes: SplitSizes, seed: int, progress: bool,
-                    bands: tuple[Band, Band] | None = None) -> PairData:
+                    bands: SourceBands | None = None) -> PairData:
     images, names, how = synthesized_sources(classifier, source, target, sizes.items_needed(), seed, progress, bands)
     idx = split_indices(len(images), seed, sizes)
     split, split_names = _split_tensor(images, names, idx)
@@ -196,7 +239,8 @@ def _from_exemplars(classifier, source, target, sizes: SplitSizes, seed: int, pr
     return PairData(source, target, split, split_names, tgt, "synthesized", how, seed, [], tnames)
 
 
-def _from_photos(classifier, source, target, sizes: SplitSizes, root: Path, seed: int, factor: int) -> PairData:
+def _from_photos(classifier, source, target, sizes: SplitSizes, root: Path, seed: int, factor: int,
+                 bands: SourceBands | None = None) -> PairData:
     records = discover(root, classifier.classes)
     if source is None:
         src = [r for r in records if r.label != target]
@@ -206,10 +250,13 @@ def _from_photos(classifier, source, target, sizes: SplitSizes, root: Path, seed
         src = select(records, source, classifier.classes, root)
     src = sorted(src, key=lambda r: str(r.path))
     caps = SplitSizes(sizes.train, sizes.selection * factor, sizes.confirmation * factor, sizes.target)
-    idx = split_indices(len(src), seed, caps)
+    # with bands, every photo of a split is measured and those inside are kept up to its cap (a photo's
+    # split never depends on the bands, so runs with other bands never count each other's train photos)
+    idx = split_indices(len(src), seed, None if bands is not None else caps)
     split: dict[str, torch.Tensor] = {}
     names: dict[str, list[str]] = {}
     skipped: list[str] = []
+    outside = 0
     for s in SPLITS:
         recs = [src[i] for i in idx[s]]
         got = load_images(recs, classifier.input_size, classifier.crop_pct,
@@ -217,7 +264,15 @@ def _from_photos(classifier, source, target, sizes: SplitSizes, root: Path, seed
         split[s] = got.images if got else torch.empty(0, 3, classifier.input_size, classifier.input_size)
         names[s] = [_relative(p, root) for p in got.paths] if got else []
         skipped += got.skipped if got else []
-    _require(split, f"in {root} ({len(src)} found)")
+        if bands is not None and len(split[s]):
+            inside = bands.holds(classifier.logits(split[s]).softmax(-1).cpu(), source, target)
+            outside += int((~inside).sum())
+            keep = inside.nonzero().flatten()[: getattr(caps, s)]
+            split[s], names[s] = split[s][keep], [names[s][i] for i in keep.tolist()]
+    how = f"photos from {root}"
+    if bands is not None:
+        how += f"; only photos with {bands.text()} ({outside} others set aside)"
+    _require(split, f"in {root} ({len(src)} found" + (f", {outside} outside {bands.text()}" if bands else "") + ")")
     tgt_recs = sorted((r for r in records if r.label == target), key=lambda r: str(r.path))[: sizes.target]
     if tgt_recs:
         got = load_images(tgt_recs, classifier.input_size, classifier.crop_pct,
@@ -228,7 +283,7 @@ def _from_photos(classifier, source, target, sizes: SplitSizes, root: Path, seed
                     classifier.classes.label(target), root)
         tgt = exemplars_mod.exemplars(classifier, target, sizes.target, seed=seed + 1).images.cpu()
         tnames = [f"exemplar {classifier.classes.label(target)} #{i}" for i in range(len(tgt))]
-    return PairData(source, target, split, names, tgt, "real", f"photos from {root}", seed, skipped, tnames)
+    return PairData(source, target, split, names, tgt, "real", how, seed, skipped, tnames)
 
 
 def _relative(path: str | Path, root: Path) -> str:

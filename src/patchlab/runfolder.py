@@ -18,7 +18,9 @@ this version wrote.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -397,18 +399,29 @@ class Headline:
 
 @dataclass(frozen=True)
 class SplitCount:
-    """Images of a split given, and counted (the model called them the source when clean)."""
+    """Images of a split given, and counted (the model called them the source when clean), with
+    how sure the model is of the counted ones: the median p(source) and p(target) when clean
+    (None in runs made before they were recorded, and p(source) for a source of 'any')."""
 
     n_images: int | None = None
     denominator: int | None = None
+    p_source: float | None = None
+    p_target: float | None = None
 
     @classmethod
     def from_dict(cls, d: Any) -> SplitCount:
         d = _dict(d)
-        return cls(d.get("n_images"), d.get("denominator"))
+        return cls(d.get("n_images"), d.get("denominator"), d.get("p_source"), d.get("p_target"))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"n_images": self.n_images, "denominator": self.denominator}
+        return {"n_images": self.n_images, "denominator": self.denominator, "p_source": self.p_source,
+                "p_target": self.p_target}
+
+    def confidence_text(self) -> str:
+        """'median p(source) 0.62, p(target) 0.090' ('' when not recorded)."""
+        parts = ([f"p(source) {self.p_source:.2f}"] if self.p_source is not None else []) + \
+            ([f"p(target) {self.p_target:.3f}"] if self.p_target is not None else [])
+        return "median " + ", ".join(parts) if parts else ""
 
 
 @dataclass(frozen=True)
@@ -624,6 +637,20 @@ class RunFolder:
         if manifest is not None and self.is_complete() and old.settings() != manifest.settings():
             raise UserError(f"{self.path} already holds a finished {command} run with other settings; give another --out")
         return self
+
+    @contextlib.contextmanager
+    def preparing(self, command: str, manifest: Manifest | None = None) -> Iterator[RunFolder]:
+        """`check`, then the block that reads the inputs: when it fails with a UserError (photos outside
+        every band, too few images, ...), a folder this call created is removed again if still empty."""
+        fresh = not self.path.exists()
+        self.check(command, manifest)
+        try:
+            yield self
+        except UserError:
+            if fresh:
+                with contextlib.suppress(OSError):
+                    self.path.rmdir()
+            raise
 
     def start(self, manifest: Manifest) -> RunFolder:
         """Take the folder for a new run (see `check`), drop any old COMPLETE marker, write the manifest."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..pairdata import SourceBands
 from ..pipelines.probe import probe
 from ..runfolder import RunFolder
 from ..runio import atomic_write_json
@@ -44,6 +45,7 @@ def run_pair(pair: Pair, settings: dict[str, Any], pair_dir: Path, classifier: A
               run_dir=None if resume else pair_dir, classifier=classifier, echo=echo, layer=settings.get("layer"),
               defenses=settings.get("defenses") or (), physical=bool(settings.get("physical")),
               physical_ranges=settings.get("physical_ranges"), labels=settings.get("labels"),
+              bands=SourceBands.of(**settings["source_bands"]) if settings.get("source_bands") else None,
               **settings.get("preprocessing") or {})
         return {"status": "ok", "seconds": round(time.perf_counter() - start, 3)}
     except UserError as exc:

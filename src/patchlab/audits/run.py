@@ -24,6 +24,7 @@ from ..classes import slugify
 from ..errors import UserError
 from ..evaluation.core import resolve_defenses
 from ..identity import check_same_run, run_identity
+from ..pairdata import SourceBands
 from ..patches.physical import PhysicalRanges, read_ranges
 from ..pipelines.common import (
     ModelOptions, check_inputs, load_model, model_identity, model_record, preprocessing_overrides,
@@ -184,6 +185,7 @@ def audit(
     physical: bool = False,
     physical_ranges: str | Path | None = None,
     rank_by: str = "success",
+    bands: SourceBands | None = None,
     layer: str | None = None,
     **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
@@ -192,7 +194,8 @@ def audit(
     (pairs are chosen on the first; not together with model); weights, layer and options (labels
     file, preprocessing overrides) apply to every model. defenses, physical, physical_ranges:
     passed to every probe (see `probe`); a resumed audit must ask for the same. rank_by: the
-    leaderboard's order (see `survival.RANKS`)."""
+    leaderboard's order (see `survival.RANKS`). bands: how sure the model must be of every pair's
+    sources (`SourceBands`)."""
     say = echo or (lambda msg: log.info(msg))
     defended = [str(d) for d in resolve_defenses(defenses)]
     rank_by = check_rank_by(rank_by, defended)
@@ -205,11 +208,14 @@ def audit(
                 "library": _absolute(library), "donor_data": _absolute(donor_data), "budget": budget, "seed": seed}
     if defended or physical:  # only then: an audit without them keeps the settings older versions wrote
         settings |= {"defenses": defended, "physical": physical, "physical_ranges": _absolute(physical_ranges)}
+    if bands is not None:
+        settings["source_bands"] = bands.as_dict()
     # Ray workers load their own models; the driver only needs them to check names and choose pairs (and
     # a bad weights or labels file, layer or preprocessing fails here, before anything is read or written)
     clfs = load_models(specs, "cpu" if ray else device, settings["weights"], layer, **options)
     identity = run_identity(model=specs[0], weights=weights, data=data, donor_data=donor_data, library=library,
-                            budget=budget, seed=seed, **model_identity(layer, **options))
+                            budget=budget, seed=seed, bands=settings.get("source_bands"),
+                            **model_identity(layer, **options))
     if defended or physical:
         identity |= {"defenses": defended,
                      "physical": json.dumps(ranges.as_dict(), sort_keys=True) if physical else None}

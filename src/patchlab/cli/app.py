@@ -36,6 +36,12 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More logging;
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 LibraryOpt = Annotated[Optional[Path], typer.Option("--library", help="Any photo folder searched for natural patches (whole photos and crops).")]
 DonorDataOpt = Annotated[Optional[Path], typer.Option("--donor-data", help="Photos of donor classes to cut natural patches from.")]
+SourceBandOpt = Annotated[Optional[tuple[float, float]], typer.Option(
+    "--source-band", help="Count only sources with p(source) in LO HI, e.g. 0.85 1 for images the model is sure of "
+                          "(photos: measured; synthesized: rendered so). Default: every photo; synthesized sources "
+                          "near the boundary (p(source) 0.5-0.9, p(target) 0.02-0.15).")]
+TargetBandOpt = Annotated[Optional[tuple[float, float]], typer.Option(
+    "--target-band", help="And with p(target) in LO HI, e.g. 0 0.01.")]
 
 
 @dataclass(frozen=True)

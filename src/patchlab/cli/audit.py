@@ -8,7 +8,8 @@ import typer
 
 from ..audits import audit
 from ..errors import UserError
-from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, given, model_command
+from ..pairdata import SourceBands
+from .app import DonorDataOpt, LibraryOpt, ModelArgs, SourceBandOpt, TargetBandOpt, emit_json, given, model_command
 from .survival import DefenseOpt, PhysicalOpt, PhysicalRangesOpt
 
 
@@ -107,6 +108,8 @@ def audit_cmd(
     rank_by: Annotated[str, typer.Option(
         "--rank-by", help="Leaderboard order: success, physical, defense:SPEC (the best rate that survives that "
                           "--defense), area50 or area50:SPEC (the smallest area reaching 50 %).")] = "success",
+    source_band: SourceBandOpt = None,
+    target_band: TargetBandOpt = None,
     *,
     opts: ModelArgs,
 ) -> None:
@@ -119,7 +122,8 @@ def audit_cmd(
     doc = audit(pairs, pairs_file, **dict(opts.model_kwargs(), model=model), models=many, data=data, library=library,
                 donor_data=donor_data, budget=budget, out=out, seed=opts.seed, ray=ray,
                 cpus_per_pair=cpus_per_pair, echo=lambda m: typer.echo(m, err=True), defenses=defense or (),
-                physical=physical, physical_ranges=physical_ranges, rank_by=rank_by)
+                physical=physical, physical_ranges=physical_ranges, rank_by=rank_by,
+                bands=SourceBands.of(source_band, target_band))
     if opts.json_out:
         emit_json(doc)
     else:

@@ -10,7 +10,8 @@ from ..errors import UserError
 from ..pipelines.evaluate import evaluate_patches
 from ..protocols import ALL_PROTOCOLS, PHYSICAL, PROTOCOLS
 from ..runfolder import Summary
-from .app import ModelArgs, emit_json, model_command
+from ..pairdata import SourceBands
+from .app import ModelArgs, SourceBandOpt, TargetBandOpt, emit_json, model_command
 from .survival import DefenseOpt, PhysicalOpt, PhysicalRangesOpt, print_survives
 
 def _split_values(values: list[str]) -> list[str]:
@@ -46,6 +47,8 @@ def evaluate_cmd(
     defense: DefenseOpt = None,
     physical: PhysicalOpt = False,
     physical_ranges: PhysicalRangesOpt = None,
+    source_band: SourceBandOpt = None,
+    target_band: TargetBandOpt = None,
     *,
     opts: ModelArgs,
 ) -> None:
@@ -63,7 +66,7 @@ def evaluate_cmd(
         classes[0], classes[1], patches, data=data, budget=budget, sizes=size_nums or None, protocols=protos or None,
         out=out, **opts.model_kwargs(), seed=opts.seed,
         random_placements=placements, batch_size=batch_size, progress=opts.verbose and not opts.json_out,
-        defenses=defense or (), physical_ranges=physical_ranges,
+        defenses=defense or (), physical_ranges=physical_ranges, bands=SourceBands.of(source_band, target_band),
     )
     if opts.json_out:
         emit_json(dict(result["summary"], run_dir=result["run_dir"], report=result["report"]))
@@ -74,7 +77,7 @@ def evaluate_cmd(
     typer.echo(f"{s.source.name} -> {s.target.name}: {s.data.counted.get('text')}")
     typer.echo(f"settings chosen on {c['selection_denominator']} selection images, rates counted on "
                f"{c['confirmation_denominator']} of the {c['confirmation']} counted images (those the model calls "
-               "the source when clean)")
+               "the source when clean" + (f"; {sure}" if (sure := s.confirmation.confidence_text()) else "") + ")")
     for e in s.entries:
         r = e.rate(proto)
         rate = "   - " if r is None else f"{100 * r.rate:5.1f} % [{100 * r.ci[0]:.1f}, {100 * r.ci[1]:.1f}]"

@@ -6,8 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..pairdata import SourceBands
 from ..pipelines.paste import paste
-from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
+from .app import DonorDataOpt, LibraryOpt, ModelArgs, SourceBandOpt, TargetBandOpt, emit_json, model_command
 
 
 @model_command("paste", layer=True)
@@ -19,12 +20,15 @@ def paste_cmd(
     data: Annotated[Optional[Path], typer.Option("--data", help="Photos of the source class to score crops on.")] = None,
     top_k: Annotated[int, typer.Option("--top", min=1, help="How many distinct crops to keep.")] = 6,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder.")] = None,
+    source_band: SourceBandOpt = None,
+    target_band: TargetBandOpt = None,
     *,
     opts: ModelArgs,
 ) -> None:
     """Copy/paste search: natural patches cut from donor images, ranked by measured gain."""
     result = paste(classes[0], classes[1], **opts.model_kwargs(), seed=opts.seed,
-                   data=data, library=library, donors=donor, donor_data=donor_data, top_k=top_k, out=out)
+                   data=data, library=library, donors=donor, donor_data=donor_data, top_k=top_k, out=out,
+                   bands=SourceBands.of(source_band, target_band))
     if opts.json_out:
         emit_json(result)
         return

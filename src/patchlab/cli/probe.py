@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..pairdata import SourceBands
 from ..pipelines.probe import probe
 from ..runfolder import Entry, Summary
-from .app import DonorDataOpt, LibraryOpt, ModelArgs, emit_json, model_command
+from .app import DonorDataOpt, LibraryOpt, ModelArgs, SourceBandOpt, TargetBandOpt, emit_json, model_command
 from .format import rate_text
 from .survival import DefenseOpt, PhysicalOpt, PhysicalRangesOpt, print_survives
 
@@ -27,9 +28,11 @@ def print_table(summary: Summary, report: str) -> None:
     primary = summary.primary_protocol
     n = summary.data.counts
     rows = sorted(summary.candidates, key=lambda c: -(c.selection_rate(primary) or 0))
+    sure = summary.confirmation.confidence_text()
     typer.echo(f"\n{summary.source.name} -> {summary.target.name}  ({summary.data.kind} images: "
                f"settings and winner chosen on {n.get('selection_denominator')} selection images, "
-               f"rates counted on {n.get('confirmation_denominator')} confirmation images)")
+               f"rates counted on {n.get('confirmation_denominator')} confirmation images"
+               + (f"; {sure}" if sure else "") + ")")
     typer.echo(f"{'candidate':<38} {'kind':<9} {'static':>15} {'dynamic':>15} {primary:>15} {'(selection)':>11} "
                f"{'lift vs null':>16}  reads as")
     for c in rows + summary.controls + summary.references:
@@ -61,6 +64,8 @@ def probe_cmd(
     defense: DefenseOpt = None,
     physical: PhysicalOpt = False,
     physical_ranges: PhysicalRangesOpt = None,
+    source_band: SourceBandOpt = None,
+    target_band: TargetBandOpt = None,
     *,
     opts: ModelArgs,
 ) -> None:
@@ -69,7 +74,8 @@ def probe_cmd(
                     budget=budget, out=out, seed=opts.seed, resume=resume,
                     progress=not opts.json_out and sys.stderr.isatty(),
                     echo=lambda m: typer.echo(m, err=True), defenses=defense or (),
-                    physical=physical or physical_ranges is not None, physical_ranges=physical_ranges)
+                    physical=physical or physical_ranges is not None, physical_ranges=physical_ranges,
+                    bands=SourceBands.of(source_band, target_band))
     if opts.json_out:
         emit_json(summary)
     else:

@@ -40,8 +40,10 @@ def synth_cmd(
     typer.echo(f"patch: {res['run_dir']}/patches/{c['name']}.png  (alone reads as {c['reads_as']['name']} "
                f"{c['reads_as']['prob']:.2f}; {res['sec_per_step']:.3f} s/step)")
     n = res["summary"]["data"]["counts"]
+    sure = Summary.from_dict(res["summary"]).confirmation.confidence_text()
     typer.echo(f"targeted success on {n['confirmation_denominator']} confirmation images "
-               f"(placement chosen on {n['selection_denominator']} selection images):")
+               f"(placement chosen on {n['selection_denominator']} selection images"
+               + (f"; {sure}" if sure else "") + "):")
     typer.echo(f"{'area':>6}  {'patch':>8}  {'best null control':>18}")
     for size, patch_rate, null_rate in area_table(res["run_dir"]):
         typer.echo(f"{size:>6.0%}  {patch_rate:>8.1%}  {null_rate:>18.1%}")

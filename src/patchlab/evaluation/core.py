@@ -65,7 +65,7 @@ class Evaluation:
     image_names: list[str] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
     primary_protocol: str = PRIMARY_PROTOCOL
-    splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # per split: n_images, denominator, files
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # per split: n_images, denominator, p_source, p_target, files
     defended_results: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DEFENDED_COLUMNS))
     defenses: list[dict[str, Any]] = field(default_factory=list)  # per defence: its cost (DefenceCost.as_dict)
     area_results: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DEFENDED_COLUMNS))
@@ -101,6 +101,7 @@ class _Measured:
     kept_names: list[str]
     clean: Clean
     defended: dict[str, DefendedSplit] = field(default_factory=dict)
+    confidence: dict[str, float | None] = field(default_factory=dict)  # median p(source), p(target) when clean
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,10 @@ class _Job:
             raise UserError(f"none of the {len(images)} {split} images is classified {what} when clean; nothing to measure")
         kept = images[keep]
         kept_names = [nm for nm, k in zip(names, keep.tolist()) if k] if names else []
-        p_before = float(clean[keep].softmax(-1)[:, target].mean())
+        probs = clean[keep].softmax(-1)
+        p_before = float(probs[:, target].mean())
+        confidence = {"p_source": None if source is None else float(probs[:, source].median()),
+                      "p_target": float(probs[:, target].median())}
         counted = Clean(source, target, clean_top1[keep], p_before, n)
         trials = ImageTrials.lay_out(classifier, kept, target, self.settings, self.generator, self.physical_generator)
         rows = count_patches(trials, self.patches, counted, self.progress)
@@ -143,7 +147,7 @@ class _Job:
                                                      self.defended_protocols, self.progress) for d in self.defended}
         for r in rows + [r for d in defended.values() for r in d.rows]:
             r["split"] = split
-        return _Measured(rows, len(images), n, kept, kept_names, counted, defended)
+        return _Measured(rows, len(images), n, kept, kept_names, counted, defended, confidence)
 
 
 def _check(protocols, sizes, everyone) -> None:
@@ -263,7 +267,7 @@ def evaluate(
         candidates=list(candidates), controls=list(controls or []), config=config, timings={},
         image_names=list(split_names[CONFIRMATION]), primary_protocol=primary,
         splits={s: {"n_images": measured[s].n_images, "denominator": measured[s].denominator,
-                    "files": list(split_names[s])} for s in EVALUATED},
+                    **measured[s].confidence, "files": list(split_names[s])} for s in EVALUATED},
         defended_results=defended_results, defenses=[c.as_dict(source is not None) for c in costs],
     )
     best = ev.best()

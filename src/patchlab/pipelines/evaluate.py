@@ -27,7 +27,7 @@ from ..errors import UserError
 from ..evaluation.controls import make_controls
 from ..evaluation.core import evaluate, resolve_defenses
 from ..generators.registry import generated_kinds
-from ..pairdata import CONFIRMATION, PHOTO_FACTOR, SELECTION, TRAIN, PairData, SplitSizes, load_pair
+from ..pairdata import CONFIRMATION, PHOTO_FACTOR, SELECTION, TRAIN, PairData, SourceBands, SplitSizes, load_pair
 from ..patches.candidate import Candidate, load_patch
 from ..patches.physical import PhysicalRanges, read_ranges
 from ..protocols import ALL_PROTOCOLS, DEFAULT_SIZES, PROTOCOLS
@@ -156,6 +156,7 @@ def evaluate_patches(
     progress: bool = False,
     defenses: Sequence[str] = (),
     physical_ranges: str | Path | None = None,
+    bands: SourceBands | None = None,
     **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Evaluate patch files on SOURCE (or 'any') -> TARGET and write a run folder.
@@ -167,7 +168,8 @@ def evaluate_patches(
     images (see the module docstring and `Counted`). `sizes` in % of the image
     area. protocols: default static, dynamic, random; 'physical' is measured with
     the ranges of the JSON file `physical_ranges` (else the defaults). defenses:
-    specs whose defended models re-count every patch. options: labels file and
+    specs whose defended models re-count every patch. bands: how sure the model must be of the
+    source images (`SourceBands`). options: labels file and
     preprocessing overrides (`ModelOptions`). Returns {run_dir, report, summary}."""
     t0 = time.perf_counter()
     defended = resolve_defenses(defenses)
@@ -194,10 +196,11 @@ def evaluate_patches(
                         patches=[str(p) for p in patches], sizes_pct=sizes_pct, protocols=protocols,
                         random_placements=random_placements, batch_size=batch_size, counted=list(counted.splits),
                         made_from=[r["run"] for r in counted.runs],
-                        **({"defenses": [str(d) for d in defended]} if defended else {}))
+                        **({"defenses": [str(d) for d in defended]} if defended else {}),
+                        **({"source_bands": bands.as_dict()} if bands is not None else {}))
     manifest = Manifest.new("evaluate", config, seed, clf.spec)
-    folder.check("evaluate", manifest)  # an unusable --out fails before the images are made
-    pair = load_pair(clf, src, tgt, splits, data=data, seed=seed, progress=progress)
+    with folder.preparing("evaluate", manifest):  # an unusable --out fails before the images are made
+        pair = load_pair(clf, src, tgt, splits, data=data, seed=seed, progress=progress, bands=bands)
     folder.start(manifest)  # drops any old COMPLETE marker once the inputs are good
     t_data = time.perf_counter() - t0
     images, names = counted.images(pair)

@@ -11,7 +11,7 @@ from ..atlases.donors import head_alignment, shortlist
 from ..devices import stage_generator
 from ..errors import UserError
 from ..generators.registry import GeneratorJob, registered
-from ..pairdata import load_pair
+from ..pairdata import SourceBands, load_pair
 from ..runfolder import Manifest, RunFolder
 from .common import ModelOptions, check_inputs, load_model, resolve_pair, run_config, run_dir_name
 
@@ -35,6 +35,7 @@ def paste(
     out: str | Path | None = None,
     progress: bool = False,
     layer: str | None = None,
+    bands: SourceBands | None = None,
     **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Search natural patches for SOURCE -> TARGET and save the top-k as candidate files.
@@ -42,8 +43,8 @@ def paste(
     library: any photo folder (searched whole photos and crops); else donor classes
     (given, else the top of the head-alignment ranking) cut from donor_data photos
     or exemplars. Scored on the train split of `patchlab.pairdata` only. layer: the feature layer
-    (None: the model's last spatial map); options: labels file and preprocessing overrides.
-    Returns {out, candidates, search}."""
+    (None: the model's last spatial map); options: labels file and preprocessing overrides. bands:
+    how sure the model must be of the source images (`SourceBands`). Returns {out, candidates, search}."""
     budget_plan = check_inputs(budget, data=data, donor_data=donor_data, library=library)
     clf = load_model(model, device, weights, layer=layer, direction=True, **options)
     classes = resolve_pair(clf, source, target)
@@ -56,19 +57,20 @@ def paste(
     ids = [clf.classes.resolve(d) for d in donors] if donors else shortlist(head_alignment(clf.head.weight, s, t), n_donors, (s, t))
     if set(ids) & {s, t}:
         raise UserError("a donor class cannot be the source or the target")
-    folder = RunFolder(out or Path("reports") / run_dir_name(classes.slug(), "paste")).check("paste")
+    folder = RunFolder(out or Path("reports") / run_dir_name(classes.slug(), "paste"))
     out = folder.path
     config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=budget_plan.splits(),
                         weights=weights, classifier=clf, labels=options.get("labels"), layers=True,
                         donors=[clf.classes.label(i) for i in ids],
                         library=str(library) if library else None, donor_data=str(donor_data) if donor_data else None,
-                        top_k=top_k)
+                        top_k=top_k, **({"source_bands": bands.as_dict()} if bands is not None else {}))
     manifest = Manifest.new("paste", config, seed, clf.spec)
-    folder.write_manifest(manifest)
     natural = registered()["natural"]
     plan = replace(budget_plan, donor_images=donor_images, n_donors_used=len(ids)).with_settings(
         natural.name, budget_plan.settings[natural.name].with_top_k(top_k))
-    pair = load_pair(clf, s, t, plan.splits(), data=data, seed=seed, progress=progress)
+    with folder.preparing("paste"):
+        pair = load_pair(clf, s, t, plan.splits(), data=data, seed=seed, progress=progress, bands=bands)
+    folder.write_manifest(manifest)
     job = GeneratorJob(pair=pair, classifier=clf, plan=plan, rng=stage_generator(seed, natural.name), donors=ids,
                        donor_data=Path(donor_data) if donor_data else None, library=Path(library) if library else None,
                        seed=seed, progress=progress)

@@ -31,7 +31,7 @@ from ..evaluation.core import evaluate, resolve_defenses
 from ..generators.plan import Plan
 from ..generators.registry import GeneratorJob, GeneratorSpec, registered
 from ..identity import check_same_run, run_identity
-from ..pairdata import PairData, load_pair
+from ..pairdata import PairData, SourceBands, load_pair
 from ..patches.candidate import Candidate
 from ..patches.physical import PhysicalRanges, read_ranges
 from ..protocols import PHYSICAL
@@ -144,6 +144,7 @@ def probe(
     defenses: Sequence[str] = (),
     physical: bool = False,
     physical_ranges: str | Path | None = None,
+    bands: SourceBands | None = None,
     **options: Unpack[ModelOptions],
 ) -> dict[str, Any]:
     """Run the probe pipeline and write a report; returns summary.json's content (plus run_dir, report).
@@ -156,7 +157,8 @@ def probe(
     model's last spatial map); options: labels file and preprocessing overrides (`ModelOptions`).
     defenses: specs ('jpeg:75', 'patchcleanser:0.1', ...) whose defended models re-count every
     candidate. physical: also measure the physical protocol, with the ranges of the JSON file
-    `physical_ranges` (else PhysicalRanges' defaults)."""
+    `physical_ranges` (else PhysicalRanges' defaults). bands: how sure the model must be of the
+    sources (`SourceBands`; None: every photo, or pair-aware exemplars near the boundary)."""
 
     say = echo or (lambda msg: log.info(msg))
     defended = resolve_defenses(defenses)  # bad specs and ranges fail before anything is loaded or written
@@ -166,11 +168,13 @@ def probe(
     classes = resolve_pair(clf, source, target)
     s, t = classes.source, classes.target
     identity = run_identity(model=clf.spec, weights=weights, data=data, donor_data=donor_data, library=library,
-                            budget=budget, seed=seed, **model_identity(layer, **options))
+                            budget=budget, seed=seed, bands=None if bands is None else bands.as_dict(),
+                            **model_identity(layer, **options))
     folder, resumed = _run_folder(classes, out, run_dir, resume, identity, say)
     config = run_config(classes.source_label, classes.target_label, data=data, budget=budget, splits=plan.splits(),
                         weights=weights, classifier=clf, labels=options.get("labels"), layers=True, identity=identity,
-                        plan=plan.as_dict(), generators=list(registered()))
+                        plan=plan.as_dict(), generators=list(registered()),
+                        **({"source_bands": bands.as_dict()} if bands is not None else {}))
     manifest = Manifest.new("probe", config, seed, clf.spec)
     if not resumed:
         folder.write_manifest(manifest)
@@ -178,7 +182,7 @@ def probe(
     t_start = time.perf_counter()
 
     try:
-        pair = PairData.unpack(*store.run("images", lambda: load_pair(clf, s, t, plan.splits(), data=data, seed=seed,
+        pair = PairData.unpack(*store.run("images", lambda: load_pair(clf, s, t, plan.splits(), data=data, seed=seed, bands=bands,
                                                                       progress=progress).pack(), "cpu", say))
     except UserError:
         if not resumed and run_dir is None:  # the photos are unusable: leave no empty run behind

@@ -102,8 +102,8 @@ def synth(
                         mix=mix, sizes=list(sizes), random_placements=random_placements, amp=amp,
                         **({"physical": ranges.as_dict()} if physical else {}))
     manifest = Manifest.new("synth", config, seed, clf.spec)
-    folder.check("synth", manifest)  # an unusable --out fails before the images are made
-    pair = synth_pair(clf, src, tgt, plan, data, seed, progress)
+    with folder.preparing("synth", manifest):  # an unusable --out fails before the images are made
+        pair = synth_pair(clf, src, tgt, plan, data, seed, progress)
     folder.start(manifest)  # drops any old COMPLETE marker once the inputs are good
     if mix:
         pair = pair.with_extra_train(*synthesized_sources(clf, src, tgt, mix, seed=seed, progress=progress))

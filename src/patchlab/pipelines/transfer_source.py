@@ -15,7 +15,7 @@ from ..generators.plan import get_plan
 from ..data import ImageRecord, load_images
 from ..errors import UserError
 from ..evaluation.controls import LIBRARY_NAME
-from ..pairdata import SplitSizes, load_pair
+from ..pairdata import SourceBands, SplitSizes, load_pair
 from ..patches.candidate import NULL_KIND, Candidate, load_patch
 from ..runfolder import REAL, Entry, Manifest, RunFolder, Summary
 from .common import load_model
@@ -133,8 +133,9 @@ def _source_classifier(inputs: RunInputs, device: str):
 def _exemplar_splits(inputs: RunInputs, device: str, progress: bool) -> Splits:
     """The run's synthesized selection and confirmation exemplars, regenerated as `load_pair` made them."""
     s = inputs.summary
+    bands = inputs.manifest.config.extra.get("source_bands")
     pair = load_pair(_source_classifier(inputs, device), s.source.index, s.target.index, split_sizes(inputs.manifest),
-                     seed=inputs.seed, progress=progress)
+                     seed=inputs.seed, progress=progress, bands=SourceBands.of(**bands) if bands else None)
     for split in SPLITS:
         if s.data.files.get(split) and list(s.data.files[split]) != pair.names[split]:
             inputs.notes.append(f"the regenerated {split} exemplars are named differently from the run's")

@@ -236,8 +236,11 @@ def run_page(summary: Summary, figures: dict[str, bytes | None], thumbs: dict[st
         images = (f"{esc(counts.get('train'))} train, {esc(counts.get('selection'))} selection "
                   f"({esc(counts.get('selection_denominator'))} counted), {esc(counts.get('confirmation'))} confirmation "
                   f"({esc(counts.get('confirmation_denominator'))} counted: classified {who} when clean)")
+    sure = summary.confirmation.confidence_text()
+    sure_html = (f" How sure the model is of the counted confirmation images when clean: {esc(sure)} "
+                 "(rates on sources it is sure of are harder to reach).") if sure else ""
     parts.append(f"<p>Model <code>{esc(summary.model)}</code>; {esc(data.kind)} images ({esc(data.how)}): "
-                 f"{images}; seed {esc(summary.seed)}; {status}.</p>")
+                 f"{images}; seed {esc(summary.seed)}; {status}.{sure_html}</p>")
     parts.append(_headline_html(summary))
     parts.append("<h2>Candidates</h2>" + candidate_table(summary.candidates, thumbs, protocols))
     parts.append("<h2>Null controls and reference</h2>"

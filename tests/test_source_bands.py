@@ -1,0 +1,66 @@
+"""Sources by confidence: --source-band / --target-band keep the photos the model is that sure of,
+and every command states how sure the model is of the images it counted (median p(source))."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from patchlab.data import discover, load_images
+from patchlab.models import load_classifier
+
+
+@pytest.fixture
+def locks(tmp_path):
+    """24 noise photos the tiny model calls a combination lock (its bias), a scuba diver, a patch."""
+    rng = np.random.default_rng(3)
+    for sub, n in (("combination_lock", 24), ("scuba_diver", 1)):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / sub / f"{i:02d}.png")
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "patch.png")
+    return tmp_path
+
+
+def _p_source(root) -> np.ndarray:
+    clf = load_classifier("tiny", "cpu")
+    records = [r for r in discover(root / "data", clf.classes) if r.label == 507]
+    images = load_images(records, clf.input_size, clf.crop_pct, interpolation=clf.preprocessing.interpolation).images
+    return clf.logits(images).softmax(-1)[:, 507].numpy()
+
+
+def _evaluate(cli, root, out, *band):
+    return cli("evaluate", "--classes", "combination lock", "scuba diver", "--patch", str(root / "patch.png"),
+               "--data", str(root / "data"), "--model", "tiny", "--sizes", "10", "--protocol", "static",
+               "--placements", "1", "--out", str(out), *band)
+
+
+def test_a_source_band_counts_only_the_photos_inside_it_and_says_how_sure(locks, cli):
+    p = _p_source(locks)
+    every = _evaluate(cli, locks, locks / "every")
+    assert every.code == 0, every.err
+    summary = json.loads((locks / "every" / "summary.json").read_text())
+    conf = summary["confirmation"]
+    assert conf["p_source"] is not None and 0 <= conf["p_target"] <= 1 and "median p(source)" in every.out
+    assert f"median p(source) {conf['p_source']:.2f}" in (locks / "every" / "report.html").read_text()
+    cut = float(np.median(p))
+    banded = _evaluate(cli, locks, locks / "sure", "--source-band", f"{cut:.6f}", "1")
+    assert banded.code == 0, banded.err
+    summary = json.loads((locks / "sure" / "summary.json").read_text())
+    assert summary["confirmation"]["p_source"] >= cut - 1e-6
+    assert summary["confirmation"]["n_images"] < conf["n_images"] and "set aside" in summary["data"]["how"]
+    manifest = json.loads((locks / "sure" / "manifest.json").read_text())
+    assert manifest["config"]["source_bands"] == {"source": [round(cut, 6), 1.0], "target": None}
+
+
+@pytest.mark.parametrize("band,message", [
+    (("--source-band", "0.9", "0.5"), "--source-band takes two probabilities"),
+    (("--source-band", "0.999999", "1"), "outside p(source) in"),
+    (("--target-band", "0", "1.5"), "--target-band takes two probabilities"),
+])
+def test_a_bad_or_empty_band_is_one_line_and_exit_2(locks, cli, band, message):
+    got = _evaluate(cli, locks, locks / "out", *band)
+    assert got.code == 2 and message in got.err and len(got.err.strip().splitlines()) == 1
+    assert not (locks / "out").exists()
