@@ -64,3 +64,13 @@ def test_a_bad_or_empty_band_is_one_line_and_exit_2(locks, cli, band, message):
     got = _evaluate(cli, locks, locks / "out", *band)
     assert got.code == 2 and message in got.err and len(got.err.strip().splitlines()) == 1
     assert not (locks / "out").exists()
+
+
+def test_a_target_band_from_zero_renders(tmp_path, monkeypatch):
+    """--target-band 0 HI: pair-aware exemplars aimed below HI (the render's aim is taken in log space)."""
+    from patchlab.exemplars import exemplars
+    from patchlab.models import tiny_classifier
+
+    monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
+    ex = exemplars(tiny_classifier(), 507, 2, band=(0.5, 1.0), near=983, near_band=(0.0, 0.01), steps=3)
+    assert ex.images.shape[0] == 2 and ex.settings["near_band"] == [0.0, 0.01]

@@ -100,8 +100,9 @@ def _check_band(name: str, band) -> tuple[float, float]:
 
 
 def _inner(lo: float, hi: float, shrink: float = 0.25) -> tuple[float, float]:
-    """The middle of a band in log space (the render aims there, the stop accepts the whole band)."""
-    a, b = math.log(lo), math.log(hi)
+    """The middle of a band in log space (the render aims there, the stop accepts the whole band); a band
+    from 0 is taken from hi / 1000 there."""
+    a, b = math.log(max(lo, hi * 1e-3)), math.log(hi)
     d = (b - a) * shrink
     return math.exp(a + d), math.exp(b - d)
 

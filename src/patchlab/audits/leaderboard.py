@@ -26,7 +26,8 @@ SCHEMA = "patchlab.audit/2"
 HEAD_COLUMNS = [
     "rank", "model", "source", "target", "source_index", "target_index", "similarity", "confusion", "chosen_by",
     "status",
-    "best_candidate", "best_kind", "protocol", "success", "ci_low", "ci_high", "selection_success", "min_area",
+    "best_candidate", "best_kind", "protocol", "success", "ci_low", "ci_high", "p_source", "p_target",
+    "selection_success", "min_area",
     "min_area_success",
     "min_area_candidate", "lift", "lift_ci_low",
     "lift_ci_high", "best_control", "best_disguised", "disguised_success", "disguised_ci_low", "disguised_ci_high",
@@ -100,7 +101,8 @@ def pair_row(audit_dir: Path, job: Job) -> dict[str, Any]:
                lift=lift.value, lift_ci_low=lift.ci[0], lift_ci_high=lift.ci[1],
                best_control=controls[0].name if controls else None, best_disguised=dis.name,
                disguised_success=dis.rate, disguised_ci_low=dis.ci[0], disguised_ci_high=dis.ci[1],
-               confirmation=s.confirmation.denominator, seconds=s.timings.get("total"),
+               confirmation=s.confirmation.denominator, p_source=s.confirmation.p_source,
+               p_target=s.confirmation.p_target, seconds=s.timings.get("total"),
                report=f"{job.rel()}/report.html")
     row.update(smallest_patch(results, protocol))
     row.update(survival_columns(s))

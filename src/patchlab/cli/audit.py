@@ -26,7 +26,7 @@ def model_specs(ctx: typer.Context, model: str, models: list[str] | None,
 
 def print_leaderboard(doc: dict) -> None:
     """Ranked (model, pair) runs: similarity, best candidate and its success, success with the
-    smallest patch, best disguised; then the most vulnerable model per pair when there are several."""
+    smallest patch, best disguised, median p(source) of the counted sources; then the most vulnerable model per pair when there are several."""
     rows = doc["leaderboard"]
     several = len(doc["config"].get("models") or [None]) > 1
     width = max([len(str(r.get("model"))) for r in rows] + [5]) if several else 0
@@ -37,7 +37,7 @@ def print_leaderboard(doc: dict) -> None:
     rank_by = doc["config"].get("rank_by") or "success"
     key = "" if rank_by == "success" else f" {rank_by[:22]:>22}"
     typer.echo("\n" + lead("#", "model", "source -> target") + f" {'sim':>6} {'best candidate':<34} {'success':>17} "
-               f"{'smallest patch':>15} {'disguised':>9}{key}")
+               f"{'smallest patch':>15} {'disguised':>9} {'p(src)':>6}{key}")
     for r in rows:
         start = lead(r["rank"], r.get("model"), f"{r['source']} -> {r['target']}")
         sim = "" if r.get("similarity") is None else f"{r['similarity']:.3f}"
@@ -49,8 +49,9 @@ def print_leaderboard(doc: dict) -> None:
                  if r.get("min_area") is not None else "-")
         dis = f"{100 * r['disguised_success']:.0f}%" if r.get("disguised_success") is not None else "-"
         ranked = f" {rank_text(r, rank_by):>22}" if key else ""
+        sure = "" if r.get("p_source") is None else f"{r['p_source']:.2f}"
         typer.echo(f"{start} {sim:>6} {str(r['best_candidate'])[:34]:<34} "
-                   f"{100 * r['success']:5.1f}%{ci:>11} {small:>15} {dis:>9}{ranked}")
+                   f"{100 * r['success']:5.1f}%{ci:>11} {small:>15} {dis:>9} {sure:>6}{ranked}")
     if several and doc.get("most_vulnerable"):
         _print_most_vulnerable(doc["most_vulnerable"], doc["config"]["models"])
     c = doc["counts"]
