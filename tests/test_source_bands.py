@@ -74,3 +74,20 @@ def test_a_target_band_from_zero_renders(tmp_path, monkeypatch):
     monkeypatch.setenv("PATCHLAB_CACHE", str(tmp_path / "cache"))
     ex = exemplars(tiny_classifier(), 507, 2, band=(0.5, 1.0), near=983, near_band=(0.0, 0.01), steps=3)
     assert ex.images.shape[0] == 2 and ex.settings["near_band"] == [0.0, 0.01]
+
+
+def test_the_margin_objective_does_not_reward_drowning_the_source():
+    """log_ratio rises when a third class takes the source's probability; margin rises only when the
+    target gains on every other class (Carlini & Wagner 2017)."""
+    import torch
+
+    from patchlab.patches.crops import target_score
+
+    source, target, third = 0, 1, 2
+    sure = torch.tensor([[4.0, -6.0, 0.0]]).log_softmax(-1)  # the model is sure of the source
+    drowned = torch.tensor([[0.0, -6.0, 6.0]]).log_softmax(-1)  # a third class took over; target no closer
+    closer = torch.tensor([[4.0, 3.0, 0.0]]).log_softmax(-1)  # the target gained
+    ratio = [float(target_score(x, source, target, "log_ratio")) for x in (sure, drowned, closer)]
+    margin = [float(target_score(x, source, target, "margin")) for x in (sure, drowned, closer)]
+    assert ratio[1] > ratio[0] and margin[1] < margin[0]  # the log ratio is fooled by the third class
+    assert margin[2] > margin[0] and margin[2] > margin[1]

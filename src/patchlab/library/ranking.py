@@ -23,6 +23,7 @@ RANK_BY = ("success", "gain", "static")
 def score_rotated(
     classifier, crops: torch.Tensor, images: torch.Tensor, source: int, target: int, areas: Sequence[float],
     positions: Sequence[str] = CORNERS, per_image: int | None = None, batch_size: int = 64,
+    objective: str = "log_ratio",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`score_crops_by_setting` where image i sees `per_image` of the positions, rotating through
     them (all positions when None), averaged over images and positions: the mean gain and success
@@ -35,7 +36,8 @@ def score_rotated(
     gain = torch.zeros(len(crops), len(areas), device=classifier.device)
     win = torch.zeros(len(crops), len(areas), device=classifier.device)
     for pos, idx in groups.items():
-        g, w = score_crops_by_setting(classifier, crops, images[idx], source, target, areas, pos, batch_size)
+        g, w = score_crops_by_setting(classifier, crops, images[idx], source, target, areas, pos, batch_size,
+                                      objective)
         gain += g.mean(2) * len(idx) / len(images)
         win += w.mean(2) * len(idx) / len(images)
     return gain.cpu(), win.cpu()

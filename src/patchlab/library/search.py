@@ -30,7 +30,7 @@ import torch
 from ..errors import UserError
 from ..patches.apply import CORNERS
 from ..patches.candidate import Candidate
-from ..patches.crops import score_crops_by_setting
+from ..patches.crops import OBJECTIVES, score_crops_by_setting
 from .index import LibraryIndex
 from .proposals import (
     CROP_ASPECTS, CROP_SCALES, Proposals, cut_proposals, eligible_photos, index_proposals, library_direction,
@@ -59,7 +59,8 @@ class SearchSettings:
     x size x position, ranked by their best size's success averaged over the positions (as
     the static protocol counts). mirror_top > 0: this many of the best after the fine stage
     are also scored flipped left-right, each competing with its original. batch_size:
-    pasted images per forward pass.
+    pasted images per forward pass. objective: the gain every stage measures (`patches.crops.target_score`):
+    "log_ratio" (log p(target) - log p(source)) or "margin" (log p(target) - the largest other log p).
     """
 
     top_k: int = 10
@@ -79,10 +80,13 @@ class SearchSettings:
     final_keep: int = 0
     mirror_top: int = 0
     batch_size: int = 64
+    objective: str = "log_ratio"
 
     def __post_init__(self) -> None:
         if self.rank_by not in RANK_BY:
             raise ValueError(f"rank_by must be one of {RANK_BY}, got {self.rank_by!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
 
 
 @dataclass
@@ -107,7 +111,7 @@ class _Search:
               per_image: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """`score_rotated` of crops pasted on images for this pair: mean gain and success, (K, areas) each."""
         return score_rotated(self.classifier, crops, images, self.source, self.target, areas, self.positions,
-                             per_image, self.settings.batch_size)
+                             per_image, self.settings.batch_size, self.settings.objective)
 
 
 def search_library(
@@ -219,7 +223,7 @@ def _final(s: _Search, rows: torch.Tensor, fine: torch.Tensor,
     keep = select_distinct(s.pool.take(rows), rank_key(fine, wins, cfg.rank_by), cfg.final_keep, cfg.per_photo)
     rows, fine = rows[keep], fine[keep].mean(1)
     g, w = score_crops_by_setting(s.classifier, s.pixels[rows], s.train, s.source, s.target, s.sizes, s.positions,
-                                  cfg.batch_size)
+                                  cfg.batch_size, cfg.objective)
     st = {k: v.cpu() for k, v in static_scores(g, w, s.sizes).items()}
     facts = {"score_gain_logodds": g.flatten(1).mean(1).cpu(), "train_success": w.flatten(1).mean(1).cpu(),
              "train_static_success": st["success"], "train_static_size": st["size"], "fine_gain": fine}

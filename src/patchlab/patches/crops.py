@@ -70,13 +70,27 @@ def cut_crops(images: torch.Tensor, crops: CropSet, px: int) -> torch.Tensor:
     return roi_align(images, rois, output_size=(px, px), spatial_scale=1.0, sampling_ratio=2, aligned=True).clamp(0, 1)
 
 
+OBJECTIVES = ("log_ratio", "margin")
+
+
+def target_score(logp: torch.Tensor, source: int, target: int, objective: str = "log_ratio") -> torch.Tensor:
+    """(N,) how far log-probabilities (N, classes) lean to the target: "log_ratio" is log p(target) -
+    log p(source); "margin" is log p(target) - the largest other log p (Carlini & Wagner 2017), which
+    a patch raises only by making the target win, not by drowning the source in a third class."""
+    if objective == "log_ratio":
+        return logp[:, target] - logp[:, source]
+    others = logp.clone()
+    others[:, target] = float("-inf")
+    return logp[:, target] - others.max(-1).values
+
+
 @torch.no_grad()
 def score_crops_by_setting(
     classifier, crops: torch.Tensor, images: torch.Tensor, source: int, target: int,
-    areas: Sequence[float], positions: Sequence[str] = CORNERS, batch_size: int = 64,
+    areas: Sequence[float], positions: Sequence[str] = CORNERS, batch_size: int = 64, objective: str = "log_ratio",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per crop and setting (area, position): the mean gain in log p(target) - log p(source)
-    over the images, and the targeted success rate: two (K, len(areas), len(positions)) tensors.
+    """Per crop and setting (area, position): the mean gain in `target_score` (default log p(target) -
+    log p(source)) over the images, and the targeted success rate: two (K, len(areas), len(positions)) tensors.
 
     Each batch holds one setting, so on EfficientNet-Lite only the cells the patch
     changes are recomputed (`region_forward`); other models paste and run in full."""
@@ -85,7 +99,7 @@ def score_crops_by_setting(
     m = len(images)
     fast = paste_forward(classifier, images, batch_size=batch_size)
     clean = (fast.clean if fast is not None else classifier.logits(images, batch_size)).log_softmax(-1)
-    base = (clean[:, target] - clean[:, source]).mean()
+    base = target_score(clean, source, target, objective).mean()
     per_chunk = max(1, batch_size // m)
     gains = torch.empty(len(crops), len(areas), len(positions), device=dev)
     wins = torch.empty_like(gains)
@@ -100,7 +114,7 @@ def score_crops_by_setting(
                 else:
                     logits = classifier(apply_at(images[rows], patches, float(area), pos))
                 logp = logits.log_softmax(-1)
-                gains[i : i + c, ai, pi] = (logp[:, target] - logp[:, source]).view(c, m).mean(1) - base
+                gains[i : i + c, ai, pi] = target_score(logp, source, target, objective).view(c, m).mean(1) - base
                 wins[i : i + c, ai, pi] = (logp.argmax(-1) == target).float().view(c, m).mean(1)
     return gains, wins
 
