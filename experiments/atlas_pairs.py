@@ -250,7 +250,9 @@ def main() -> None:
     if args.sources_only:
         return
     how = f"photo library {args.library}" if args.library else "crops of donor exemplars"
-    kind = "real" if args.data else "synthesized pair-aware"
+    bands = SourceBands.of(args.source_band, args.target_band)
+    kind = ("real" if args.data else "synthesized" if bands else "synthesized pair-aware") + (
+        f" ({bands.text()})" if bands else "")
     md = table(rows, f"{how}; {kind} source images", args.choose_on) + f"\nTotal time {time.perf_counter() - t0:.0f} s on {clf.device}.\n"
     atomic_write_text(args.out, md)
     print(md)
