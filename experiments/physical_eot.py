@@ -6,8 +6,8 @@ contrast, perspective, lighting, blur, sensor noise and JPEG: Athalye et al. 201
 2018). Both patches are then measured by ONE `evaluate` run under the physical protocol (the same
 images and the same transform draws for both: common random numbers), sizes chosen on selection,
 counted on confirmation. Prints each patch's physical and static rates, the seconds per training
-step, and the difference physical - plain with Newcombe's 95 % interval (unpaired, so conservative
-for these paired draws).
+step, and the difference physical - plain with Newcombe's 95 % interval taken over the counted images
+(unpaired and per image rather than per trial, so conservative).
 
     python experiments/physical_eot.py --steps 300
     python experiments/physical_eot.py --data ../shared/realphotos --source any --target toaster --steps 300
@@ -59,7 +59,8 @@ def main() -> None:
     a, b = rates.get("physical"), rates.get("plain")
     if a and b and a.n and b.n:
         d, lo, hi = difference_interval(round(a.rate * a.n), a.n, round(b.rate * b.n), b.n)
-        print(f"physical - plain under the physical protocol: {100 * d:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+        print(f"physical - plain under the physical protocol: {100 * d:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+              f"(Newcombe on the {a.n} and {b.n} counted images, not on the trials: conservative)")
     print(f"runs in {out}")
 
 
