@@ -199,6 +199,8 @@ def test_probe_reads_a_spatial_map_of_every_family(zoo, probes, name):
     assert clf.layer_choices() == choices and clf.layer_shapes()[fam.layer] == fam.shape
     _, acts = clf.run(torch.rand(2, 3, fam.size, fam.size), [fam.layer, fam.atlas])
     assert acts[fam.layer].shape == (2, *fam.shape) and acts[fam.atlas].dim() == 4 and min(acts[fam.atlas].shape[2:]) > 1
+    if name not in PROBED:  # the layer checks above cover it; its commands run in ROTATION
+        return
     _, summary, run = probes(name)
     assert summary["source"]["name"] == zoo.class_names(name)[0] and summary["complete"]
     led_by_direction = {"feature", "natural"}
@@ -212,9 +214,10 @@ def test_probe_reads_a_spatial_map_of_every_family(zoo, probes, name):
     assert config["layer"] == choices and config["identity"]["preprocessing"] == {"input_size": fam.size}
 
 
+PROBED = ("vit", "mobilenet", "ten")  # a transformer, a CNN whose head is two layers, a 10-class network
 ROTATION = [  # (command, family): every command once, the families in turn
     ("atlas", "resnet"), ("dream", "vit"), ("evaluate", "vit"), ("layers", "vit"), ("synth", "convnext"),
-    ("transfer", "convnext"), ("paste", "mobilenet"), ("apply", "ten"), ("predict", "ten"), ("classes", "ten"),
+    ("transfer", "vit"), ("paste", "mobilenet"), ("apply", "ten"), ("predict", "ten"), ("classes", "ten"),
     ("audit", "ten"),
 ]
 
