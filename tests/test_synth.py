@@ -138,6 +138,16 @@ def test_the_averaging_window_scales_with_the_steps():
         averaging_decay(100, 1.5)
 
 
+def test_short_synth_runs_return_the_last_iterate():
+    """`synth` averages only runs as long as its default (where the average led on selection photos);
+    100 and 300 steps return the last iterate, which led the average there."""
+    from patchlab.pipelines.synth import SYNTH_STEPS, synth_average
+
+    assert synth_average(SYNTH_STEPS) == 0.99
+    assert synth_average(2 * SYNTH_STEPS) == pytest.approx(1 - 1 / 200)
+    assert synth_average(100) == synth_average(300) == synth_average(SYNTH_STEPS - 1) == 0.0
+
+
 def test_synth_driver_writes_a_complete_run(tmp_path, task):
     from PIL import Image
 

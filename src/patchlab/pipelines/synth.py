@@ -30,8 +30,18 @@ SYNTH_STEPS = 1200
 SYNTH_AREA = (0.05, 0.30)
 SYNTH_AREA_SAMPLING = "log"
 SYNTH_AVERAGE_WINDOW = 1 / 12  # the average spans the last ~1/12 of the steps: decay 0.99 at 1200 steps
+# Shorter runs return the last iterate: on selection photos (experiments/synth_steps.py, any class ->
+# scuba diver) the last iterate led the average at 100 and 300 steps and trailed it at 1200.
+SYNTH_AVERAGE_FROM = SYNTH_STEPS
 SYNTH_FIXED_FRACTION = 0.5
 SYNTH_PHOTO_FACTOR = 2  # selection / confirmation take up to 2x the budget's sizes of photos
+
+
+def synth_average(steps: int) -> float:
+    """The decay of `synth`'s average of iterates (Polyak & Juditsky 1992) for a run of `steps`: an
+    average over the last SYNTH_AVERAGE_WINDOW of the steps from SYNTH_AVERAGE_FROM steps on, the
+    plain last iterate (0) below."""
+    return averaging_decay(steps, SYNTH_AVERAGE_WINDOW) if steps >= SYNTH_AVERAGE_FROM else 0.0
 
 
 def synth_splits(plan, data) -> SplitSizes:
@@ -96,8 +106,8 @@ def synth(
     source_slug, target_slug = slugs(clf, src, tgt)
     config = run_config(source_slug, target_slug, data=data, budget=budget, splits=synth_splits(plan, data),
                         weights=weights, classifier=clf, labels=options.get("labels"), area=[lo, hi],
-                        area_sampling=SYNTH_AREA_SAMPLING, average=averaging_decay(steps, SYNTH_AVERAGE_WINDOW),
-                        average_window=SYNTH_AVERAGE_WINDOW,
+                        area_sampling=SYNTH_AREA_SAMPLING, average=synth_average(steps),
+                        average_window=SYNTH_AVERAGE_WINDOW, average_from=SYNTH_AVERAGE_FROM,
                         fixed_fraction=SYNTH_FIXED_FRACTION, steps=steps, patch_px=patch_px, batch_size=batch_size,
                         mix=mix, sizes=list(sizes), random_placements=random_placements, amp=amp,
                         **({"physical": ranges.as_dict()} if physical else {}))
@@ -108,7 +118,7 @@ def synth(
     if mix:
         pair = pair.with_extra_train(*synthesized_sources(clf, src, tgt, mix, seed=seed, progress=progress))
     cand = synthesize_patch(clf, pair.train, tgt, src, steps=steps, patch_px=patch_px, area=(lo, hi),
-                            area_sampling=SYNTH_AREA_SAMPLING, average=averaging_decay(steps, SYNTH_AVERAGE_WINDOW),
+                            area_sampling=SYNTH_AREA_SAMPLING, average=synth_average(steps),
                             fixed_fraction=SYNTH_FIXED_FRACTION, batch_size=batch_size,
                             generator=stage_generator(seed, "synth"), amp=amp, progress=progress,
                             physical=ranges if physical else None)
