@@ -45,6 +45,9 @@ FAMILIES: dict[str, tuple[str, Callable[[], torch.nn.Module] | None]] = {  # nam
 }
 
 
+STAGE_SECONDS = ("images", "donors", "synth", "feature", "natural", "evaluate", "total")  # summary["timings"] keys
+
+
 def load(name: str, folder: Path) -> tuple[Classifier, str | None]:
     """The family's classifier through its spec, random networks from a weights file saved here."""
     spec, make = FAMILIES[name]
@@ -101,7 +104,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 out = Path(tmp) / "runs" / name
                 summary = probe("snorkel", "scuba diver", model=clf.spec, weights=weights, device="cpu", out=out)
-                stages = ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings"].items() if isinstance(v, float | int))
+                stages = ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings"].items()
+                                   if isinstance(v, float | int) and k in STAGE_SECONDS)
                 print(f"{'':<18} quick probe {time.perf_counter() - t0:.0f} s: {stages}", flush=True)
 
 
