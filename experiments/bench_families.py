@@ -127,8 +127,8 @@ def main() -> None:
                 except UserError as e:
                     print(f"{'':<18} quick probe stopped after {time.perf_counter() - t0:.0f} s: {e}", flush=True)
                     continue
-                stages = ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings"].items()
-                                   if isinstance(v, float | int) and k in STAGE_SECONDS)
+                stages = ", ".join(f"{k} {summary['timings'][k]:.0f} s" for k in STAGE_SECONDS
+                                   if k in summary["timings"])
                 print(f"{'':<18} quick probe {time.perf_counter() - t0:.0f} s: {stages}", flush=True)
 
 
