@@ -286,6 +286,18 @@ def test_predict_and_certify_follow_the_papers_algorithm(toy_defended, toy_attac
     assert torch.equal(pc.predict(chosen), got_labels) and any(want_certified) and not all(want_certified)
 
 
+def test_the_second_round_stops_at_the_first_dissenting_pair(toy_defended, toy_attacks):
+    _, pc, _, _, _ = toy_defended
+    pool = torch.cat([toy_attacks[name][0][1][:200] for name in ("certified", "uncertified")])
+    one = pc.first_round(pool)
+    m = one.shape[1]
+    disagreers = int((one != majority(one)[:, None]).sum())
+    before = pc.forwards
+    pc.decide(pool, one)
+    spent = pc.forwards - before
+    assert disagreers > len(pool) and 0 < spent < disagreers * (m - 1) / 2  # checking every pair costs (m-1) each
+
+
 def test_forward_returns_the_defended_label_as_one_hot_logits(toy_defended):
     _, pc, images, labels, _ = toy_defended
     out = pc(images)
