@@ -4,9 +4,9 @@ does to top-1.
 Prints, for the model on the chosen device: the plain forward's seconds per image; each input
 transform's (jpeg, median, bitdepth) seconds per image alone and with the forward; PatchCleanser
 (Xiang et al. 2022) at each --area: its mask set (k per axis, patch and mask sides, stride), the
-forwards per image of round 1 (one per mask), of round 2 (masks - 1 per disagreeing mask tried) and
-of a certificate (one per mask and one per pair of masks), counted as run, and seconds per image of
-predict and of certify. With --data (an ImageNet tree, e.g. /work/shared/realphotos): clean top-1,
+forwards per image of round 1 (one per mask), of round 2 (up to masks - 1 per disagreeing mask
+tried) and of a certificate (up to one per mask and one per pair of masks; a check stops at its
+first dissenting label), counted as run, and seconds per image of predict and of certify. With --data (an ImageNet tree, e.g. /work/shared/realphotos): clean top-1,
 each defence's top-1, and PatchCleanser's certified share (and certified and correct) on the first
 --images photos. Without --data, timings use smooth synthetic images.
 
@@ -112,8 +112,8 @@ def main() -> None:
         seen[0] = 0
         t_cert, (cert_labels, certified) = timed(lambda: pc.certify(images))
         certify_forwards = seen[0]
-        print(f"  forwards per image: round 1 {m}; round 2 {m - 1} per disagreeing mask tried "
-              f"(run: {(predict_forwards - m * n) / n:.1f}); certificate {m} + {m * (m - 1) // 2} pairs "
+        print(f"  forwards per image: round 1 {m}; round 2 up to {m - 1} per disagreeing mask tried "
+              f"(run: {(predict_forwards - m * n) / n:.1f}); certificate up to {m} + {m * (m - 1) // 2} pairs "
               f"(run: {certify_forwards / n:.1f})")
         print(f"  predict: {t_pred / n:.3f} s/image (x{t_pred / t_plain:.0f} plain); "
               f"certify: {t_cert / n:.3f} s/image (x{t_cert / t_plain:.0f} plain)")
