@@ -8,7 +8,8 @@ forwards per image of round 1 (one per mask), of round 2 (up to masks - 1 per di
 tried) and of a certificate (up to one per mask and one per pair of masks; a check stops at its
 first dissenting label), counted as run, and seconds per image of predict and of certify. With
 --data (an ImageNet tree, e.g. /work/shared/realphotos): clean top-1, each defence's top-1, and
-PatchCleanser's certified share (and certified and correct) on the first --images photos. Without --data, timings use smooth synthetic images.
+PatchCleanser's certified share (and certified and correct) on the first --images photos.
+Without --data, timings use smooth synthetic images.
 
     python experiments/bench_defenses.py [--images 8] [--data DIR] [--area 0.02 0.10]
         [--model efficientnet_lite0] [--device cpu] [--masks-per-axis 6] [--batch-size 64]
