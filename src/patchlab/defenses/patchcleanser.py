@@ -165,24 +165,19 @@ class PatchCleanser(DefendedClassifier):
         expected[r], for every row r. (R,Q) mask indices; (R,) bool. Exact, with early exit: each row's
         pairs run in chunks of 4, 4, 8, 16, ... (all rows' chunks share forward passes) and a row stops
         at its first disagreeing chunk, so a rejected row costs a few forwards instead of Q."""
-        r, q = first.shape
-        agree = torch.ones(r, dtype=torch.bool, device=images.device)
-        done = torch.zeros(r, dtype=torch.long, device=images.device)  # pairs checked per row
-        checked = 0  # pairs checked so far by every row still running
-        while True:
-            rows = (agree & (done < q)).nonzero().flatten()
+        q = first.shape[1]
+        agree = torch.ones(first.shape[0], dtype=torch.bool, device=images.device)
+        checked = 0  # pairs checked by every row still agreeing (all run in step)
+        while checked < q:
+            rows = agree.nonzero().flatten()
             if not len(rows):
-                return agree
-            chunk = max(FIRST_CHUNK, checked)
-            cols = done[rows, None] + torch.arange(chunk, device=images.device)  # (A,chunk)
-            valid = cols < q
-            cols = cols.clamp(max=q - 1)
-            a, b = first[rows[:, None], cols][valid], second[rows[:, None], cols][valid]
-            owner = rows[:, None].expand_as(cols)[valid]
-            got = self.masked_labels(images, image[owner], a, b)
-            agree[owner[got != expected[owner]]] = False
-            done[rows] += chunk
-            checked += chunk
+                break
+            cols = torch.arange(checked, min(q, checked + max(FIRST_CHUNK, checked)), device=images.device)
+            got = self.masked_labels(images, image[rows].repeat_interleave(len(cols)), first[rows][:, cols].flatten(),
+                                     second[rows][:, cols].flatten()).view(len(rows), len(cols))
+            agree[rows] = (got == expected[rows, None]).all(dim=1)
+            checked += len(cols)
+        return agree
 
     def decide(self, images: torch.Tensor, one_mask: torch.Tensor) -> torch.Tensor:
         """Double-masking labels (N,) from the first-round labels (N,M): second-round masks only for the
@@ -193,14 +188,12 @@ class PatchCleanser(DefendedClassifier):
         labels = majority(one_mask)
         disagreer = one_mask != labels[:, None]
         order = torch.arange(m, device=images.device)
-        tried = torch.zeros_like(disagreer)
-        while True:
-            left = disagreer & ~tried
-            rows = left.any(dim=1).nonzero().flatten()
+        while True:  # `disagreer` holds each image's disagreers not yet tried
+            rows = disagreer.any(dim=1).nonzero().flatten()
             if not len(rows):
                 return labels
-            j = torch.where(left[rows], order, m).min(dim=1).values  # each row's next disagreer
-            tried[rows, j] = True
+            j = torch.where(disagreer[rows], order, m).min(dim=1).values  # each row's next disagreer
+            disagreer[rows, j] = False
             claim = one_mask[rows, j]
             # its partners: every other mask, those whose one-mask label differs from the claim first
             key = (one_mask[rows] == claim[:, None]).long() * m + order
