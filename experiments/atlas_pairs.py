@@ -10,7 +10,8 @@ are chosen on the pair's TRAIN and SELECTION images pooled (`--choose-on`; the
 train images are the ones the search ranked on) and every rate is counted on
 separate CONFIRMATION images (`patchlab.pairdata`), against null
 controls (noise, gray, a source photo and, with a library, the median of 20
-random library photos pasted the same way).
+random library photos pasted the same way and, when the search makes collages, of 20
+random pairs of library photos side by side).
 
     python experiments/atlas_pairs.py --library ../shared/realphotos     # natural patches from photos
     python experiments/atlas_pairs.py --library ../shared/realphotos --train 24 --selection 24 --confirmation 48
@@ -36,11 +37,12 @@ from pathlib import Path
 
 from patchlab.atlases.donors import head_alignment, shortlist
 from patchlab.devices import stage_generator
-from patchlab.evaluation.controls import library_photo_control, make_controls
+from patchlab.evaluation.controls import library_collage_control, library_photo_control, make_controls
 from patchlab.evaluation.core import evaluate
 from patchlab.evaluation.summary import pool_selection, summarize
 from patchlab.exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND
 from patchlab.generators import PLANS, GeneratorJob, registered
+from patchlab.library import SearchSettings
 from patchlab.models import load_classifier
 from patchlab.pairdata import SourceBands, SplitSizes, load_pair
 from patchlab.patches.apply import CORNERS
@@ -136,6 +138,9 @@ def run_pair(clf, src_name: str, tgt_name: str, args) -> dict:
     if args.library:
         controls.append(library_photo_control(clf, args.library, 20, stage_generator(args.seed, "library-control"),
                                               exclude=(s, t)))
+        if search_overrides(args).get("combine", SearchSettings().combine) > 1:
+            controls.append(library_collage_control(clf, args.library, 20,
+                                                    stage_generator(args.seed, "library-collage-control"), exclude=(s, t)))
     kw = dict(sizes=args.sizes, positions=CORNERS, protocols=("static", "dynamic"), controls=controls,
               generator=stage_generator(args.seed, "evaluate"))
     ev = evaluate(clf, cands, {"selection": pair.selection, "confirmation": pair.confirmation}, s, t, **kw)

@@ -16,6 +16,7 @@ did it. It prints
   the search's top-10, `--mark FILE ...`) rank.
 
     python experiments/library_ceiling.py --library ../shared/realphotos --pair snorkel "scuba diver" --train 24
+    (add --source-band 0.85 1 --target-band 0 0.01 for sources the model is sure of)
 """
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from atlas_pairs import add_band_args, pair_data
 
 from patchlab.devices import stage_generator
 from patchlab.evaluation.core import evaluate
 from patchlab.library import index_library
 from patchlab.library.search import eligible_photos
 from patchlab.models import load_classifier
-from patchlab.pairdata import SplitSizes, load_pair
 from patchlab.patches.apply import CORNERS
 from patchlab.patches.candidate import Candidate
 from patchlab.runio import atomic_write_text
@@ -59,11 +60,12 @@ def main() -> None:
     ap.add_argument("--mark", nargs="*", default=[], help="library files (relative paths) whose ranks are printed")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="also write the per-photo table (csv)")
+    add_band_args(ap)
     args = ap.parse_args()
     t0 = time.perf_counter()
     clf = load_classifier("efficientnet_lite0", "auto")
     s, t = clf.classes.resolve(args.pair[0]), clf.classes.resolve(args.pair[1])
-    pair = load_pair(clf, s, t, SplitSizes(args.train, args.selection, args.confirmation), data=args.data, seed=args.seed)
+    pair = pair_data(clf, s, t, args)
     index = index_library(clf, args.library)
     keep, _ = eligible_photos(index, s, t)
     rows = np.flatnonzero(keep)[: args.limit]

@@ -14,6 +14,7 @@ from patchlab.errors import UserError
 from patchlab.library import (
     SearchSettings, check_library, control_photo_rows, index_library, search_library, spatial_basis,
 )
+from patchlab.library.collages import distinct_pairs, make_collages, side_by_side
 from patchlab.library.proposals import eligible_photos, index_proposals, library_direction, window_scores
 from patchlab.models import tiny_classifier
 from patchlab.patches.direction import pooled_features
@@ -95,7 +96,7 @@ def test_planted_photo_is_ranked_first(tmp_path, tmp_cache):
     assert int(swept.whole.sum()) == int(eligible.sum()) and int((~swept.whole).sum()) == 3
     assert index.paths[int(swept.photo[0])] == "planted.png"
     # and after exact scoring
-    settings = SearchSettings(top_k=3, shortlist=6, n_random=2, whole_sweep=0, fine_keep=4, batch_size=32)
+    settings = SearchSettings(top_k=3, shortlist=6, n_random=2, whole_sweep=0, fine_keep=4, batch_size=32, combine=0)
     cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, settings,
                                   generator=torch.Generator().manual_seed(0))
     assert cands[0].provenance["file"] == "planted.png"
@@ -113,13 +114,55 @@ def test_planted_photo_is_ranked_first(tmp_path, tmp_cache):
     assert stats["proposals"] == ranked and stats["seconds"] > 0
     # with the final stage (every train image x size x corner for the 3 best): still first, ranked as counted
     settings = SearchSettings(top_k=2, shortlist=6, n_random=2, whole_sweep=0, coarse_images=2, fine_keep=4,
-                              final_keep=3, batch_size=32)
+                              final_keep=3, batch_size=32, combine=0)
     cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, settings, sizes=(0.1, 0.25),
                                   generator=torch.Generator().manual_seed(0))
     assert cands[0].provenance["file"] == "planted.png" and stats["final_scored"] == 3
     assert stats["exactly_scored"] == 8 + 4 + 3 and stats["pasted_forwards"] == 8 * 2 + 4 * 4 * 2 + 3 * 4 * 2 * 4
     keys = [(c.provenance["train_static_success"], c.provenance["score_gain_logodds"]) for c in cands]
     assert keys[0][0] >= keys[1][0] and cands[0].provenance["train_static_size"] in (0.1, 0.25)
+
+
+def test_collages_compete_with_single_photos(tmp_path, tmp_cache):
+    lib = _write_library(tmp_path / "lib")
+    clf = _planted_classifier(lib)
+    index = index_library(clf, lib, batch_size=4)
+    for final_keep in (0, 3):
+        settings = SearchSettings(top_k=6, shortlist=6, n_random=2, whole_sweep=0, fine_keep=4, batch_size=32,
+                                  combine=3, final_keep=final_keep)
+        cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, settings, sizes=(0.1, 0.25),
+                                      generator=torch.Generator().manual_seed(0))
+        # fine: top_k (6) proposals; collages: 3 x 2 ordered pairs; each on 4 images x 2 sizes, one corner each
+        assert stats["collages_scored"] == 3 * 2 and stats["exactly_scored"] == 8 + 6 + 6 + (3 if final_keep else 0)
+        forwards = 8 * 4 + (6 + 6) * 4 * 2 + ((3 + 6) * 4 * 2 * 4 if final_keep else 0)
+        assert stats["pasted_forwards"] == forwards
+        collages = [c for c in cands if "parts" in c.provenance]
+        singles = [c for c in cands if "parts" not in c.provenance]
+        assert collages and singles and [c.name for c in cands] == [f"natural-{i}" for i in range(1, 7)]
+        for c in collages:  # two different proposals, at most one collage per pair of them
+            parts = c.provenance["parts"]
+            assert len(parts) == 2 and c.provenance["method"].startswith("library collage")
+            assert parts[0]["library_row"] != parts[1]["library_row"] or parts[0]["box_xyxy"] != parts[1]["box_xyxy"]
+            assert c.provenance["file"] == parts[0]["file"] and c.patch.shape == (3, 128, 128)
+        pairs = [frozenset((p["library_row"], tuple(p["box_xyxy"])) for p in c.provenance["parts"]) for c in collages]
+        assert len(set(pairs)) == len(pairs)
+        # one ranking for both kinds: train success first, the mean gain breaking ties
+        name = "train_static_success" if final_keep else "train_success"
+        keys = [c.provenance[name] for c in cands]
+        assert keys == sorted(keys, reverse=True)
+
+
+def test_side_by_side_squeezes_each_part_to_half_width():
+    red, blue = torch.zeros(3, 8, 8), torch.zeros(3, 8, 8)
+    red[0], blue[2] = 1.0, 1.0
+    both = side_by_side(red, blue)
+    assert both.shape == (3, 8, 8)
+    assert torch.allclose(both[:, :, :4], red[:, :, :4]) and torch.allclose(both[:, :, 4:], blue[:, :, 4:])
+    batch = side_by_side(torch.stack([red, blue]), torch.stack([blue, red]))
+    assert torch.allclose(batch[1], side_by_side(blue, red))
+    col = make_collages(torch.stack([red, blue, red * 0.5]), torch.tensor([0, 2]))
+    assert col.left.tolist() == [0, 2] and col.right.tolist() == [2, 0] and len(col) == 2
+    assert distinct_pairs(col, torch.tensor([0.1, 0.9]), k=5) == [1]  # the same two parts in either order
 
 
 def test_corrupt_file_is_skipped_and_named(tmp_path, tmp_cache, caplog):
@@ -345,7 +388,7 @@ def test_real_photos_snorkel_to_scuba_diver(default_model, tmp_path, tmp_cache):
     assert index_library(clf, lib).built is False
     train = exemplars(clf, snorkel, n=2, near=scuba, seed=0).images
     cands, stats = search_library(clf, index, train, snorkel, scuba,
-                                  SearchSettings(top_k=3, shortlist=16, n_random=4, fine_keep=4, whole_sweep=0),
+                                  SearchSettings(top_k=3, shortlist=16, n_random=4, fine_keep=4, whole_sweep=0, combine=0),
                                   generator=torch.Generator().manual_seed(0))
     assert len(cands) == 3 and stats["exactly_scored"] == 20 + 4
     best = cands[0]
@@ -408,7 +451,7 @@ def test_mirrored_proposals_are_flipped_cuts_and_compete_with_their_original(tmp
     assert Proposals.cat([props, props.mirrored()]).mirror.tolist() == [False, False, True, True]
     def search(mirror_top: int):
         settings = SearchSettings(top_k=4, shortlist=6, n_random=2, whole_sweep=0, fine_keep=5, mirror_top=mirror_top,
-                                  batch_size=32)
+                                  batch_size=32, combine=0)
         return search_library(clf, index, _train_images(), SOURCE, TARGET, settings,
                               generator=torch.Generator().manual_seed(0))
 

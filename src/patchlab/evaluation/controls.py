@@ -6,6 +6,8 @@ patch); lift is measured against the best of them:
   gray     flat 0.5 gray
   source   a crop of a source-class TRAIN image (never an evaluated one)
   library  (with a photo library) random library photos pasted the same way
+  collage  (with a photo library) random pairs of library photos side by side, as the
+           search's collages are made
 The reference is a positive control, shown beside the rates and never
 subtracted (Brown et al. 2017: a real toaster photo as the patch):
   target   a crop of a real target-class photo or exemplar
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..library import LibraryIndex, control_photo_rows, index_library
+from ..library.collages import side_by_side
 from ..patches.candidate import NULL_KIND, REFERENCE_KIND, Candidate
 
 log = logging.getLogger("patchlab")
@@ -25,6 +28,7 @@ log = logging.getLogger("patchlab")
 CONTROL_NAMES = ("control-noise", "control-gray", "control-source-crop")
 REFERENCE_NAME = "reference-target-photo"
 LIBRARY_NAME = "control-library-photo"
+COLLAGE_NAME = "control-library-collage"
 
 
 def center_crop(image: torch.Tensor, side_fraction: float = 0.6) -> torch.Tensor:
@@ -95,3 +99,19 @@ def library_photo_control(classifier, library: str | Path | LibraryIndex, n: int
     return Candidate(photos[0], NULL_KIND, LIBRARY_NAME,
                      {"control": f"median of {len(photos)} random library photos pasted the same way",
                       "library": str(index.root), "files": [index.paths[r] for r in rows]}, members=photos)
+
+
+def library_collage_control(classifier, library: str | Path | LibraryIndex, n: int, generator: torch.Generator, *,
+                            exclude: tuple[int | None, ...] = ()) -> Candidate:
+    """control-library-collage: n random pairs of whole library photos (picked as for
+    `library_photo_control`), each pair side by side as the library search's collages are made,
+    pasted the same way; every results row is the median collage's. It answers "is the found
+    collage special, or does any two photos side by side do it?"."""
+    index = library if isinstance(library, LibraryIndex) else index_library(classifier, library)
+    rows = control_photo_rows(index, 2 * n, generator, exclude=[c for c in exclude if c is not None]).tolist()
+    photos = index.load_photos(rows)
+    collages = side_by_side(photos[:n], photos[n:])
+    return Candidate(collages[0], NULL_KIND, COLLAGE_NAME,
+                     {"control": f"median of {n} random pairs of library photos side by side, pasted the same way",
+                      "library": str(index.root), "files": [[index.paths[a], index.paths[b]]
+                                                            for a, b in zip(rows[:n], rows[n:])]}, members=collages)

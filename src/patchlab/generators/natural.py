@@ -23,6 +23,7 @@ import torch
 from ..data import discover, load_images
 from ..exemplars import exemplars
 from ..library import SearchSettings, index_library, search_library
+from ..library.collages import side_by_side
 from ..patches.candidate import Candidate
 from ..patches.crops import with_box
 from ..patches.direction import pair_direction
@@ -82,9 +83,11 @@ def _library_patches(job: GeneratorJob, settings: SearchSettings) -> list[Candid
     index = index_library(clf, job.library, progress=job.progress)
     cands, stats = search_library(clf, index, pair.train, pair.source, pair.target, settings, sizes=job.plan.sizes,
                                   generator=job.rng, progress=job.progress, target_images=pair.target_images)
-    photos = index.load_photos([c.provenance["library_row"] for c in cands]) if cands else []
-    for cand, photo in zip(cands, photos):
-        cand.source_view = with_box(photo, cand.provenance["box_xyxy"])
+    for cand in cands:  # a collage shows both photos, side by side as in the patch
+        parts = cand.provenance.get("parts") or [cand.provenance]
+        views = [with_box(photo, p["box_xyxy"]) for p, photo in
+                 zip(parts, index.load_photos([p["library_row"] for p in parts]))]
+        cand.source_view = views[0] if len(views) == 1 else side_by_side(*views)
     job.notes.update(source=f"photo library {job.library} ({len(index.paths)} photos)", search=stats)
     return cands
 

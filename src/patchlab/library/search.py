@@ -11,7 +11,9 @@ similarity. Here the feature is the pair's separating direction d at the feature
 2. coarse: every proposal pasted on a few train images at one size;
 3. fine (`ranking`): the best on every train image at every size, a corner or more each;
    optionally their mirrors, and a final stage on every placement;
-4. select: the top_k distinct proposals, by train success (top-1 = target), ties by the
+4. collage (`collages`): the best proposals of a few photos paired side by side, scored the
+   same way, competing with the single proposals;
+5. select: the top_k distinct patches, by train success (top-1 = target), ties by the
    mean gain in log p(target) - log p(source).
 
 Why the defaults are what they are: experiments/library_search_design.md.
@@ -31,6 +33,7 @@ from ..errors import UserError
 from ..patches.apply import CORNERS
 from ..patches.candidate import Candidate
 from ..patches.crops import OBJECTIVES, score_crops_by_setting
+from .collages import Collages, component_rows, distinct_pairs, make_collages
 from .index import LibraryIndex
 from .proposals import (
     CROP_ASPECTS, CROP_SCALES, Proposals, cut_proposals, eligible_photos, index_proposals, library_direction,
@@ -38,7 +41,7 @@ from .proposals import (
 )
 from .ranking import RANK_BY, at_best_area, fine_rows, rank_key, score_rotated, select_distinct, static_scores
 
-STAGES = ("index", "decode_cut", "coarse", "fine", "final", "select")
+STAGES = ("index", "decode_cut", "coarse", "fine", "collage", "final", "select")
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,9 @@ class SearchSettings:
     x size x position, ranked by their best size's success averaged over the positions (as
     the static protocol counts). mirror_top > 0: this many of the best after the fine stage
     are also scored flipped left-right, each competing with its original. batch_size:
-    pasted images per forward pass. objective: the gain every stage measures (`patches.crops.target_score`):
+    pasted images per forward pass. combine > 1: the best proposals (by mean fine gain) of this
+    many photos are paired side by side, every ordered pair (`collages`), and compete with the
+    single proposals (0: none). objective: the gain every stage measures (`patches.crops.target_score`):
     "log_ratio" (log p(target) - log p(source)) or "margin" (log p(target) - the largest other log p).
     """
 
@@ -80,6 +85,7 @@ class SearchSettings:
     final_keep: int = 0
     mirror_top: int = 0
     batch_size: int = 64
+    combine: int = 12
     objective: str = "log_ratio"
 
     def __post_init__(self) -> None:
@@ -163,18 +169,22 @@ def search_library(
     t.append(time.perf_counter())
     say(f"[library] fine: {len(rows)} proposals x {len(train)} images in {t[-1] - t[-2]:.1f} s")
     fine_n = len(rows)
+    col = _collages(s, rows, fine)
+    t.append(time.perf_counter())
+    if len(col):
+        say(f"[library] collage: {len(col)} pairs of proposals x {len(train)} images in {t[-1] - t[-2]:.1f} s")
     if cfg.final_keep:
-        rows, key, facts = _final(s, rows, fine, wins)
+        rows, key, facts, col_key, col_facts = _final(s, rows, fine, wins, col)
         say(f"[library] final: {len(rows)} proposals x {len(train)} images x all settings in "
             f"{time.perf_counter() - t[-1]:.1f} s")
     else:
-        key, facts = rank_key(fine, wins, cfg.rank_by), _fine_facts(fine, wins, sizes)
+        key, facts, col_key, col_facts = _fine_ranking(s, fine, wins, col)
     t.append(time.perf_counter())
-    cands = _candidates(s, rows, key, facts)
+    cands = _candidates(s, rows, key, facts, col, col_key, col_facts)
     t.append(time.perf_counter())
     setup = {"coarse_images": len(coarse_imgs), "coarse_size": csize, "train_images": len(train), "sizes": list(sizes),
              "positions": list(positions), "fine_corners_per_image": cfg.fine_corners_per_image, "fine_scored": fine_n,
-             "final_scored": len(rows) if cfg.final_keep else 0,
+             "final_scored": len(rows) if cfg.final_keep else 0, "collages_scored": len(col),
              "ranked_by": "static (final stage)" if cfg.final_keep else cfg.rank_by}
     stats = _stats(s, facts["score_gain_logodds"], facts["train_success"], ranked, t, how, excluded, setup)
     return cands, stats
@@ -214,20 +224,39 @@ def _with_mirrors(s: _Search, rows: torch.Tensor, fine: torch.Tensor,
     return torch.cat([rows, new]), torch.cat([fine, g]), torch.cat([wins, w])
 
 
-def _final(s: _Search, rows: torch.Tensor, fine: torch.Tensor,
-           wins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """The final stage: the `final_keep` best distinct fine-scored proposals on every train image at
-    every size and position, ranked the way the static protocol counts (`static_scores`):
-    pool rows, sort key, facts."""
+def _collages(s: _Search, rows: torch.Tensor, fine: torch.Tensor) -> Collages:
+    """Every ordered pair of the best proposals of `combine` photos (random baselines left out), side by side."""
+    parts = component_rows(s.pool, rows, fine, ~s.is_random, s.settings.combine)
+    return make_collages(s.pixels, parts)
+
+
+def _fine_ranking(s: _Search, fine: torch.Tensor, wins: torch.Tensor, col: Collages) -> tuple[
+        torch.Tensor, dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """Sort keys and facts of the fine-scored proposals and of the collages, scored the same way
+    and ranked together (keys comparable across both)."""
+    g, w = s.score(col.pixels, s.train, s.sizes, s.settings.fine_corners_per_image) if len(col) else (fine[:0], wins[:0])
+    key = rank_key(torch.cat([fine, g]), torch.cat([wins, w]), s.settings.rank_by)
+    return key[: len(fine)], _fine_facts(fine, wins, s.sizes), key[len(fine):], _fine_facts(g, w, s.sizes)
+
+
+def _final(s: _Search, rows: torch.Tensor, fine: torch.Tensor, wins: torch.Tensor, col: Collages) -> tuple[
+        torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """The final stage: the `final_keep` best distinct fine-scored proposals, and every collage, on
+    every train image at every size and position, ranked together the way the static protocol
+    counts (`static_scores`): pool rows, sort key and facts, then the collages' key and facts."""
     cfg = s.settings
     keep = select_distinct(s.pool.take(rows), rank_key(fine, wins, cfg.rank_by), cfg.final_keep, cfg.per_photo)
     rows, fine = rows[keep], fine[keep].mean(1)
-    g, w = score_crops_by_setting(s.classifier, s.pixels[rows], s.train, s.source, s.target, s.sizes, s.positions,
-                                  cfg.batch_size, cfg.objective)
+    g, w = score_crops_by_setting(s.classifier, torch.cat([s.pixels[rows], col.pixels]), s.train, s.source, s.target,
+                                  s.sizes, s.positions, cfg.batch_size, cfg.objective)
     st = {k: v.cpu() for k, v in static_scores(g, w, s.sizes).items()}
     facts = {"score_gain_logodds": g.flatten(1).mean(1).cpu(), "train_success": w.flatten(1).mean(1).cpu(),
-             "train_static_success": st["success"], "train_static_size": st["size"], "fine_gain": fine}
-    return rows, rank_key(st["gain"][:, None], st["success"][:, None], "success"), facts
+             "train_static_success": st["success"], "train_static_size": st["size"]}
+    key = rank_key(st["gain"][:, None], st["success"][:, None], "success")
+    n = len(rows)
+    mine = {k: v[:n] for k, v in facts.items()}
+    mine["fine_gain"] = fine
+    return rows, key[:n], mine, key[n:], {k: v[n:] for k, v in facts.items()}
 
 
 def _fine_facts(gain: torch.Tensor, win: torch.Tensor, sizes: Sequence[float]) -> dict[str, torch.Tensor]:
@@ -238,18 +267,28 @@ def _fine_facts(gain: torch.Tensor, win: torch.Tensor, sizes: Sequence[float]) -
             "train_best_size": torch.as_tensor(sizes, dtype=torch.float64)[best]}
 
 
-def _candidates(s: _Search, rows: torch.Tensor, key: torch.Tensor, facts: dict[str, torch.Tensor]) -> list[Candidate]:
-    """The top_k distinct scored proposals (pool rows `rows`, best `key` first) as Candidates
-    named natural-1, natural-2, ...; `facts` maps a provenance name to a (len(rows),) tensor."""
+def _candidates(s: _Search, rows: torch.Tensor, key: torch.Tensor, facts: dict[str, torch.Tensor],
+                col: Collages, col_key: torch.Tensor, col_facts: dict[str, torch.Tensor]) -> list[Candidate]:
+    """The top_k patches, best `key` first, among the distinct scored proposals (pool rows `rows`) and
+    the distinct collages, as Candidates named natural-1, natural-2, ...; `facts` and `col_facts`
+    map a provenance name to a (len(rows),) and a (len(col),) tensor."""
+    k = s.settings.top_k
     sub = s.pool.take(rows)
-    keep = select_distinct(sub, key, s.settings.top_k, s.settings.per_photo)
-    alone = s.classifier.reads_as(s.pixels[rows[keep]]) if keep else []
+    ranked = ([(float(key[j]), False, j) for j in select_distinct(sub, key, k, s.settings.per_photo)]
+              + [(float(col_key[j]), True, j) for j in distinct_pairs(col, col_key, k)])
+    chosen = sorted(ranked, key=lambda item: -item[0])[:k]
+    pixels = [col.pixels[j] if is_col else s.pixels[rows[j]] for _, is_col, j in chosen]
+    alone = s.classifier.reads_as(torch.stack(pixels)) if chosen else []
     out = []
-    for r, (j, a) in enumerate(zip(keep, alone)):
-        own = {name: v[j] for name, v in facts.items()}
-        own.update(index_score=sub.score[j], coarse_gain=s.coarse[rows[j]])
-        cand = _candidate(s.classifier, s.index, r + 1, sub, j, s.pixels[rows[j]], own, a)
-        cand.provenance["random_baseline"] = bool(s.is_random[rows[j]])
+    for r, ((_, is_col, j), patch, a) in enumerate(zip(chosen, pixels, alone)):
+        if is_col:
+            own = {name: v[j] for name, v in col_facts.items()}
+            cand = _collage_candidate(s, r + 1, col, j, patch, own, a)
+        else:
+            own = {name: v[j] for name, v in facts.items()}
+            own.update(index_score=sub.score[j], coarse_gain=s.coarse[rows[j]])
+            cand = _candidate(s.classifier, s.index, r + 1, sub, j, patch, own, a)
+            cand.provenance["random_baseline"] = bool(s.is_random[rows[j]])
         out.append(cand)
     return out
 
@@ -265,8 +304,8 @@ def _measured(value) -> float | None:
     return round(v, 4) if math.isfinite(v) else None
 
 
-def _candidate(classifier, index: LibraryIndex, rank: int, props: Proposals, j: int, patch: torch.Tensor,
-               facts: dict[str, float], alone: dict[str, Any]) -> Candidate:
+def _photo_facts(classifier, index: LibraryIndex, props: Proposals, j: int) -> dict[str, Any]:
+    """Where proposal j was cut from: method, photo file and row, box, the photo's label and top-1, donor."""
     row = int(props.photo[j])
     label = int(index.labels[row])
     donor = label if label >= 0 else int(index.top1[row])
@@ -283,8 +322,25 @@ def _candidate(classifier, index: LibraryIndex, rank: int, props: Proposals, j: 
         "photo_label_name": None if label < 0 else classifier.classes.label(label),
         "photo_top1": _top1_dict(classifier, index, row),
         "donor_class": donor, "donor_name": classifier.classes.label(donor),
-        **{k: _measured(v) for k, v in facts.items()},
     }
+    return prov
+
+
+def _candidate(classifier, index: LibraryIndex, rank: int, props: Proposals, j: int, patch: torch.Tensor,
+               facts: dict[str, float], alone: dict[str, Any]) -> Candidate:
+    prov = dict(_photo_facts(classifier, index, props, j), **{k: _measured(v) for k, v in facts.items()})
+    return Candidate(patch, "natural", f"natural-{rank}", provenance=prov, score=float(facts["score_gain_logodds"]),
+                     reads_as=alone)
+
+
+def _collage_candidate(s: _Search, rank: int, col: Collages, j: int, patch: torch.Tensor, facts: dict[str, float],
+                       alone: dict[str, Any]) -> Candidate:
+    """A collage as a Candidate: the left part's photo facts at the top level (as a single proposal's),
+    both parts' under `parts`."""
+    parts = [_photo_facts(s.classifier, s.index, s.pool, int(r)) for r in (col.left[j], col.right[j])]
+    prov = dict(parts[0], **{k: _measured(v) for k, v in facts.items()})
+    prov.update(method="library collage: two proposals side by side, each squeezed to half width",
+                donor_name=" + ".join(p["donor_name"] for p in parts), parts=parts, random_baseline=False)
     return Candidate(patch, "natural", f"natural-{rank}", provenance=prov, score=float(facts["score_gain_logodds"]),
                      reads_as=alone)
 
@@ -297,13 +353,14 @@ def _stats(s: _Search, gain: torch.Tensor, wins: torch.Tensor, ranked: int, t: l
     n_coarse = int(cut.sum())
     per_img = min(setup["fine_corners_per_image"] or len(setup["positions"]), len(setup["positions"]))
     per_size = setup["train_images"] * len(setup["sizes"])
-    forwards = (n_coarse * setup["coarse_images"] + setup["fine_scored"] * per_size * per_img
-                + setup["final_scored"] * per_size * len(setup["positions"]))
+    final_n = setup["final_scored"] + (setup["collages_scored"] if setup["final_scored"] else 0)
+    forwards = (n_coarse * setup["coarse_images"] + (setup["fine_scored"] + setup["collages_scored"]) * per_size * per_img
+                + final_n * per_size * len(setup["positions"]))
     whole = pool.whole & short
     return {
         "direction": how, "proposals": int(ranked), "shortlist": int(short.sum()),
         "random_whole_photos": int(is_random.sum()), "mirrored": int(pool.mirror.sum()),
-        "exactly_scored": int(n_coarse + setup["fine_scored"] + setup["final_scored"]),
+        "exactly_scored": int(n_coarse + setup["fine_scored"] + setup["final_scored"] + setup["collages_scored"]),
         "coarse_scored": n_coarse, "pasted_forwards": int(forwards), **setup, **excluded,
         "seconds": round(t[-1] - t[0], 2),
         "stage_seconds": {k: round(b - a, 2) for k, a, b in zip(STAGES, t, t[1:])},

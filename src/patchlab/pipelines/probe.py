@@ -25,7 +25,7 @@ import torch
 from ..atlases.run import build_atlas
 from ..devices import stage_generator
 from ..errors import UserError
-from ..evaluation.controls import library_photo_control, make_controls
+from ..evaluation.controls import library_collage_control, library_photo_control, make_controls
 from ..evaluation.area50 import AREA_GRID
 from ..evaluation.core import evaluate, resolve_defenses
 from ..generators.plan import Plan
@@ -119,6 +119,11 @@ def _controls(clf, pair: PairData, plan: Plan, library: Path | None, seed: int) 
     if library is not None and plan.library_controls:
         controls.append(library_photo_control(clf, library, plan.library_controls, stage_generator(seed, "library-control"),
                                               exclude=(pair.source, pair.target)))
+        natural = plan.settings.get("natural")
+        if natural is not None and natural.search.combine > 1:  # the search may return collages: their own null
+            controls.append(library_collage_control(clf, library, plan.library_controls,
+                                                    stage_generator(seed, "library-collage-control"),
+                                                    exclude=(pair.source, pair.target)))
     return controls
 
 

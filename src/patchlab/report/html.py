@@ -192,6 +192,13 @@ def _headline_html(summary: Summary) -> str:
     return "".join(parts)
 
 
+def _photo_cell(prov: dict) -> str:
+    """One source photo's file, label and the model's top-1."""
+    top1 = prov.get("photo_top1") or {}
+    return (f"<code>{esc(prov.get('file'))}</code><br>labelled {esc(prov.get('photo_label_name') or 'unlabelled')}; "
+            f"the model: {esc(top1.get('name'))} {pct(top1.get('prob'))}")
+
+
 def sources_html(entries: list[Entry], thumbs: dict[str, bytes], views: dict[str, bytes]) -> str:
     """Each natural candidate next to the photo it was cut from (crop box drawn), the photo's file
     name and class, and what the crop alone reads as."""
@@ -200,13 +207,11 @@ def sources_html(entries: list[Entry], thumbs: dict[str, bytes], views: dict[str
         if e.name not in views:
             continue
         prov = e.provenance  # written by the generator that made the candidate
-        label = prov.get("photo_label_name") or "unlabelled"
-        top1 = prov.get("photo_top1") or {}
+        photos = "<br>".join(_photo_cell(part) for part in prov.get("parts") or [prov])  # a collage: both photos
         rows.append(
             f"<tr><td>{img(views[e.name], 'source photo of ' + e.name, 'photo')}</td>"
             f"<td>{img(thumbs.get(e.name), e.name, 'thumb')}</td><td>{esc(e.name)}<br>"
-            f"<span class=note>{esc(prov.get('method'))}</span></td><td><code>{esc(prov.get('file'))}</code><br>"
-            f"labelled {esc(label)}; the model: {esc(top1.get('name'))} {pct(top1.get('prob'))}</td>"
+            f"<span class=note>{esc(prov.get('method'))}</span></td><td>{photos}</td>"
             f"<td>{esc(e.reads_as.name)} {pct(e.reads_as.prob)}</td></tr>")
     if not rows:
         return ""
