@@ -166,9 +166,14 @@ def run_pair(clf, src_name: str, tgt_name: str, args) -> dict:
         "top_dynamic": sum(_rate(e, "dynamic") for e in natural) / max(1, len(natural)),
         "top_static_selection_only": sum(_rate(e, "static") for e in selection_only) / max(1, len(selection_only)),
         "best": best, "best_null": best_null, "reference": ref, "seconds": seconds, "notes": notes,
-        "names": [f"{e['name']} ({(e['provenance'].get('file') or e['provenance'].get('donor_image'))}, "
-                  f"reads as {e['reads_as']['name']})" for e in natural],
+        "names": [f"{e['name']} ({_patch_source(e['provenance'])}, reads as {e['reads_as']['name']})" for e in natural],
     }
+
+
+def _patch_source(prov: dict) -> str:
+    """The photo file a natural patch was cut from (both, joined by +, for a collage), else its donor image."""
+    parts = prov.get("parts") or [prov]
+    return " + ".join(str(p.get("file") or p.get("donor_image")) for p in parts)
 
 
 def _best_cells(r: dict) -> str:
@@ -177,7 +182,9 @@ def _best_cells(r: dict) -> str:
         return "– | – | –"
     lift = b["lift_by_protocol"].get("static") or {}
     lo, hi = lift.get("ci") or (float("nan"), float("nan"))
-    return (f"{_rate(b, 'static'):.1f} % (sel. {_rate(b, 'static', 'selection'):.0f} %) | {_rate(b, 'dynamic'):.1f} % "
+    size = b["static"].get("size")
+    at = f" at {100 * size:.0f} % area" if size is not None else ""
+    return (f"{_rate(b, 'static'):.1f} %{at} (sel. {_rate(b, 'static', 'selection'):.0f} %) | {_rate(b, 'dynamic'):.1f} % "
             f"| {100 * lift.get('value', float('nan')):+.1f} [{100 * lo:+.0f}, {100 * hi:+.0f}] vs {lift.get('control')}")
 
 

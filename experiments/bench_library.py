@@ -219,15 +219,17 @@ def pair_images(clf, seed: int, n: int = 24):
     return ex.images, src, tgt
 
 
-def search_timing(clf, library: Path, batch_size: int, seed: int, cache: Path) -> None:
+def search_timing(clf, library: Path, batch_size: int, seed: int, cache: Path, search_kw: dict | None = None) -> None:
     idx = index_library(clf, library, batch_size=batch_size, cache_root=cache)
     images, src, tgt = pair_images(clf, seed)
     train = images[:8]
     imgs = load_images(library_records(library, clf.classes)[:64], clf.input_size, clf.crop_pct).images
     before = plain_forward(clf, imgs, 64, True)
-    cands, stats = search_library(clf, idx, train, src, tgt, generator=generator(seed))
+    cands, stats = search_library(clf, idx, train, src, tgt, replace(SearchSettings(), **(search_kw or {})),
+                                  generator=generator(seed))
     after = plain_forward(clf, imgs, 64, True)
-    print(f"search snorkel -> scuba diver on {len(idx)} indexed photos, 8 train images: {stats['seconds']:.1f} s "
+    print(f"search snorkel -> scuba diver ({search_kw or 'defaults'}) on {len(idx)} indexed photos, 8 train images: "
+          f"{stats['seconds']:.1f} s "
           f"(stages {stats['stage_seconds']}); {stats['pasted_forwards']} pasted images scored; "
           f"bare channels-last forward {before:.1f} / {after:.1f} img/s before / after")
     rate, bare = stats["pasted_forwards"] / stats["seconds"], max(before, after)
@@ -404,7 +406,7 @@ def main() -> None:
         if args.pair:
             pair_run(clf, args.library, args.batch_size, args.seed, cache, search_overrides(args))
         else:
-            search_timing(clf, args.library, args.batch_size, args.seed, cache)
+            search_timing(clf, args.library, args.batch_size, args.seed, cache, search_overrides(args))
     print(f"peak RSS {peak_rss_mb():.0f} MiB; pid {os.getpid()}")
 
 

@@ -170,6 +170,8 @@ def search_library(
     say(f"[library] fine: {len(rows)} proposals x {len(train)} images in {t[-1] - t[-2]:.1f} s")
     fine_n = len(rows)
     col = _collages(s, rows, fine)
+    empty = (fine[:0], wins[:0])  # with a final stage, the collages are scored there with the proposals
+    col_scores = s.score(col.pixels, train, sizes, cfg.fine_corners_per_image) if len(col) and not cfg.final_keep else empty
     t.append(time.perf_counter())
     if len(col):
         say(f"[library] collage: {len(col)} pairs of proposals x {len(train)} images in {t[-1] - t[-2]:.1f} s")
@@ -178,7 +180,7 @@ def search_library(
         say(f"[library] final: {len(rows)} proposals x {len(train)} images x all settings in "
             f"{time.perf_counter() - t[-1]:.1f} s")
     else:
-        key, facts, col_key, col_facts = _fine_ranking(s, fine, wins, col)
+        key, facts, col_key, col_facts = _fine_ranking(s, fine, wins, *col_scores)
     t.append(time.perf_counter())
     cands = _candidates(s, rows, key, facts, col, col_key, col_facts)
     t.append(time.perf_counter())
@@ -230,11 +232,10 @@ def _collages(s: _Search, rows: torch.Tensor, fine: torch.Tensor) -> Collages:
     return make_collages(s.pixels, parts)
 
 
-def _fine_ranking(s: _Search, fine: torch.Tensor, wins: torch.Tensor, col: Collages) -> tuple[
+def _fine_ranking(s: _Search, fine: torch.Tensor, wins: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> tuple[
         torch.Tensor, dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
-    """Sort keys and facts of the fine-scored proposals and of the collages, scored the same way
-    and ranked together (keys comparable across both)."""
-    g, w = s.score(col.pixels, s.train, s.sizes, s.settings.fine_corners_per_image) if len(col) else (fine[:0], wins[:0])
+    """Sort keys and facts of the fine-scored proposals and of the collages (`g`, `w`: their gain and
+    success, scored the same way), ranked together (keys comparable across both)."""
     key = rank_key(torch.cat([fine, g]), torch.cat([wins, w]), s.settings.rank_by)
     return key[: len(fine)], _fine_facts(fine, wins, s.sizes), key[len(fine):], _fine_facts(g, w, s.sizes)
 
