@@ -138,7 +138,7 @@ def run_pair(clf, src_name: str, tgt_name: str, args) -> dict:
     if args.library:
         controls.append(library_photo_control(clf, args.library, 20, stage_generator(args.seed, "library-control"),
                                               exclude=(s, t)))
-        if search_overrides(args).get("combine", SearchSettings().combine) > 1:
+        if replace(SearchSettings(), **search_overrides(args)).makes_collages:
             controls.append(library_collage_control(clf, args.library, 20,
                                                     stage_generator(args.seed, "library-collage-control"), exclude=(s, t)))
     kw = dict(sizes=args.sizes, positions=CORNERS, protocols=("static", "dynamic"), controls=controls,

@@ -86,6 +86,14 @@ def make_controls(
     return controls
 
 
+def _random_photos(classifier, library: str | Path | LibraryIndex, n: int, generator: torch.Generator,
+                   exclude: tuple[int | None, ...]) -> tuple[LibraryIndex, list[int], torch.Tensor]:
+    """The library's index, n random rows outside `exclude` (`control_photo_rows`) and their photos."""
+    index = library if isinstance(library, LibraryIndex) else index_library(classifier, library)
+    rows = control_photo_rows(index, n, generator, exclude=[c for c in exclude if c is not None]).tolist()
+    return index, rows, index.load_photos(rows)
+
+
 def library_photo_control(classifier, library: str | Path | LibraryIndex, n: int, generator: torch.Generator, *,
                           exclude: tuple[int | None, ...] = ()) -> Candidate:
     """control-library-photo: n random whole library photos (none labelled, or seen by the model,
@@ -93,9 +101,7 @@ def library_photo_control(classifier, library: str | Path | LibraryIndex, n: int
     same way; every results row is the median photo's. Many unrelated photos flip near-boundary
     sources, so this answers "is the found photo special, or does any photo of that size do it?".
     `library`: a folder (indexed and cached by `patchlab.library`) or a LibraryIndex."""
-    index = library if isinstance(library, LibraryIndex) else index_library(classifier, library)
-    rows = control_photo_rows(index, n, generator, exclude=[c for c in exclude if c is not None]).tolist()
-    photos = index.load_photos(rows)
+    index, rows, photos = _random_photos(classifier, library, n, generator, exclude)
     return Candidate(photos[0], NULL_KIND, LIBRARY_NAME,
                      {"control": f"median of {len(photos)} random library photos pasted the same way",
                       "library": str(index.root), "files": [index.paths[r] for r in rows]}, members=photos)
@@ -107,9 +113,7 @@ def library_collage_control(classifier, library: str | Path | LibraryIndex, n: i
     `library_photo_control`), each pair side by side as the library search's collages are made,
     pasted the same way; every results row is the median collage's. It answers "is the found
     collage special, or does any two photos side by side do it?"."""
-    index = library if isinstance(library, LibraryIndex) else index_library(classifier, library)
-    rows = control_photo_rows(index, 2 * n, generator, exclude=[c for c in exclude if c is not None]).tolist()
-    photos = index.load_photos(rows)
+    index, rows, photos = _random_photos(classifier, library, 2 * n, generator, exclude)
     collages = side_by_side(photos[:n], photos[n:])
     return Candidate(collages[0], NULL_KIND, COLLAGE_NAME,
                      {"control": f"median of {n} random pairs of library photos side by side, pasted the same way",

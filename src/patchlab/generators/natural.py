@@ -83,10 +83,11 @@ def _library_patches(job: GeneratorJob, settings: SearchSettings) -> list[Candid
     index = index_library(clf, job.library, progress=job.progress)
     cands, stats = search_library(clf, index, pair.train, pair.source, pair.target, settings, sizes=job.plan.sizes,
                                   generator=job.rng, progress=job.progress, target_images=pair.target_images)
-    for cand in cands:  # a collage shows both photos, side by side as in the patch
-        parts = cand.provenance.get("parts") or [cand.provenance]
-        views = [with_box(photo, p["box_xyxy"]) for p, photo in
-                 zip(parts, index.load_photos([p["library_row"] for p in parts]))]
+    parts = [c.provenance.get("parts") or [c.provenance] for c in cands]  # a collage: both photos
+    flat = [p for own in parts for p in own]
+    photos = iter(index.load_photos([p["library_row"] for p in flat]) if flat else [])
+    for cand, own in zip(cands, parts):  # a collage's view: its two photos side by side, as in the patch
+        views = [with_box(next(photos), p["box_xyxy"]) for p in own]
         cand.source_view = views[0] if len(views) == 1 else side_by_side(*views)
     job.notes.update(source=f"photo library {job.library} ({len(index.paths)} photos)", search=stats)
     return cands

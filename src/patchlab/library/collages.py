@@ -60,11 +60,9 @@ def component_rows(pool: Proposals, rows: torch.Tensor, gain: torch.Tensor, allo
 
 def make_collages(pixels: torch.Tensor, parts: torch.Tensor) -> Collages:
     """Every ordered pair of the pool rows `parts` side by side (pixels: the pool's cut patches)."""
-    pairs = [(a, b) for a in parts.tolist() for b in parts.tolist() if a != b]
-    if not pairs:
-        empty = torch.empty(0, dtype=torch.long)
-        return Collages(empty, empty, pixels[:0])
-    left, right = (torch.tensor(side, dtype=torch.long) for side in zip(*pairs))
+    left, right = torch.cartesian_prod(parts, parts).reshape(-1, 2).unbind(1)
+    keep = left != right
+    left, right = left[keep], right[keep]
     return Collages(left, right, side_by_side(pixels[left], pixels[right]))
 
 

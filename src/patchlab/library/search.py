@@ -88,6 +88,10 @@ class SearchSettings:
     combine: int = 12
     objective: str = "log_ratio"
 
+    @property
+    def makes_collages(self) -> bool:
+        return self.combine > 1
+
     def __post_init__(self) -> None:
         if self.rank_by not in RANK_BY:
             raise ValueError(f"rank_by must be one of {RANK_BY}, got {self.rank_by!r}")
@@ -313,7 +317,7 @@ def _photo_facts(classifier, index: LibraryIndex, props: Proposals, j: int) -> d
     box = props.boxes[j]
     s = index.input_size
     mirrored = bool(props.mirror[j])
-    prov = {
+    return {
         "method": ("library photo, whole" if bool(props.whole[j]) else "library crop") + (", mirrored" if mirrored else ""),
         "mirrored": mirrored,
         "file": index.paths[row], "library": str(index.root), "library_row": row,
@@ -324,12 +328,17 @@ def _photo_facts(classifier, index: LibraryIndex, props: Proposals, j: int) -> d
         "photo_top1": _top1_dict(classifier, index, row),
         "donor_class": donor, "donor_name": classifier.classes.label(donor),
     }
-    return prov
 
 
 def _candidate(classifier, index: LibraryIndex, rank: int, props: Proposals, j: int, patch: torch.Tensor,
                facts: dict[str, float], alone: dict[str, Any]) -> Candidate:
-    prov = dict(_photo_facts(classifier, index, props, j), **{k: _measured(v) for k, v in facts.items()})
+    return _natural(rank, patch, _photo_facts(classifier, index, props, j), facts, alone)
+
+
+def _natural(rank: int, patch: torch.Tensor, prov: dict[str, Any], facts: dict[str, float],
+             alone: dict[str, Any]) -> Candidate:
+    """Candidate natural-{rank}: provenance `prov` plus the measured `facts`, scored by its gain."""
+    prov = dict(prov, **{k: _measured(v) for k, v in facts.items()})
     return Candidate(patch, "natural", f"natural-{rank}", provenance=prov, score=float(facts["score_gain_logodds"]),
                      reads_as=alone)
 
@@ -339,11 +348,9 @@ def _collage_candidate(s: _Search, rank: int, col: Collages, j: int, patch: torc
     """A collage as a Candidate: the left part's photo facts at the top level (as a single proposal's),
     both parts' under `parts`."""
     parts = [_photo_facts(s.classifier, s.index, s.pool, int(r)) for r in (col.left[j], col.right[j])]
-    prov = dict(parts[0], **{k: _measured(v) for k, v in facts.items()})
-    prov.update(method="library collage: two proposals side by side, each squeezed to half width",
+    prov = dict(parts[0], method="library collage: two proposals side by side, each squeezed to half width",
                 donor_name=" + ".join(p["donor_name"] for p in parts), parts=parts, random_baseline=False)
-    return Candidate(patch, "natural", f"natural-{rank}", provenance=prov, score=float(facts["score_gain_logodds"]),
-                     reads_as=alone)
+    return _natural(rank, patch, prov, facts, alone)
 
 
 def _stats(s: _Search, gain: torch.Tensor, wins: torch.Tensor, ranked: int, t: list[float], how: str,

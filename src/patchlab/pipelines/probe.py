@@ -120,7 +120,7 @@ def _controls(clf, pair: PairData, plan: Plan, library: Path | None, seed: int) 
         controls.append(library_photo_control(clf, library, plan.library_controls, stage_generator(seed, "library-control"),
                                               exclude=(pair.source, pair.target)))
         natural = plan.settings.get("natural")
-        if natural is not None and natural.search.combine > 1:  # the search may return collages: their own null
+        if natural is not None and natural.search.makes_collages:  # the search may return collages: their own null
             controls.append(library_collage_control(clf, library, plan.library_controls,
                                                     stage_generator(seed, "library-collage-control"),
                                                     exclude=(pair.source, pair.target)))
