@@ -14,7 +14,7 @@ from patchlab.errors import UserError
 from patchlab.library import (
     SearchSettings, check_library, control_photo_rows, index_library, search_library, spatial_basis,
 )
-from patchlab.library.collages import distinct_pairs, make_collages, side_by_side
+from patchlab.library.collages import best_parts, distinct_pairs, make_collages, side_by_side
 from patchlab.library.proposals import eligible_photos, index_proposals, library_direction, window_scores
 from patchlab.models import tiny_classifier
 from patchlab.patches.direction import pooled_features
@@ -129,12 +129,14 @@ def test_collages_compete_with_single_photos(tmp_path, tmp_cache):
     index = index_library(clf, lib, batch_size=4)
     for final_keep in (0, 3):
         settings = SearchSettings(top_k=6, shortlist=6, n_random=2, whole_sweep=0, fine_keep=4, batch_size=32,
-                                  combine=3, final_keep=final_keep)
+                                  combine=3, combine_from=4, final_keep=final_keep)
         cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, settings, sizes=(0.1, 0.25),
                                       generator=torch.Generator().manual_seed(0))
-        # fine: top_k (6) proposals; collages: 3 x 2 ordered pairs; each on 4 images x 2 sizes, one corner each
-        assert stats["collages_scored"] == 3 * 2 and stats["exactly_scored"] == 8 + 6 + 6 + (3 if final_keep else 0)
-        forwards = 8 * 4 + (6 + 6) * 4 * 2 + ((3 + 6) * 4 * 2 * 4 if final_keep else 0)
+        # fine: top_k (6) proposals; parts: the best of 4 photos, each alone on 4 images x 4 corners at 25 %;
+        # collages: 3 x 2 ordered pairs; each on 4 images x 2 sizes, one corner each
+        assert stats["collage_parts_rescored"] == 4 and stats["collage_part_size"] == 0.25
+        assert stats["collages_scored"] == 3 * 2 and stats["exactly_scored"] == 8 + 6 + 4 + 6 + (3 if final_keep else 0)
+        forwards = 8 * 4 + (6 + 6) * 4 * 2 + 4 * 4 * 4 + ((3 + 6) * 4 * 2 * 4 if final_keep else 0)
         assert stats["pasted_forwards"] == forwards
         collages = [c for c in cands if "parts" in c.provenance]
         singles = [c for c in cands if "parts" not in c.provenance]
@@ -150,6 +152,13 @@ def test_collages_compete_with_single_photos(tmp_path, tmp_cache):
         name = "train_static_success" if final_keep else "train_success"
         keys = [c.provenance[name] for c in cands]
         assert keys == sorted(keys, reverse=True)
+
+
+def test_collage_parts_are_the_rows_that_flip_most_alone():
+    shortlist = torch.tensor([7, 3, 9, 5])
+    gain = torch.tensor([4.0, 1.0, 2.0, 3.0])
+    success = torch.tensor([0.0, 0.5, 0.5, 0.25])
+    assert best_parts(shortlist, gain, success, 3).tolist() == [9, 3, 5]  # success first, the gain breaking ties
 
 
 def test_side_by_side_squeezes_each_part_to_half_width():

@@ -6,6 +6,11 @@ the target, but the features of two photos can add up: the search takes the best
 each of the `combine` photos with the highest mean fine gain, squeezes every ordered pair of
 them to half width each, and scores the collages on the same train images, sizes and
 corners as the single proposals they then compete with.
+
+The parts are chosen in two steps: the best proposals of the `combine_from` photos with the
+highest mean fine gain (`component_rows`; the fine stage sees one corner per image), then the
+`combine` of them that flip the most train images pasted alone at `combine_size` in every
+corner (`best_parts`): a photo that pulls toward the target in every corner adds to its partner.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .proposals import Proposals
+from .ranking import rank_key
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -56,6 +62,13 @@ def component_rows(pool: Proposals, rows: torch.Tensor, gain: torch.Tensor, allo
             if len(out) == n:
                 break
     return torch.tensor(out, dtype=torch.long)
+
+
+def best_parts(shortlist: torch.Tensor, gain: torch.Tensor, success: torch.Tensor, n: int) -> torch.Tensor:
+    """The n rows of `shortlist` with the highest train success, ties by the gain (gain and success:
+    (len(shortlist),) each, the rows pasted alone), best first."""
+    key = rank_key(gain.reshape(-1, 1), success.reshape(-1, 1), "success")
+    return shortlist[key.argsort(descending=True)[:n]]
 
 
 def make_collages(pixels: torch.Tensor, parts: torch.Tensor) -> Collages:

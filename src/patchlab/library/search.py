@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..patches.apply import CORNERS
 from ..patches.candidate import Candidate
 from ..patches.crops import OBJECTIVES, score_crops_by_setting
-from .collages import Collages, component_rows, distinct_pairs, make_collages
+from .collages import Collages, best_parts, component_rows, distinct_pairs, make_collages
 from .index import LibraryIndex
 from .proposals import (
     CROP_ASPECTS, CROP_SCALES, Proposals, cut_proposals, eligible_photos, index_proposals, library_direction,
@@ -62,9 +62,11 @@ class SearchSettings:
     x size x position, ranked by their best size's success averaged over the positions (as
     the static protocol counts). mirror_top > 0: this many of the best after the fine stage
     are also scored flipped left-right, each competing with its original. batch_size:
-    pasted images per forward pass. combine > 1: the best proposals (by mean fine gain) of this
-    many photos are paired side by side, every ordered pair (`collages`), and compete with the
-    single proposals (0: none). objective: the gain every stage measures (`patches.crops.target_score`):
+    pasted images per forward pass. combine > 1: the best proposals of this many photos are
+    paired side by side, every ordered pair (`collages`), and compete with the single proposals
+    (0: none); they are chosen among the best proposals of the `combine_from` photos with the
+    highest mean fine gain, by their success alone on every train image and corner at area
+    `combine_size`. objective: the gain every stage measures (`patches.crops.target_score`):
     "log_ratio" (log p(target) - log p(source)) or "margin" (log p(target) - the largest other log p).
     """
 
@@ -86,6 +88,8 @@ class SearchSettings:
     mirror_top: int = 0
     batch_size: int = 64
     combine: int = 12
+    combine_from: int = 40
+    combine_size: float = 0.25
     objective: str = "log_ratio"
 
     @property
@@ -173,7 +177,7 @@ def search_library(
     t.append(time.perf_counter())
     say(f"[library] fine: {len(rows)} proposals x {len(train)} images in {t[-1] - t[-2]:.1f} s")
     fine_n = len(rows)
-    col = _collages(s, rows, fine)
+    col, rescored = _collages(s, rows, fine)
     empty = (fine[:0], wins[:0])  # with a final stage, the collages are scored there with the proposals
     col_scores = s.score(col.pixels, train, sizes, cfg.fine_corners_per_image) if len(col) and not cfg.final_keep else empty
     t.append(time.perf_counter())
@@ -191,6 +195,7 @@ def search_library(
     setup = {"coarse_images": len(coarse_imgs), "coarse_size": csize, "train_images": len(train), "sizes": list(sizes),
              "positions": list(positions), "fine_corners_per_image": cfg.fine_corners_per_image, "fine_scored": fine_n,
              "final_scored": len(rows) if cfg.final_keep else 0, "collages_scored": len(col),
+             "collage_parts_rescored": rescored, "collage_part_size": cfg.combine_size,
              "ranked_by": "static (final stage)" if cfg.final_keep else cfg.rank_by}
     stats = _stats(s, facts["score_gain_logodds"], facts["train_success"], ranked, t, how, excluded, setup)
     return cands, stats
@@ -230,10 +235,17 @@ def _with_mirrors(s: _Search, rows: torch.Tensor, fine: torch.Tensor,
     return torch.cat([rows, new]), torch.cat([fine, g]), torch.cat([wins, w])
 
 
-def _collages(s: _Search, rows: torch.Tensor, fine: torch.Tensor) -> Collages:
-    """Every ordered pair of the best proposals of `combine` photos (random baselines left out), side by side."""
-    parts = component_rows(s.pool, rows, fine, ~s.is_random, s.settings.combine)
-    return make_collages(s.pixels, parts)
+def _collages(s: _Search, rows: torch.Tensor, fine: torch.Tensor) -> tuple[Collages, int]:
+    """Every ordered pair of the best proposals of `combine` photos (random baselines left out), side
+    by side, and how many proposals were rescored alone to choose them."""
+    cfg = s.settings
+    if not cfg.makes_collages:
+        return make_collages(s.pixels, torch.empty(0, dtype=torch.long)), 0
+    shortlist = component_rows(s.pool, rows, fine, ~s.is_random, max(cfg.combine, cfg.combine_from))
+    if len(shortlist) <= cfg.combine:
+        return make_collages(s.pixels, shortlist), 0
+    gain, success = s.score(s.pixels[shortlist], s.train, (cfg.combine_size,), None)  # every corner
+    return make_collages(s.pixels, best_parts(shortlist, gain[:, 0], success[:, 0], cfg.combine)), len(shortlist)
 
 
 def _fine_ranking(s: _Search, fine: torch.Tensor, wins: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> tuple[
@@ -363,12 +375,14 @@ def _stats(s: _Search, gain: torch.Tensor, wins: torch.Tensor, ranked: int, t: l
     per_size = setup["train_images"] * len(setup["sizes"])
     final_n = setup["final_scored"] + (setup["collages_scored"] if setup["final_scored"] else 0)
     forwards = (n_coarse * setup["coarse_images"] + (setup["fine_scored"] + setup["collages_scored"]) * per_size * per_img
-                + final_n * per_size * len(setup["positions"]))
+                + final_n * per_size * len(setup["positions"])
+                + setup["collage_parts_rescored"] * setup["train_images"] * len(setup["positions"]))
     whole = pool.whole & short
     return {
         "direction": how, "proposals": int(ranked), "shortlist": int(short.sum()),
         "random_whole_photos": int(is_random.sum()), "mirrored": int(pool.mirror.sum()),
-        "exactly_scored": int(n_coarse + setup["fine_scored"] + setup["final_scored"] + setup["collages_scored"]),
+        "exactly_scored": int(n_coarse + setup["fine_scored"] + setup["final_scored"] + setup["collages_scored"]
+                              + setup["collage_parts_rescored"]),
         "coarse_scored": n_coarse, "pasted_forwards": int(forwards), **setup, **excluded,
         "seconds": round(t[-1] - t[0], 2),
         "stage_seconds": {k: round(b - a, 2) for k, a, b in zip(STAGES, t, t[1:])},
