@@ -1,13 +1,18 @@
-"""How many photos should the library search pair into collages? A development check.
+"""Which photos, and how many, should the library search pair into collages? A development check.
 
 On a development seed's confident synthesized sources, the search runs once (its train images,
 sizes 10-40 %); its collage stage is watched to keep the fine-scored proposals and their gains.
-For each count N, the collages of the best proposals of the N photos with the highest mean fine
-gain (`patchlab.library.collages`) are pasted at --area in each corner on the SELECTION images,
-and it prints the best collage's rate (in its best corner) and the mean of the 10 best. These
-choose a setting; they are optimistic (corner chosen on the same images) and count nothing.
+For each rule and count N, the parts are the best proposals of N photos (`patchlab.library.collages`):
+- "fine": the N photos with the highest mean fine gain;
+- "alone-M": of the best proposals of the M photos with the highest mean fine gain, the N that
+  flip the most train images pasted alone at --area in every corner (the search's rule).
+Every ordered pair is pasted at --area in each corner on the train and SELECTION images. It prints
+the best collage's selection rate in its best corner and the mean of the 10 best (optimistic: the
+corner and the ranking chosen on the same images), then the same with the corner and the ten
+chosen on the train images. These choose settings; they count nothing.
 
     python experiments/collage_parts.py --library ../shared/realphotos --seed 1 --counts 6 8 10 12 16
+    python experiments/collage_parts.py --library ../shared/realphotos --seed 1 --counts 12 --rules fine alone-40 alone-80
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ from atlas_pairs import add_band_args, pair_data
 
 import patchlab.library.search as search_mod
 from patchlab.library import SearchSettings, index_library, search_library
-from patchlab.library.collages import component_rows, make_collages
+from patchlab.library.collages import best_parts, component_rows, make_collages
+from patchlab.library.ranking import rank_key
 from patchlab.models import load_classifier
 from patchlab.patches.apply import CORNERS
 from patchlab.patches.crops import score_crops_by_setting
@@ -35,6 +41,7 @@ def main() -> None:
     ap.add_argument("--selection", type=int, default=16)
     ap.add_argument("--confirmation", type=int, default=32)
     ap.add_argument("--counts", type=int, nargs="+", default=[6, 8, 10, 12, 16])
+    ap.add_argument("--rules", nargs="+", default=["fine"], help="fine, or alone-M (M: photos rescored alone)")
     ap.add_argument("--area", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=1)
     add_band_args(ap)
@@ -57,18 +64,34 @@ def main() -> None:
         return make_collages(pixels, parts)
 
     search_mod.make_collages = watched_pixels
-    search_library(clf, index, pair.train, s, t, SearchSettings(top_k=30, combine=2), sizes=(0.1, 0.2, 0.3, 0.4),
-                   generator=torch.Generator().manual_seed(0))
+    search_library(clf, index, pair.train, s, t, SearchSettings(top_k=30, combine=2, combine_from=0),
+                   sizes=(0.1, 0.2, 0.3, 0.4), generator=torch.Generator().manual_seed(0))
     print(f"{clf.classes.label(s)} -> {clf.classes.label(t)}, seed {args.seed}: {len(pair.selection)} selection "
-          f"images, collages at {100 * args.area:.0f} % area, best corner each")
-    for n in args.counts:
-        parts = component_rows(seen["pool"], seen["rows"], seen["gain"], seen["allowed"], n)
-        col = make_collages(seen["pixels"], parts)
-        _, wins = score_crops_by_setting(clf, col.pixels, pair.selection, s, t, (args.area,), CORNERS, 64)
-        best = wins[:, 0, :].max(1).values.sort(descending=True).values
-        print(f"  {n:2d} photos, {len(col):3d} collages: best {100 * best[0]:.0f} %, top-10 mean "
-              f"{100 * best[:10].mean():.1f} %", flush=True)
+          f"images, collages at {100 * args.area:.0f} % area")
+    for rule in args.rules:
+        for n in args.counts:
+            parts = choose_parts(clf, seen, pair.train, s, t, rule, n, args.area)
+            col = make_collages(seen["pixels"], parts)
+            g_train, w_train = (x[:, 0].cpu() for x in score_crops_by_setting(
+                clf, col.pixels, pair.train, s, t, (args.area,), CORNERS, 64))
+            w_sel = score_crops_by_setting(clf, col.pixels, pair.selection, s, t, (args.area,), CORNERS, 64)[1][:, 0].cpu()
+            best = w_sel.max(1).values.sort(descending=True).values
+            corner = w_train.argmax(1)  # chosen on train, counted on selection
+            key = rank_key(g_train.gather(1, corner[:, None]), w_train.gather(1, corner[:, None]), "success")
+            ten = w_sel.gather(1, corner[:, None])[:, 0][key.argsort(descending=True)[:10]]
+            print(f"  {rule:9s} {n:2d} photos, {len(col):3d} collages: best {100 * best[0]:.0f} %, top-10 mean "
+                  f"{100 * best[:10].mean():.1f} % | chosen on train: best {100 * ten[0]:.0f} %, top-10 mean "
+                  f"{100 * ten.mean():.1f} %", flush=True)
     print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+def choose_parts(clf, seen: dict, train: torch.Tensor, s: int, t: int, rule: str, n: int, area: float) -> torch.Tensor:
+    """The pool rows paired under `rule` ("fine" or "alone-M"; see the module docstring)."""
+    if rule == "fine":
+        return component_rows(seen["pool"], seen["rows"], seen["gain"], seen["allowed"], n)
+    shortlist = component_rows(seen["pool"], seen["rows"], seen["gain"], seen["allowed"], int(rule.split("-")[1]))
+    g, w = score_crops_by_setting(clf, seen["pixels"][shortlist], train, s, t, (area,), CORNERS, 64)
+    return best_parts(shortlist, g[:, 0].mean(1).cpu(), w[:, 0].mean(1).cpu(), n)
 
 
 if __name__ == "__main__":
