@@ -161,6 +161,11 @@ def test_collage_parts_are_the_rows_that_flip_most_alone():
     assert best_parts(shortlist, gain, success, 3).tolist() == [9, 3, 5]  # success first, the gain breaking ties
 
 
+def test_collage_part_size_must_be_a_fraction_of_the_image():
+    with pytest.raises(ValueError, match="combine_size"):
+        SearchSettings(combine_size=25)
+
+
 def test_side_by_side_squeezes_each_part_to_half_width():
     red, blue = torch.zeros(3, 8, 8), torch.zeros(3, 8, 8)
     red[0], blue[2] = 1.0, 1.0

@@ -101,6 +101,8 @@ class SearchSettings:
             raise ValueError(f"rank_by must be one of {RANK_BY}, got {self.rank_by!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if not 0 < self.combine_size <= 1:
+            raise ValueError(f"combine_size is a fraction of the image area in (0, 1], got {self.combine_size}")
 
 
 @dataclass
