@@ -108,6 +108,18 @@ def add_band_args(ap: argparse.ArgumentParser) -> None:
                     help="sources with p(target) in [LO, HI] too (e.g. 0 0.01 for sources the model is sure of)")
 
 
+def add_pair_args(ap: argparse.ArgumentParser, train: int, selection: int, confirmation: int) -> None:
+    """--library, --pair, --data, the split sizes and the bands (`add_band_args`): what `pair_data`
+    and a library need, for the development scripts that study one pair."""
+    ap.add_argument("--library", type=Path, required=True)
+    ap.add_argument("--pair", nargs=2, default=["snorkel", "scuba diver"], metavar=("SOURCE", "TARGET"))
+    ap.add_argument("--data", type=Path, default=None, help="source photos (default: synthesized pair-aware exemplars)")
+    ap.add_argument("--train", type=int, default=train, help="train split size")
+    ap.add_argument("--selection", type=int, default=selection)
+    ap.add_argument("--confirmation", type=int, default=confirmation)
+    add_band_args(ap)
+
+
 def pair_data(clf, s: int, t: int, args):
     """The pair's train / selection / confirmation images for these arguments (sizes, --data, --seed, bands)."""
     bands = SourceBands.of(args.source_band, args.target_band)

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
-from atlas_pairs import add_band_args, pair_data
+from atlas_pairs import add_pair_args, pair_data
 
 import patchlab.library.search as search_mod
 from patchlab.library import SearchSettings, index_library, search_library
@@ -34,17 +33,11 @@ from patchlab.patches.crops import score_crops_by_setting
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--library", type=Path, required=True)
-    ap.add_argument("--pair", nargs=2, default=["snorkel", "scuba diver"], metavar=("SOURCE", "TARGET"))
-    ap.add_argument("--data", type=Path, default=None)
-    ap.add_argument("--train", type=int, default=16)
-    ap.add_argument("--selection", type=int, default=16)
-    ap.add_argument("--confirmation", type=int, default=32)
+    add_pair_args(ap, train=16, selection=16, confirmation=32)
     ap.add_argument("--counts", type=int, nargs="+", default=[6, 8, 10, 12, 16])
     ap.add_argument("--rules", nargs="+", default=["fine"], help="fine, or alone-M (M: photos rescored alone)")
     ap.add_argument("--area", type=float, default=0.25)
     ap.add_argument("--seed", type=int, default=1)
-    add_band_args(ap)
     ap.set_defaults(source_band=[0.85, 1.0], target_band=[0.0, 0.01])
     args = ap.parse_args()
     t0 = time.perf_counter()

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from atlas_pairs import add_band_args, pair_data
+from atlas_pairs import add_pair_args, pair_data
 
 from patchlab.devices import stage_generator
 from patchlab.evaluation.core import evaluate
@@ -48,19 +48,13 @@ def whole_photo_candidates(index, rows: np.ndarray, chunk: int = 64) -> list[Can
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--library", type=Path, required=True)
-    ap.add_argument("--pair", nargs=2, default=["snorkel", "scuba diver"], metavar=("SOURCE", "TARGET"))
-    ap.add_argument("--data", type=Path, default=None, help="source photos (default: synthesized pair-aware exemplars)")
-    ap.add_argument("--train", type=int, default=24, help="train split size (only so the splits match atlas_pairs.py)")
-    ap.add_argument("--selection", type=int, default=8)
-    ap.add_argument("--confirmation", type=int, default=16)
+    add_pair_args(ap, train=24, selection=8, confirmation=16)  # train: only so the splits match atlas_pairs.py
     ap.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4])
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--limit", type=int, default=None, help="only the first N eligible photos (a quick check)")
     ap.add_argument("--mark", nargs="*", default=[], help="library files (relative paths) whose ranks are printed")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="also write the per-photo table (csv)")
-    add_band_args(ap)
     args = ap.parse_args()
     t0 = time.perf_counter()
     clf = load_classifier("efficientnet_lite0", "auto")

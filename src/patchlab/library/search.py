@@ -243,11 +243,12 @@ def _collages(s: _Search, rows: torch.Tensor, fine: torch.Tensor) -> tuple[Colla
     cfg = s.settings
     if not cfg.makes_collages:
         return make_collages(s.pixels, torch.empty(0, dtype=torch.long)), 0
-    shortlist = component_rows(s.pool, rows, fine, ~s.is_random, max(cfg.combine, cfg.combine_from))
-    if len(shortlist) <= cfg.combine:
-        return make_collages(s.pixels, shortlist), 0
-    gain, success = s.score(s.pixels[shortlist], s.train, (cfg.combine_size,), None)  # every corner
-    return make_collages(s.pixels, best_parts(shortlist, gain[:, 0], success[:, 0], cfg.combine)), len(shortlist)
+    parts = component_rows(s.pool, rows, fine, ~s.is_random, max(cfg.combine, cfg.combine_from))
+    rescored = len(parts) if len(parts) > cfg.combine else 0
+    if rescored:
+        gain, success = s.score(s.pixels[parts], s.train, (cfg.combine_size,), None)  # every corner
+        parts = best_parts(parts, gain[:, 0], success[:, 0], cfg.combine)
+    return make_collages(s.pixels, parts), rescored
 
 
 def _fine_ranking(s: _Search, fine: torch.Tensor, wins: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> tuple[
