@@ -6,13 +6,16 @@ For each rule and count N, the parts are the best proposals of N photos (`patchl
 - "fine": the N photos with the highest mean fine gain;
 - "alone-M": of the best proposals of the M photos with the highest mean fine gain, the N that
   flip the most train images pasted alone at --area in every corner (the search's rule).
-Every ordered pair is pasted at --area in each corner on the train and SELECTION images. It prints
+Every ordered pair is pasted at --area in each corner on the train and SELECTION images, with each
+part in its half-width slot either cut again at half its aspect where it is a crop (the search's
+layout, "cut") or squeezed ("squeeze"). It prints
 the best collage's selection rate in its best corner and the mean of the 10 best (optimistic: the
 corner and the ranking chosen on the same images), then the same with the corner and the ten
 chosen on the train images. These choose settings; they count nothing.
 
     python experiments/collage_parts.py --library ../shared/realphotos --seed 1 --counts 6 8 10 12 16
     python experiments/collage_parts.py --library ../shared/realphotos --seed 1 --counts 12 --rules fine alone-40 alone-80
+    python experiments/collage_parts.py --library ../shared/realphotos --seed 1 --counts 12 --rules alone-40 --layouts squeeze cut
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from atlas_pairs import add_pair_args, pair_data
 
 import patchlab.library.search as search_mod
 from patchlab.library import SearchSettings, index_library, search_library
-from patchlab.library.collages import best_parts, component_rows, make_collages
+from patchlab.library.collages import best_parts, component_rows, cut_collages, make_collages
+from patchlab.library.proposals import cut_proposals
 from patchlab.library.ranking import rank_key
 from patchlab.models import load_classifier
 from patchlab.patches.apply import CORNERS
@@ -37,6 +41,8 @@ def main() -> None:
     ap.add_argument("--counts", type=int, nargs="+", default=[6, 8, 10, 12, 16])
     ap.add_argument("--rules", nargs="+", default=["fine"], help="fine, or alone-M (M: photos rescored alone)")
     ap.add_argument("--area", type=float, default=0.25)
+    ap.add_argument("--layouts", nargs="+", choices=("cut", "squeeze"), default=["cut"],
+                    help="cut: crops cut again at half their aspect (the search's); squeeze: every part squeezed")
     ap.add_argument("--seed", type=int, default=1)
     ap.set_defaults(source_band=[0.85, 1.0], target_band=[0.0, 0.01])
     args = ap.parse_args()
@@ -52,38 +58,45 @@ def main() -> None:
         return component_rows(pool, rows, gain, allowed, n)
 
     search_mod.component_rows = watched
-    def watched_pixels(pixels, parts):  # the search's cut proposals
-        seen["pixels"] = pixels
-        return make_collages(pixels, parts)
-
-    search_mod.make_collages = watched_pixels
     search_library(clf, index, pair.train, s, t, SearchSettings(top_k=30, combine=2, combine_from=0),
                    sizes=(0.1, 0.2, 0.3, 0.4), generator=torch.Generator().manual_seed(0))
     print(f"{clf.classes.label(s)} -> {clf.classes.label(t)}, seed {args.seed}: {len(pair.selection)} selection "
           f"images, collages at {100 * args.area:.0f} % area")
     for rule in args.rules:
         for n in args.counts:
-            parts = choose_parts(clf, seen, pair.train, s, t, rule, n, args.area)
-            col = make_collages(seen["pixels"], parts)
-            g_train, w_train = (x[:, 0].cpu() for x in score_crops_by_setting(
-                clf, col.pixels, pair.train, s, t, (args.area,), CORNERS, 64))
-            w_sel = score_crops_by_setting(clf, col.pixels, pair.selection, s, t, (args.area,), CORNERS, 64)[1][:, 0].cpu()
-            best = w_sel.max(1).values.sort(descending=True).values
-            corner = w_train.argmax(1)  # chosen on train, counted on selection
-            key = rank_key(g_train.gather(1, corner[:, None]), w_train.gather(1, corner[:, None]), "success")
-            ten = w_sel.gather(1, corner[:, None])[:, 0][key.argsort(descending=True)[:10]]
-            print(f"  {rule:9s} {n:2d} photos, {len(col):3d} collages: best {100 * best[0]:.0f} %, top-10 mean "
-                  f"{100 * best[:10].mean():.1f} % | chosen on train: best {100 * ten[0]:.0f} %, top-10 mean "
-                  f"{100 * ten.mean():.1f} %", flush=True)
+            parts = choose_parts(clf, index, seen, pair.train, s, t, rule, n, args.area)
+            for layout in args.layouts:
+                col = collages(index, seen["pool"], parts, layout)
+                g_train, w_train = (x[:, 0].cpu() for x in score_crops_by_setting(
+                    clf, col.pixels, pair.train, s, t, (args.area,), CORNERS, 64))
+                w_sel = score_crops_by_setting(clf, col.pixels, pair.selection, s, t, (args.area,), CORNERS,
+                                               64)[1][:, 0].cpu()
+                best = w_sel.max(1).values.sort(descending=True).values
+                corner = w_train.argmax(1)  # chosen on train, counted on selection
+                key = rank_key(g_train.gather(1, corner[:, None]), w_train.gather(1, corner[:, None]), "success")
+                ten = w_sel.gather(1, corner[:, None])[:, 0][key.argsort(descending=True)[:10]]
+                print(f"  {rule:9s} {n:2d} photos, {layout:7s} {len(col):3d} collages: best {100 * best[0]:.0f} %, "
+                      f"top-10 mean {100 * best[:10].mean():.1f} % | chosen on train: best {100 * ten[0]:.0f} %, "
+                      f"top-10 mean {100 * ten.mean():.1f} %", flush=True)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
-def choose_parts(clf, seen: dict, train: torch.Tensor, s: int, t: int, rule: str, n: int, area: float) -> torch.Tensor:
+def collages(index, pool, rows: torch.Tensor, layout: str):
+    """Every ordered pair of the pool rows, in the search's layout ("cut") or each part squeezed."""
+    if layout == "cut":
+        return cut_collages(index, pool, rows, 128)
+    parts = pool.take(rows)
+    return make_collages(parts, cut_proposals(index, parts, 128))
+
+
+def choose_parts(clf, index, seen: dict, train: torch.Tensor, s: int, t: int, rule: str, n: int,
+                 area: float) -> torch.Tensor:
     """The pool rows paired under `rule` ("fine" or "alone-M"; see the module docstring)."""
     if rule == "fine":
         return component_rows(seen["pool"], seen["rows"], seen["gain"], seen["allowed"], n)
     shortlist = component_rows(seen["pool"], seen["rows"], seen["gain"], seen["allowed"], int(rule.split("-")[1]))
-    g, w = score_crops_by_setting(clf, seen["pixels"][shortlist], train, s, t, (area,), CORNERS, 64)
+    pixels = cut_proposals(index, seen["pool"].take(shortlist), 128)
+    g, w = score_crops_by_setting(clf, pixels, train, s, t, (area,), CORNERS, 64)
     return best_parts(shortlist, g[:, 0].mean(1).cpu(), w[:, 0].mean(1).cpu(), n)
 
 

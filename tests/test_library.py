@@ -14,8 +14,8 @@ from patchlab.errors import UserError
 from patchlab.library import (
     SearchSettings, check_library, control_photo_rows, index_library, search_library, spatial_basis,
 )
-from patchlab.library.collages import best_parts, distinct_pairs, make_collages, side_by_side
-from patchlab.library.proposals import eligible_photos, index_proposals, library_direction, window_scores
+from patchlab.library.collages import best_parts, distinct_pairs, half_width_boxes, make_collages, side_by_side
+from patchlab.library.proposals import Proposals, eligible_photos, index_proposals, library_direction, window_scores
 from patchlab.models import tiny_classifier
 from patchlab.patches.direction import pooled_features
 
@@ -133,10 +133,12 @@ def test_collages_compete_with_single_photos(tmp_path, tmp_cache):
         cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, settings, sizes=(0.1, 0.25),
                                       generator=torch.Generator().manual_seed(0))
         # fine: top_k (6) proposals; parts: the best of 4 photos, each alone on 4 images x 4 corners at 25 %;
-        # collages: 3 x 2 ordered pairs; each on 4 images x 2 sizes, one corner each
+        # collages: 3 x 2 ordered pairs, and again the 4 that hold the one whole photo, cut to its central
+        # half; each on 4 images x 2 sizes, one corner each
         assert stats["collage_parts_rescored"] == 4 and stats["collage_part_size"] == 0.25
-        assert stats["collages_scored"] == 3 * 2 and stats["exactly_scored"] == 8 + 6 + 4 + 6 + (3 if final_keep else 0)
-        forwards = 8 * 4 + (6 + 6) * 4 * 2 + 4 * 4 * 4 + ((3 + 6) * 4 * 2 * 4 if final_keep else 0)
+        assert stats["collage_whole_photos"] == 1 and stats["collages_scored"] == 3 * 2 + 4
+        assert stats["exactly_scored"] == 8 + 6 + 4 + 10 + (3 if final_keep else 0)
+        forwards = 8 * 4 + (6 + 10) * 4 * 2 + 4 * 4 * 4 + ((3 + 10) * 4 * 2 * 4 if final_keep else 0)
         assert stats["pasted_forwards"] == forwards
         collages = [c for c in cands if "parts" in c.provenance]
         singles = [c for c in cands if "parts" not in c.provenance]
@@ -161,6 +163,20 @@ def test_collage_parts_are_the_rows_that_flip_most_alone():
     assert best_parts(shortlist, gain, success, 3).tolist() == [9, 3, 5]  # success first, the gain breaking ties
 
 
+def test_a_crop_is_cut_again_at_half_its_aspect_for_its_half_of_a_collage():
+    boxes = torch.tensor([[40.0, 40, 80, 80],  # a square crop in the middle: same area and centre, 1:2
+                          [0.0, 0, 100, 100],  # a whole photo: its central half
+                          [10.0, 0, 50, 90]])  # a tall crop at the edge: as tall as the photo, inside it
+    parts = Proposals(torch.arange(3), boxes, torch.zeros(3), torch.tensor([False, True, False]))
+    out = half_width_boxes(parts, 100.0)
+    w, h = out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]
+    assert torch.allclose(w[0] * h[0], torch.tensor(1600.0)) and torch.allclose(h[0], 2 * w[0])
+    assert torch.allclose(out[0, [0, 2]].mean(), torch.tensor(60.0)) and torch.allclose(out[0, [1, 3]].mean(), torch.tensor(60.0))
+    assert out[1].tolist() == [25.0, 0.0, 75.0, 100.0]
+    assert torch.allclose(h[2], torch.tensor(100.0)) and torch.allclose(w[2] / h[2], torch.tensor(40 / 90 / 2))
+    assert out[2, 1] == 0 and out[2, 3] == 100 and out[2, 0] >= 0
+
+
 def test_collage_part_size_must_be_a_fraction_of_the_image():
     with pytest.raises(ValueError, match="combine_size"):
         SearchSettings(combine_size=25)
@@ -174,9 +190,23 @@ def test_side_by_side_squeezes_each_part_to_half_width():
     assert torch.allclose(both[:, :, :4], red[:, :, :4]) and torch.allclose(both[:, :, 4:], blue[:, :, 4:])
     batch = side_by_side(torch.stack([red, blue]), torch.stack([blue, red]))
     assert torch.allclose(batch[1], side_by_side(blue, red))
-    col = make_collages(torch.stack([red, blue, red * 0.5]), torch.tensor([0, 2]))
-    assert col.left.tolist() == [0, 2] and col.right.tolist() == [2, 0] and len(col) == 2
+    parts = Proposals(torch.tensor([4, 6]), torch.tensor([[0.0, 0, 8, 8]] * 2), torch.zeros(2), torch.ones(2, dtype=torch.bool))
+    col = make_collages(parts, torch.stack([red, blue]))
+    assert col.left.tolist() == [0, 1] and col.right.tolist() == [1, 0] and len(col) == 2
+    assert torch.allclose(col.pixels[1], side_by_side(blue, red)) and col.parts is parts
     assert distinct_pairs(col, torch.tensor([0.1, 0.9]), k=5) == [1]  # the same two parts in either order
+
+
+def test_a_collage_with_a_whole_photo_is_made_squeezed_and_cut_to_its_central_half():
+    # parts 0, 1 are crops; part 2 a whole photo, row 2 squeezed and row 3 its central half
+    parts = Proposals(torch.tensor([5, 6, 7, 7]), torch.zeros(4, 4), torch.zeros(4), torch.tensor([False, False, True, False]))
+    pixels = torch.rand(4, 3, 8, 8)
+    col = make_collages(parts, pixels, [torch.arange(3), torch.tensor([0, 1, 3])])
+    pairs = list(zip(col.left.tolist(), col.right.tolist()))
+    assert pairs == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (0, 3), (1, 3), (3, 0), (3, 1)]  # crop pairs once
+    assert torch.allclose(col.pixels[6], side_by_side(pixels[0], pixels[3]))
+    key = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 0.8, 0.7, 0.6])
+    assert distinct_pairs(col, key, k=10) == [6, 7, 2]  # one per pair of photos, in either version
 
 
 def test_corrupt_file_is_skipped_and_named(tmp_path, tmp_cache, caplog):
@@ -343,7 +373,7 @@ def test_labelled_library_excludes_target_and_source_photos(tmp_path, tmp_cache)
 
 
 def test_library_control_photos_are_seeded(tmp_path, tmp_cache):
-    from patchlab.evaluation.controls import library_photo_control
+    from patchlab.evaluation.controls import library_collage_control, library_photo_control
 
     lib = _write_library(tmp_path / "lib", n_textures=7)
     clf = tiny_classifier(seed=0)
@@ -356,6 +386,13 @@ def test_library_control_photos_are_seeded(tmp_path, tmp_cache):
     assert pooled.name == "control-library-photo" and pooled.kind == "control" and pooled.members.shape == (4, 3, 32, 32)
     assert pooled.provenance["files"] == [index.paths[r] for r in a]
     assert torch.equal(pooled.members, index.load_photos(a.tolist())) and torch.equal(pooled.patch, pooled.members[0])
+    # the collage null: pairs of those photos, every other one squeezed, the rest cut to their central halves
+    photos = index.load_photos(control_photo_rows(index, 4, torch.Generator().manual_seed(3)).tolist())
+    pairs = library_collage_control(clf, index, 2, torch.Generator().manual_seed(3))
+    assert pairs.name == "control-library-collage" and pairs.members.shape == (2, 3, 32, 32)
+    assert torch.allclose(pairs.members[0], side_by_side(photos[0], photos[2]))
+    assert torch.allclose(pairs.members[1], side_by_side(photos[1, ..., 8:24], photos[3, ..., 8:24], width=32))
+    assert torch.allclose(pairs.members[1, :, :, :16], photos[1, :, :, 8:24], atol=1e-5)  # in proportion
 
 
 def test_projected_spatial_store_projects_the_direction_on_demand(tmp_path):

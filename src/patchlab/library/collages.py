@@ -3,43 +3,68 @@
 Carter et al. 2019 pasted one photo per patch, and one photo is enough on sources near the
 pair's boundary. On sources the model is sure of, a single photo rarely moves the label to
 the target, but the features of two photos can add up: the search takes the best proposal of
-each of the `combine` photos with the highest mean fine gain, squeezes every ordered pair of
-them to half width each, and scores the collages on the same train images, sizes and
-corners as the single proposals they then compete with.
+each of the `combine` photos chosen below, puts every ordered pair of them side by side, each
+in half the width, and scores the collages on the same train images, sizes and corners as
+the single proposals they then compete with.
 
 The parts are chosen in two steps: the best proposals of the `combine_from` photos with the
 highest mean fine gain (`component_rows`; the fine stage sees one corner per image), then the
 `combine` of them that flip the most train images pasted alone at `combine_size` in every
 corner (`best_parts`): a photo that pulls toward the target in every corner adds to its partner.
+
+Each part fills half the patch's width. A crop is cut again for that slot (`half_width_boxes`):
+a box of the same area and centre at half its aspect, so that the part keeps its proportions
+and its content. A whole photo has nothing around it to cut into: it is either squeezed (all of
+it, distorted) or cut to its central half (in proportion, half of it), and a pair that holds a
+whole photo is made both ways (`cut_collages`); the train images choose.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from .proposals import Proposals
+from .index import LibraryIndex
+from .proposals import Proposals, cut_proposals
 from .ranking import rank_key
 
 
-def side_by_side(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """Two patches (…,3,h,w) as one of the same size: each squeezed to half the width (antialiased)."""
+def side_by_side(left: torch.Tensor, right: torch.Tensor, width: int | None = None) -> torch.Tensor:
+    """Two patches (…,3,h,w) as one (…,3,h,width) (default width: w), each resampled to half of it
+    (antialiased): a square part is squeezed, a part half as wide as tall keeps its proportions."""
     h, w = left.shape[-2:]
+    width = w if width is None else width
     halves = []
-    for part, width in ((left, w // 2), (right, w - w // 2)):
+    for part, wide in ((left, width // 2), (right, width - width // 2)):
         flat = part.reshape(-1, *part.shape[-3:]).float()
-        halves.append(F.interpolate(flat, size=(h, width), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(halves, dim=-1).clamp(0, 1).reshape(left.shape)
+        halves.append(F.interpolate(flat, size=(h, wide), mode="bilinear", antialias=True, align_corners=False))
+    return torch.cat(halves, dim=-1).clamp(0, 1).reshape(*left.shape[:-1], width)
+
+
+def half_width_boxes(parts: Proposals, image_px: float) -> torch.Tensor:
+    """Boxes (K,4) to cut the proposals `parts` for a half-width slot: a box at half the aspect
+    (width / height), with the area and centre, shrunk to fit the image_px-wide photo (then moved
+    inside it): for a whole photo, its central half."""
+    b = parts.boxes.float()
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    tall_h = torch.clamp(h * 2**0.5, max=image_px)
+    tall_w = w / h / 2 * tall_h
+    x1 = torch.minimum(((b[:, 0] + b[:, 2] - tall_w) / 2).clamp(min=0), image_px - tall_w)
+    y1 = torch.minimum(((b[:, 1] + b[:, 3] - tall_h) / 2).clamp(min=0), image_px - tall_h)
+    return torch.stack([x1, y1, x1 + tall_w, y1 + tall_h], dim=1)
 
 
 @dataclass
 class Collages:
-    """Ordered pairs of pool rows (`left`, `right`, (K,) each) and their patches (K,3,px,px)."""
+    """Ordered pairs (`left`, `right`, (K,) each) of rows of `parts` (the proposals as cut for a
+    half-width slot, at most one of a photo in a collage) and their patches (K,3,px,px)."""
 
     left: torch.Tensor
     right: torch.Tensor
     pixels: torch.Tensor
+    parts: Proposals
 
     def __len__(self) -> int:
         return len(self.left)
@@ -71,19 +96,41 @@ def best_parts(shortlist: torch.Tensor, gain: torch.Tensor, success: torch.Tenso
     return shortlist[key.argsort(descending=True)[:n]]
 
 
-def make_collages(pixels: torch.Tensor, parts: torch.Tensor) -> Collages:
-    """Every ordered pair of the pool rows `parts` side by side (pixels: the pool's cut patches)."""
-    left, right = torch.cartesian_prod(parts, parts).reshape(-1, 2).unbind(1)
-    keep = left != right
-    left, right = left[keep], right[keep]
-    return Collages(left, right, side_by_side(pixels[left], pixels[right]))
+def make_collages(parts: Proposals, pixels: torch.Tensor, versions: Sequence[torch.Tensor] | None = None) -> Collages:
+    """Every ordered pair of two of n proposals side by side, in each version: a (n,) tensor of the
+    row of `parts` (and `pixels`, (len(parts),3,px,px)) that stands for each (default: parts' own
+    n rows); a pair of rows made in two versions is made once."""
+    versions = [torch.arange(len(parts))] if versions is None else versions
+    n = len(versions[0])
+    a, b = torch.cartesian_prod(torch.arange(n), torch.arange(n)).reshape(-1, 2).unbind(1)
+    a, b = a[a != b], b[a != b]
+    pairs = torch.cat([torch.stack([v[a], v[b]], dim=1) for v in versions]).tolist()
+    left, right = torch.tensor(list(dict.fromkeys(map(tuple, pairs))), dtype=torch.long).reshape(-1, 2).unbind(1)
+    return Collages(left, right, side_by_side(pixels[left], pixels[right]), parts)
+
+
+def cut_collages(index: LibraryIndex, pool: Proposals, rows: torch.Tensor, px: int) -> Collages:
+    """Every ordered pair of the proposals `pool` rows `rows` (of different photos), each cut from its
+    photo for a half-width slot (`half_width_boxes`), side by side as px x px patches; a pair that
+    holds a whole photo twice: squeezed, and cut to its central half."""
+    chosen = pool.take(rows)
+    cut = replace(chosen, boxes=half_width_boxes(chosen, float(index.input_size)))
+    whole = torch.nonzero(chosen.whole).flatten()
+    columns = replace(cut.take(whole), whole=torch.zeros(len(whole), dtype=torch.bool))
+    parts = Proposals.cat([replace(cut, boxes=torch.where(chosen.whole[:, None], chosen.boxes.float(), cut.boxes)),
+                           columns])
+    pixels = cut_proposals(index, parts, px) if len(parts) else torch.empty(0, 3, px, px)
+    in_columns = torch.arange(len(chosen))
+    in_columns[whole] = len(chosen) + torch.arange(len(whole))
+    return make_collages(parts, pixels, [torch.arange(len(chosen)), in_columns])
 
 
 def distinct_pairs(col: Collages, key: torch.Tensor, k: int) -> list[int]:
-    """The k best collages by `key`, at most one per unordered pair of photos' proposals."""
+    """The k best collages by `key`, at most one per unordered pair of photos (in any version)."""
     kept, seen = [], set()
+    photo = col.parts.photo
     for j in key.argsort(descending=True).tolist():
-        pair = frozenset((int(col.left[j]), int(col.right[j])))
+        pair = frozenset((int(photo[col.left[j]]), int(photo[col.right[j]])))
         if pair not in seen:
             kept.append(j)
             seen.add(pair)

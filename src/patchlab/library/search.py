@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..patches.apply import CORNERS
 from ..patches.candidate import Candidate
 from ..patches.crops import OBJECTIVES, score_crops_by_setting
-from .collages import Collages, best_parts, component_rows, distinct_pairs, make_collages
+from .collages import Collages, best_parts, component_rows, cut_collages, distinct_pairs
 from .index import LibraryIndex
 from .proposals import (
     CROP_ASPECTS, CROP_SCALES, Proposals, cut_proposals, eligible_photos, index_proposals, library_direction,
@@ -63,7 +63,8 @@ class SearchSettings:
     the static protocol counts). mirror_top > 0: this many of the best after the fine stage
     are also scored flipped left-right, each competing with its original. batch_size:
     pasted images per forward pass. combine > 1: the best proposals of this many photos are
-    paired side by side, every ordered pair (`collages`), and compete with the single proposals
+    paired side by side, every ordered pair, each part cut or squeezed to half the width (`collages`),
+    and compete with the single proposals
     (0: none); they are chosen among the best proposals of the `combine_from` photos with the
     highest mean fine gain, by their success alone on every train image and corner at area
     `combine_size`. objective: the gain every stage measures (`patches.crops.target_score`):
@@ -198,6 +199,7 @@ def search_library(
              "positions": list(positions), "fine_corners_per_image": cfg.fine_corners_per_image, "fine_scored": fine_n,
              "final_scored": len(rows) if cfg.final_keep else 0, "collages_scored": len(col),
              "collage_parts_rescored": rescored, "collage_part_size": cfg.combine_size,
+             "collage_whole_photos": int(col.parts.whole.sum()),
              "ranked_by": "static (final stage)" if cfg.final_keep else cfg.rank_by}
     stats = _stats(s, facts["score_gain_logodds"], facts["train_success"], ranked, t, how, excluded, setup)
     return cands, stats
@@ -238,17 +240,18 @@ def _with_mirrors(s: _Search, rows: torch.Tensor, fine: torch.Tensor,
 
 
 def _collages(s: _Search, rows: torch.Tensor, fine: torch.Tensor) -> tuple[Collages, int]:
-    """Every ordered pair of the best proposals of `combine` photos (random baselines left out), side
-    by side, and how many proposals were rescored alone to choose them."""
+    """Every ordered pair of the best proposals of `combine` photos (random baselines left out), each
+    cut for half the width, side by side; and how many proposals were rescored alone to choose them."""
     cfg = s.settings
-    if not cfg.makes_collages:
-        return make_collages(s.pixels, torch.empty(0, dtype=torch.long)), 0
-    parts = component_rows(s.pool, rows, fine, ~s.is_random, max(cfg.combine, cfg.combine_from))
-    rescored = len(parts) if len(parts) > cfg.combine else 0
+    parts = torch.empty(0, dtype=torch.long)
+    rescored = 0
+    if cfg.makes_collages:
+        parts = component_rows(s.pool, rows, fine, ~s.is_random, max(cfg.combine, cfg.combine_from))
+        rescored = len(parts) if len(parts) > cfg.combine else 0
     if rescored:
         gain, success = s.score(s.pixels[parts], s.train, (cfg.combine_size,), None)  # every corner
         parts = best_parts(parts, gain[:, 0], success[:, 0], cfg.combine)
-    return make_collages(s.pixels, parts), rescored
+    return cut_collages(s.index, s.pool, parts, cfg.patch_px), rescored
 
 
 def _fine_ranking(s: _Search, fine: torch.Tensor, wins: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> tuple[
@@ -362,8 +365,8 @@ def _collage_candidate(s: _Search, rank: int, col: Collages, j: int, patch: torc
                        alone: dict[str, Any]) -> Candidate:
     """A collage as a Candidate: the left part's photo facts at the top level (as a single proposal's),
     both parts' under `parts`."""
-    parts = [_photo_facts(s.classifier, s.index, s.pool, int(r)) for r in (col.left[j], col.right[j])]
-    prov = dict(parts[0], method="library collage: two proposals side by side, each squeezed to half width",
+    parts = [_photo_facts(s.classifier, s.index, col.parts, int(r)) for r in (col.left[j], col.right[j])]
+    prov = dict(parts[0], method="library collage: two proposals side by side, each cut or squeezed to half width",
                 donor_name=" + ".join(p["donor_name"] for p in parts), parts=parts, random_baseline=False)
     return _natural(rank, patch, prov, facts, alone)
 
