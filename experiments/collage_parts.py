@@ -7,8 +7,8 @@ For each rule and count N, the parts are the best proposals of N photos (`patchl
 - "alone-M": of the best proposals of the M photos with the highest mean fine gain, the N that
   flip the most train images pasted alone at --area in every corner (the search's rule).
 Every ordered pair is pasted at --area in each corner on the train and SELECTION images, with each
-part in its half-width slot either cut again at half its aspect where it is a crop (the search's
-layout, "cut") or squeezed ("squeeze"). It prints
+part in its half-width slot as the search makes it ("cut": a crop cut again at half its aspect, a
+whole photo both squeezed and cut to its best column) or squeezed ("squeeze"). It prints
 the best collage's selection rate in its best corner and the mean of the 10 best (optimistic: the
 corner and the ranking chosen on the same images), then the same with the corner and the ten
 chosen on the train images. These choose settings; they count nothing.
@@ -58,6 +58,14 @@ def main() -> None:
         return component_rows(pool, rows, gain, allowed, n)
 
     search_mod.component_rows = watched
+    direction = search_mod.library_direction
+
+    def watched_direction(*args, **kwargs):  # the pair direction the search found
+        d, how = direction(*args, **kwargs)
+        seen["direction"] = d
+        return d, how
+
+    search_mod.library_direction = watched_direction
     search_library(clf, index, pair.train, s, t, SearchSettings(top_k=30, combine=2, combine_from=0),
                    sizes=(0.1, 0.2, 0.3, 0.4), generator=torch.Generator().manual_seed(0))
     print(f"{clf.classes.label(s)} -> {clf.classes.label(t)}, seed {args.seed}: {len(pair.selection)} selection "
@@ -66,7 +74,7 @@ def main() -> None:
         for n in args.counts:
             parts = choose_parts(clf, index, seen, pair.train, s, t, rule, n, args.area)
             for layout in args.layouts:
-                col = collages(index, seen["pool"], parts, layout)
+                col = collages(index, seen, parts, layout)
                 g_train, w_train = (x[:, 0].cpu() for x in score_crops_by_setting(
                     clf, col.pixels, pair.train, s, t, (args.area,), CORNERS, 64))
                 w_sel = score_crops_by_setting(clf, col.pixels, pair.selection, s, t, (args.area,), CORNERS,
@@ -81,11 +89,11 @@ def main() -> None:
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
-def collages(index, pool, rows: torch.Tensor, layout: str):
+def collages(index, seen: dict, rows: torch.Tensor, layout: str):
     """Every ordered pair of the pool rows, in the search's layout ("cut") or each part squeezed."""
     if layout == "cut":
-        return cut_collages(index, pool, rows, 128)
-    parts = pool.take(rows)
+        return cut_collages(index, seen["pool"], rows, 128, seen["direction"])
+    parts = seen["pool"].take(rows)
     return make_collages(parts, cut_proposals(index, parts, 128))
 
 

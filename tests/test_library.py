@@ -14,7 +14,9 @@ from patchlab.errors import UserError
 from patchlab.library import (
     SearchSettings, check_library, control_photo_rows, index_library, search_library, spatial_basis,
 )
-from patchlab.library.collages import best_parts, distinct_pairs, half_width_boxes, make_collages, side_by_side
+from patchlab.library.collages import (
+    best_columns, best_parts, distinct_pairs, half_width_boxes, make_collages, side_by_side,
+)
 from patchlab.library.proposals import Proposals, eligible_photos, index_proposals, library_direction, window_scores
 from patchlab.models import tiny_classifier
 from patchlab.patches.direction import pooled_features
@@ -175,6 +177,20 @@ def test_a_crop_is_cut_again_at_half_its_aspect_for_its_half_of_a_collage():
     assert out[1].tolist() == [25.0, 0.0, 75.0, 100.0]
     assert torch.allclose(h[2], torch.tensor(100.0)) and torch.allclose(w[2] / h[2], torch.tensor(40 / 90 / 2))
     assert out[2, 1] == 0 and out[2, 3] == 100 and out[2, 0] >= 0
+
+
+def test_a_whole_photo_is_cut_to_its_column_that_scores_highest_along_the_direction():
+    class Cells:  # an index whose photo 1 scores high in its right quarter, photo 0 in its left
+        input_size = 64
+
+        def cell_scores(self, direction, rows):
+            maps = torch.zeros(2, 4, 4)
+            maps[0, :, 0], maps[1, :, 3] = 1.0, 1.0
+            return maps[torch.as_tensor(rows)] * direction.sum()
+
+    boxes = best_columns(Cells(), torch.ones(3), torch.tensor([1, 0]))
+    assert boxes.tolist() == [[32.0, 0.0, 64.0, 64.0], [0.0, 0.0, 32.0, 64.0]]
+    assert best_columns(Cells(), torch.ones(3), torch.tensor([], dtype=torch.long)).shape == (0, 4)
 
 
 def test_collage_part_size_must_be_a_fraction_of_the_image():

@@ -15,8 +15,9 @@ corner (`best_parts`): a photo that pulls toward the target in every corner adds
 Each part fills half the patch's width. A crop is cut again for that slot (`half_width_boxes`):
 a box of the same area and centre at half its aspect, so that the part keeps its proportions
 and its content. A whole photo has nothing around it to cut into: it is either squeezed (all of
-it, distorted) or cut to its central half (in proportion, half of it), and a pair that holds a
-whole photo is made both ways (`cut_collages`); the train images choose.
+it, distorted) or cut to the half-width column whose feature cells score highest along the
+pair's direction (in proportion, half of it), and a pair that holds a whole photo is made both
+ways (`cut_collages`); the train images choose.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .index import LibraryIndex
-from .proposals import Proposals, cut_proposals
+from .proposals import Proposals, cut_proposals, window_scores
 from .ranking import rank_key
 
 
@@ -109,14 +110,26 @@ def make_collages(parts: Proposals, pixels: torch.Tensor, versions: Sequence[tor
     return Collages(left, right, side_by_side(pixels[left], pixels[right]), parts)
 
 
-def cut_collages(index: LibraryIndex, pool: Proposals, rows: torch.Tensor, px: int) -> Collages:
+def best_columns(index: LibraryIndex, direction: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
+    """Boxes (n,4) of the half-width, full-height window of each library photo (rows `photos`)
+    whose feature cells score highest along `direction` (`proposals.window_scores`)."""
+    if not len(photos):
+        return torch.empty(0, 4)
+    maps = index.cell_scores(direction, photos.numpy())
+    return window_scores(maps, index.input_size, 0.5**0.5, 0.5)[1].float()
+
+
+def cut_collages(index: LibraryIndex, pool: Proposals, rows: torch.Tensor, px: int,
+                 direction: torch.Tensor) -> Collages:
     """Every ordered pair of the proposals `pool` rows `rows` (of different photos), each cut from its
     photo for a half-width slot (`half_width_boxes`), side by side as px x px patches; a pair that
-    holds a whole photo twice: squeezed, and cut to its central half."""
+    holds a whole photo twice: squeezed, and cut to its half-width column that scores highest along
+    the pair `direction` (`best_columns`)."""
     chosen = pool.take(rows)
     cut = replace(chosen, boxes=half_width_boxes(chosen, float(index.input_size)))
     whole = torch.nonzero(chosen.whole).flatten()
-    columns = replace(cut.take(whole), whole=torch.zeros(len(whole), dtype=torch.bool))
+    columns = replace(cut.take(whole), boxes=best_columns(index, direction, chosen.photo[whole]),
+                      whole=torch.zeros(len(whole), dtype=torch.bool))
     parts = Proposals.cat([replace(cut, boxes=torch.where(chosen.whole[:, None], chosen.boxes.float(), cut.boxes)),
                            columns])
     pixels = cut_proposals(index, parts, px) if len(parts) else torch.empty(0, 3, px, px)

@@ -108,8 +108,9 @@ class SearchSettings:
 
 @dataclass
 class _Search:
-    """One pair's search: its fixed inputs, and every proposal cut so far (`pool`) with its
-    pixels, whether it is a random baseline, and its coarse gain (NaN: not coarse-scored)."""
+    """One pair's search: its fixed inputs (the pair direction among them), and every proposal cut so
+    far (`pool`) with its pixels, whether it is a random baseline, and its coarse gain (NaN: not
+    coarse-scored)."""
 
     classifier: Any
     index: LibraryIndex
@@ -119,6 +120,7 @@ class _Search:
     sizes: Sequence[float]
     positions: Sequence[str]
     settings: SearchSettings
+    direction: torch.Tensor
     pool: Proposals
     is_random: torch.Tensor
     pixels: torch.Tensor
@@ -165,7 +167,7 @@ def search_library(
     pool, is_random, ranked = _pool(index, d, eligible, gen, cfg)
     t.append(time.perf_counter())
     say(f"[library] {ranked} proposals ranked from the index; {len(pool)} to score exactly")
-    s = _Search(classifier, index, train, source, target, sizes, positions, cfg, pool, is_random,
+    s = _Search(classifier, index, train, source, target, sizes, positions, cfg, d, pool, is_random,
                 cut_proposals(index, pool, cfg.patch_px))
     t.append(time.perf_counter())
     csize = float(cfg.coarse_size if cfg.coarse_size is not None else max(sizes))
@@ -251,7 +253,7 @@ def _collages(s: _Search, rows: torch.Tensor, fine: torch.Tensor) -> tuple[Colla
     if rescored:
         gain, success = s.score(s.pixels[parts], s.train, (cfg.combine_size,), None)  # every corner
         parts = best_parts(parts, gain[:, 0], success[:, 0], cfg.combine)
-    return cut_collages(s.index, s.pool, parts, cfg.patch_px), rescored
+    return cut_collages(s.index, s.pool, parts, cfg.patch_px, s.direction), rescored
 
 
 def _fine_ranking(s: _Search, fine: torch.Tensor, wins: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> tuple[
