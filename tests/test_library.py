@@ -135,8 +135,8 @@ def test_collages_compete_with_single_photos(tmp_path, tmp_cache):
         cands, stats = search_library(clf, index, _train_images(), SOURCE, TARGET, settings, sizes=(0.1, 0.25),
                                       generator=torch.Generator().manual_seed(0))
         # fine: top_k (6) proposals; parts: the best of 4 photos, each alone on 4 images x 4 corners at 25 %;
-        # collages: 3 x 2 ordered pairs, and again the 4 that hold the one whole photo, cut to its central
-        # half; each on 4 images x 2 sizes, one corner each
+        # collages: 3 x 2 ordered pairs, and again the 4 that hold the one whole photo, cut to its best
+        # column; each on 4 images x 2 sizes, one corner each
         assert stats["collage_parts_rescored"] == 4 and stats["collage_part_size"] == 0.25
         assert stats["collage_whole_photos"] == 1 and stats["collages_scored"] == 3 * 2 + 4
         assert stats["exactly_scored"] == 8 + 6 + 4 + 10 + (3 if final_keep else 0)
@@ -213,8 +213,8 @@ def test_side_by_side_squeezes_each_part_to_half_width():
     assert distinct_pairs(col, torch.tensor([0.1, 0.9]), k=5) == [1]  # the same two parts in either order
 
 
-def test_a_collage_with_a_whole_photo_is_made_squeezed_and_cut_to_its_central_half():
-    # parts 0, 1 are crops; part 2 a whole photo, row 2 squeezed and row 3 its central half
+def test_a_collage_with_a_whole_photo_is_made_in_both_of_its_versions():
+    # parts 0, 1 are crops; part 2 a whole photo, row 2 squeezed and row 3 its half-width column
     parts = Proposals(torch.tensor([5, 6, 7, 7]), torch.zeros(4, 4), torch.zeros(4), torch.tensor([False, False, True, False]))
     pixels = torch.rand(4, 3, 8, 8)
     col = make_collages(parts, pixels, [torch.arange(3), torch.tensor([0, 1, 3])])

@@ -110,16 +110,18 @@ def library_photo_control(classifier, library: str | Path | LibraryIndex, n: int
 def library_collage_control(classifier, library: str | Path | LibraryIndex, n: int, generator: torch.Generator, *,
                             exclude: tuple[int | None, ...] = ()) -> Candidate:
     """control-library-collage: n random pairs of whole library photos (picked as for
-    `library_photo_control`), each pair side by side in half the width each as the library search
-    makes its collages of whole photos (`patchlab.library.collages`): every other pair squeezed, the
-    rest cut to their central halves; pasted the same way, every results row is the median
-    collage's. It answers "is the found collage special, or does any two photos side by side do it?"."""
+    `library_photo_control`), each pair side by side in half the width each, as the library search
+    makes its collages of whole photos both ways (`patchlab.library.collages`): every other pair
+    squeezed, the rest cut to their central halves (a null has no pair direction to choose a column
+    by); pasted the same way, every results row is the median collage's. It answers "is the found
+    collage special, or does any two photos side by side do it?"."""
     index, rows, photos = _random_photos(classifier, library, 2 * n, generator, exclude)
     w = photos.shape[-1]
-    central = photos[..., w // 4: w // 4 + w // 2]
-    squeezed = side_by_side(photos[:n], photos[n:])
-    collages = torch.where((torch.arange(n) % 2 == 1)[:, None, None, None],
-                           side_by_side(central[:n], central[n:], width=w), squeezed)
+    left, right = photos[:n], photos[n:]
+    collages = side_by_side(left, right)
+    odd = torch.arange(n) % 2 == 1
+    central = slice(w // 4, w // 4 + w // 2)
+    collages[odd] = side_by_side(left[odd][..., central], right[odd][..., central], width=w)
     return Candidate(collages[0], NULL_KIND, COLLAGE_NAME,
                      {"control": f"median of {n} random pairs of library photos side by side (every other pair "
                                  "squeezed, the rest cut to their central halves), pasted the same way",

@@ -126,12 +126,12 @@ def cut_collages(index: LibraryIndex, pool: Proposals, rows: torch.Tensor, px: i
     holds a whole photo twice: squeezed, and cut to its half-width column that scores highest along
     the pair `direction` (`best_columns`)."""
     chosen = pool.take(rows)
-    cut = replace(chosen, boxes=half_width_boxes(chosen, float(index.input_size)))
     whole = torch.nonzero(chosen.whole).flatten()
-    columns = replace(cut.take(whole), boxes=best_columns(index, direction, chosen.photo[whole]),
+    halves = torch.where(chosen.whole[:, None], chosen.boxes.float(),  # a whole photo squeezed
+                         half_width_boxes(chosen, float(index.input_size)))
+    columns = replace(chosen.take(whole), boxes=best_columns(index, direction, chosen.photo[whole]),
                       whole=torch.zeros(len(whole), dtype=torch.bool))
-    parts = Proposals.cat([replace(cut, boxes=torch.where(chosen.whole[:, None], chosen.boxes.float(), cut.boxes)),
-                           columns])
+    parts = Proposals.cat([replace(chosen, boxes=halves), columns])
     pixels = cut_proposals(index, parts, px) if len(parts) else torch.empty(0, 3, px, px)
     in_columns = torch.arange(len(chosen))
     in_columns[whole] = len(chosen) + torch.arange(len(whole))
