@@ -51,23 +51,7 @@ def main() -> None:
     s, t = clf.classes.resolve(args.pair[0]), clf.classes.resolve(args.pair[1])
     pair = pair_data(clf, s, t, args)
     index = index_library(clf, args.library)
-    seen: dict = {}
-
-    def watched(pool, rows, gain, allowed, n):  # the search's own inputs to its collage stage
-        seen.update(pool=pool, rows=rows, gain=gain, allowed=allowed)
-        return component_rows(pool, rows, gain, allowed, n)
-
-    search_mod.component_rows = watched
-    direction = search_mod.library_direction
-
-    def watched_direction(*args, **kwargs):  # the pair direction the search found
-        d, how = direction(*args, **kwargs)
-        seen["direction"] = d
-        return d, how
-
-    search_mod.library_direction = watched_direction
-    search_library(clf, index, pair.train, s, t, SearchSettings(top_k=30, combine=2, combine_from=0),
-                   sizes=(0.1, 0.2, 0.3, 0.4), generator=torch.Generator().manual_seed(0))
+    seen = watched_search(clf, index, pair.train, s, t)
     print(f"{clf.classes.label(s)} -> {clf.classes.label(t)}, seed {args.seed}: {len(pair.selection)} selection "
           f"images, collages at {100 * args.area:.0f} % area")
     for rule in args.rules:
@@ -75,18 +59,54 @@ def main() -> None:
             parts = choose_parts(clf, index, seen, pair.train, s, t, rule, n, args.area)
             for layout in args.layouts:
                 col = collages(index, seen, parts, layout)
-                g_train, w_train = (x[:, 0].cpu() for x in score_crops_by_setting(
-                    clf, col.pixels, pair.train, s, t, (args.area,), CORNERS, 64))
-                w_sel = score_crops_by_setting(clf, col.pixels, pair.selection, s, t, (args.area,), CORNERS,
-                                               64)[1][:, 0].cpu()
-                best = w_sel.max(1).values.sort(descending=True).values
-                corner = w_train.argmax(1)  # chosen on train, counted on selection
-                key = rank_key(g_train.gather(1, corner[:, None]), w_train.gather(1, corner[:, None]), "success")
-                ten = w_sel.gather(1, corner[:, None])[:, 0][key.argsort(descending=True)[:10]]
-                print(f"  {rule:9s} {n:2d} photos, {layout:7s} {len(col):3d} collages: best {100 * best[0]:.0f} %, "
-                      f"top-10 mean {100 * best[:10].mean():.1f} % | chosen on train: best {100 * ten[0]:.0f} %, "
-                      f"top-10 mean {100 * ten.mean():.1f} %", flush=True)
+                scores = corner_scores(clf, col.pixels, pair, args.area)
+                print(f"  {rule:9s} {n:2d} photos, {layout:7s} {len(col):3d} collages: {selection_rates(*scores)}",
+                      flush=True)
     print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+def corner_scores(clf, pixels: torch.Tensor, pair, area: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Patches pasted at `area` in each corner: train gain and success, selection success, (K, 4) each."""
+    g_train, w_train = (x[:, 0].cpu() for x in score_crops_by_setting(
+        clf, pixels, pair.train, pair.source, pair.target, (area,), CORNERS, 64))
+    w_sel = score_crops_by_setting(clf, pixels, pair.selection, pair.source, pair.target, (area,), CORNERS,
+                                   64)[1][:, 0].cpu()
+    return g_train, w_train, w_sel
+
+
+def selection_rates(g_train: torch.Tensor, w_train: torch.Tensor, w_sel: torch.Tensor) -> str:
+    """The best selection rate in the best corner and the mean of the 10 best (optimistic: chosen on the
+    selection images), then the same with each patch's corner and the ten chosen on train."""
+    best = w_sel.max(1).values.sort(descending=True).values
+    corner = w_train.argmax(1)  # chosen on train, counted on selection
+    key = rank_key(g_train.gather(1, corner[:, None]), w_train.gather(1, corner[:, None]), "success")
+    ten = w_sel.gather(1, corner[:, None])[:, 0][key.argsort(descending=True)[:10]]
+    return (f"best {100 * best[0]:.0f} %, top-10 mean {100 * best[:10].mean():.1f} % | chosen on train: "
+            f"best {100 * ten[0]:.0f} %, top-10 mean {100 * ten.mean():.1f} %")
+
+
+def watched_search(clf, index, train: torch.Tensor, s: int, t: int) -> dict:
+    """Run the library search once on the train images (sizes 10-40 %) and keep what its collage stage
+    is given: the pool, the fine-scored rows and their gains, which rows may be parts, the pair direction."""
+    seen: dict = {}
+
+    def watched(pool, rows, gain, allowed, n):  # the search's own inputs to its collage stage
+        seen.update(pool=pool, rows=rows, gain=gain, allowed=allowed)
+        return component_rows(pool, rows, gain, allowed, n)
+
+    def watched_direction(*args, **kwargs):  # the pair direction the search found
+        d, how = direction(*args, **kwargs)
+        seen["direction"] = d
+        return d, how
+
+    rows_fn, direction = search_mod.component_rows, search_mod.library_direction
+    search_mod.component_rows, search_mod.library_direction = watched, watched_direction
+    try:
+        search_library(clf, index, train, s, t, SearchSettings(top_k=30, combine=2, combine_from=0),
+                       sizes=(0.1, 0.2, 0.3, 0.4), generator=torch.Generator().manual_seed(0))
+    finally:
+        search_mod.component_rows, search_mod.library_direction = rows_fn, direction
+    return seen
 
 
 def collages(index, seen: dict, rows: torch.Tensor, layout: str):

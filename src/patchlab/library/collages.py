@@ -119,12 +119,12 @@ def best_columns(index: LibraryIndex, direction: torch.Tensor, photos: torch.Ten
     return window_scores(maps, index.input_size, 0.5**0.5, 0.5)[1].float()
 
 
-def cut_collages(index: LibraryIndex, pool: Proposals, rows: torch.Tensor, px: int,
-                 direction: torch.Tensor) -> Collages:
-    """Every ordered pair of the proposals `pool` rows `rows` (of different photos), each cut from its
-    photo for a half-width slot (`half_width_boxes`), side by side as px x px patches; a pair that
-    holds a whole photo twice: squeezed, and cut to its half-width column that scores highest along
-    the pair `direction` (`best_columns`)."""
+def half_slot_parts(index: LibraryIndex, pool: Proposals, rows: torch.Tensor, px: int,
+                    direction: torch.Tensor) -> tuple[Proposals, torch.Tensor, list[torch.Tensor]]:
+    """The proposals `pool` rows `rows` cut from their photos for a half-width slot
+    (`half_width_boxes`; a whole photo twice: squeezed, and cut to its half-width column that scores
+    highest along the pair `direction`, `best_columns`): the parts, their px x px pixels, and the
+    two versions of the n rows as rows of the parts (`make_collages`'s `versions`)."""
     chosen = pool.take(rows)
     whole = torch.nonzero(chosen.whole).flatten()
     halves = torch.where(chosen.whole[:, None], chosen.boxes.float(),  # a whole photo squeezed
@@ -135,7 +135,15 @@ def cut_collages(index: LibraryIndex, pool: Proposals, rows: torch.Tensor, px: i
     pixels = cut_proposals(index, parts, px) if len(parts) else torch.empty(0, 3, px, px)
     in_columns = torch.arange(len(chosen))
     in_columns[whole] = len(chosen) + torch.arange(len(whole))
-    return make_collages(parts, pixels, [torch.arange(len(chosen)), in_columns])
+    return parts, pixels, [torch.arange(len(chosen)), in_columns]
+
+
+def cut_collages(index: LibraryIndex, pool: Proposals, rows: torch.Tensor, px: int,
+                 direction: torch.Tensor) -> Collages:
+    """Every ordered pair of the proposals `pool` rows `rows` (of different photos), each cut for a
+    half-width slot (`half_slot_parts`), side by side as px x px patches; a pair that holds a whole
+    photo twice: with it squeezed, and with it cut to its best column."""
+    return make_collages(*half_slot_parts(index, pool, rows, px, direction))
 
 
 def distinct_pairs(col: Collages, key: torch.Tensor, k: int) -> list[int]:
