@@ -42,7 +42,7 @@ from patchlab.evaluation.core import evaluate
 from patchlab.evaluation.summary import pool_selection, summarize
 from patchlab.exemplars import DEFAULT_BAND, DEFAULT_NEAR_BAND
 from patchlab.generators import PLANS, GeneratorJob, registered
-from patchlab.library import SearchSettings
+from patchlab.library import SearchSettings, index_library
 from patchlab.models import load_classifier
 from patchlab.pairdata import SourceBands, SplitSizes, load_pair
 from patchlab.patches.apply import CORNERS
@@ -126,6 +126,13 @@ def pair_data(clf, s: int, t: int, args):
     return load_pair(clf, s, t, SplitSizes(args.train, args.selection, args.confirmation), data=args.data,
                      seed=args.seed, bands=bands)
 
+
+def pair_and_library(args):
+    """The default model, the pair (--pair), its images (`pair_data`) and the indexed --library:
+    (classifier, source, target, pair, index), what the one-pair development scripts start from."""
+    clf = load_classifier("efficientnet_lite0", "auto")
+    s, t = clf.classes.resolve(args.pair[0]), clf.classes.resolve(args.pair[1])
+    return clf, s, t, pair_data(clf, s, t, args), index_library(clf, args.library)
 
 def source_calibration(clf, pair) -> dict:
     """Median p(source) and p(target) of the confirmation images (how close to the boundary they sit)."""

@@ -23,14 +23,13 @@ import argparse
 import time
 
 import torch
-from atlas_pairs import add_pair_args, pair_data
+from atlas_pairs import add_pair_args, pair_and_library
 
 import patchlab.library.search as search_mod
-from patchlab.library import SearchSettings, index_library, search_library
+from patchlab.library import SearchSettings, search_library
 from patchlab.library.collages import best_parts, component_rows, cut_collages, make_collages
 from patchlab.library.proposals import cut_proposals
 from patchlab.library.ranking import rank_key
-from patchlab.models import load_classifier
 from patchlab.patches.apply import CORNERS
 from patchlab.patches.crops import score_crops_by_setting
 
@@ -47,10 +46,7 @@ def main() -> None:
     ap.set_defaults(source_band=[0.85, 1.0], target_band=[0.0, 0.01])
     args = ap.parse_args()
     t0 = time.perf_counter()
-    clf = load_classifier("efficientnet_lite0", "auto")
-    s, t = clf.classes.resolve(args.pair[0]), clf.classes.resolve(args.pair[1])
-    pair = pair_data(clf, s, t, args)
-    index = index_library(clf, args.library)
+    clf, s, t, pair, index = pair_and_library(args)
     seen = watched_search(clf, index, pair.train, s, t)
     print(f"{clf.classes.label(s)} -> {clf.classes.label(t)}, seed {args.seed}: {len(pair.selection)} selection "
           f"images, collages at {100 * args.area:.0f} % area")

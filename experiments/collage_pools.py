@@ -26,14 +26,12 @@ import time
 from dataclasses import replace
 
 import torch
-from atlas_pairs import add_pair_args, pair_data
+from atlas_pairs import add_pair_args, pair_and_library
 from collage_parts import choose_parts, corner_scores, selection_rates, watched_search
 
-from patchlab.library import index_library
 from patchlab.library.collages import Collages, half_slot_parts, half_width_boxes, make_collages, side_by_side
 from patchlab.library.proposals import Proposals, cut_proposals, window_scores
 from patchlab.library.ranking import rank_key
-from patchlab.models import load_classifier
 
 PARTS = 12  # the search's default `combine`
 PX = 128
@@ -49,10 +47,7 @@ def main() -> None:
     ap.set_defaults(source_band=[0.85, 1.0], target_band=[0.0, 0.01])
     args = ap.parse_args()
     t0 = time.perf_counter()
-    clf = load_classifier("efficientnet_lite0", "auto")
-    s, t = clf.classes.resolve(args.pair[0]), clf.classes.resolve(args.pair[1])
-    pair = pair_data(clf, s, t, args)
-    index = index_library(clf, args.library)
+    clf, s, t, pair, index = pair_and_library(args)
     seen = watched_search(clf, index, pair.train, s, t)
     ordered = choose_parts(clf, index, seen, pair.train, s, t, f"alone-{args.photos}", args.photos, args.area)
     pool, d = seen["pool"], seen["direction"]

@@ -25,13 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from atlas_pairs import add_pair_args, pair_data
+from atlas_pairs import add_pair_args, pair_and_library
 
 from patchlab.devices import stage_generator
 from patchlab.evaluation.core import evaluate
-from patchlab.library import index_library
 from patchlab.library.search import eligible_photos
-from patchlab.models import load_classifier
 from patchlab.patches.apply import CORNERS
 from patchlab.patches.candidate import Candidate
 from patchlab.runio import atomic_write_text
@@ -57,10 +55,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also write the per-photo table (csv)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    clf = load_classifier("efficientnet_lite0", "auto")
-    s, t = clf.classes.resolve(args.pair[0]), clf.classes.resolve(args.pair[1])
-    pair = pair_data(clf, s, t, args)
-    index = index_library(clf, args.library)
+    clf, s, t, pair, index = pair_and_library(args)
     keep, _ = eligible_photos(index, s, t)
     rows = np.flatnonzero(keep)[: args.limit]
     cands = whole_photo_candidates(index, rows)
