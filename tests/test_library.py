@@ -15,7 +15,7 @@ from patchlab.library import (
     SearchSettings, check_library, control_photo_rows, index_library, search_library, spatial_basis,
 )
 from patchlab.library.collages import (
-    best_columns, best_parts, distinct_pairs, half_width_boxes, make_collages, side_by_side,
+    best_columns, best_parts, distinct_pairs, slot_boxes, make_collages, side_by_side,
 )
 from patchlab.library.proposals import Proposals, eligible_photos, index_proposals, library_direction, window_scores
 from patchlab.models import tiny_classifier
@@ -170,7 +170,7 @@ def test_a_crop_is_cut_again_at_half_its_aspect_for_its_half_of_a_collage():
                           [0.0, 0, 100, 100],  # a whole photo: its central half
                           [10.0, 0, 50, 90]])  # a tall crop at the edge: as tall as the photo, inside it
     parts = Proposals(torch.arange(3), boxes, torch.zeros(3), torch.tensor([False, True, False]))
-    out = half_width_boxes(parts, 100.0)
+    out = slot_boxes(parts, 100.0)
     w, h = out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]
     assert torch.allclose(w[0] * h[0], torch.tensor(1600.0)) and torch.allclose(h[0], 2 * w[0])
     assert torch.allclose(out[0, [0, 2]].mean(), torch.tensor(60.0)) and torch.allclose(out[0, [1, 3]].mean(), torch.tensor(60.0))
@@ -206,6 +206,11 @@ def test_side_by_side_squeezes_each_part_to_half_width():
     assert torch.allclose(both[:, :, :4], red[:, :, :4]) and torch.allclose(both[:, :, 4:], blue[:, :, 4:])
     batch = side_by_side(torch.stack([red, blue]), torch.stack([blue, red]))
     assert torch.allclose(batch[1], side_by_side(blue, red))
+    green = torch.zeros(3, 8, 8)
+    green[1] = 1.0
+    three = side_by_side(red, green, blue, width=9)  # three equal columns of 3 pixels
+    assert three.shape == (3, 8, 9)
+    assert torch.allclose(three[:, :, 3:6], green[:, :, :3]) and torch.allclose(three[:, :, 6:], blue[:, :, :3])
     parts = Proposals(torch.tensor([4, 6]), torch.tensor([[0.0, 0, 8, 8]] * 2), torch.zeros(2), torch.ones(2, dtype=torch.bool))
     col = make_collages(parts, torch.stack([red, blue]))
     assert col.left.tolist() == [0, 1] and col.right.tolist() == [1, 0] and len(col) == 2

@@ -12,7 +12,7 @@ highest mean fine gain (`component_rows`; the fine stage sees one corner per ima
 `combine` of them that flip the most train images pasted alone at `combine_size` in every
 corner (`best_parts`): a photo that pulls toward the target in every corner adds to its partner.
 
-Each part fills half the patch's width. A crop is cut again for that slot (`half_width_boxes`):
+Each part fills half the patch's width. A crop is cut again for that slot (`slot_boxes`):
 a box of the same area and centre at half its aspect, so that the part keeps its proportions
 and its content. A whole photo has nothing around it to cut into: it is either squeezed (all of
 it, distorted) or cut to the half-width column whose feature cells score highest along the
@@ -32,26 +32,29 @@ from .proposals import Proposals, cut_proposals, window_scores
 from .ranking import rank_key
 
 
-def side_by_side(left: torch.Tensor, right: torch.Tensor, width: int | None = None) -> torch.Tensor:
-    """Two patches (…,3,h,w) as one (…,3,h,width) (default width: w), each resampled to half of it
-    (antialiased): a square part is squeezed, a part half as wide as tall keeps its proportions."""
-    h, w = left.shape[-2:]
+def side_by_side(*parts: torch.Tensor, width: int | None = None) -> torch.Tensor:
+    """Patches (…,3,h,w) in a row as one (…,3,h,width) (default width: w), each resampled to an equal
+    share of it (antialiased): two square parts are squeezed, a part half as wide as tall keeps its
+    proportions beside another."""
+    h, w = parts[0].shape[-2:]
     width = w if width is None else width
-    halves = []
-    for part, wide in ((left, width // 2), (right, width - width // 2)):
+    n = len(parts)
+    columns = []
+    for k, part in enumerate(parts):
+        wide = (k + 1) * width // n - k * width // n
         flat = part.reshape(-1, *part.shape[-3:]).float()
-        halves.append(F.interpolate(flat, size=(h, wide), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(halves, dim=-1).clamp(0, 1).reshape(*left.shape[:-1], width)
+        columns.append(F.interpolate(flat, size=(h, wide), mode="bilinear", antialias=True, align_corners=False))
+    return torch.cat(columns, dim=-1).clamp(0, 1).reshape(*parts[0].shape[:-1], width)
 
 
-def half_width_boxes(parts: Proposals, image_px: float) -> torch.Tensor:
-    """Boxes (K,4) to cut the proposals `parts` for a half-width slot: a box at half the aspect
-    (width / height), with the area and centre, shrunk to fit the image_px-wide photo (then moved
-    inside it): for a whole photo, its central half."""
+def slot_boxes(parts: Proposals, image_px: float, share: float = 0.5) -> torch.Tensor:
+    """Boxes (K,4) to cut the proposals `parts` for a slot `share` of the patch's width: a box at
+    `share` times the aspect (width / height), with the area and centre, shrunk to fit the
+    image_px-wide photo (then moved inside it): for a whole photo at share 0.5, its central half."""
     b = parts.boxes.float()
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    tall_h = torch.clamp(h * 2**0.5, max=image_px)
-    tall_w = w / h / 2 * tall_h
+    tall_h = torch.clamp(h / share**0.5, max=image_px)
+    tall_w = w / h * share * tall_h
     x1 = torch.minimum(((b[:, 0] + b[:, 2] - tall_w) / 2).clamp(min=0), image_px - tall_w)
     y1 = torch.minimum(((b[:, 1] + b[:, 3] - tall_h) / 2).clamp(min=0), image_px - tall_h)
     return torch.stack([x1, y1, x1 + tall_w, y1 + tall_h], dim=1)
@@ -110,25 +113,25 @@ def make_collages(parts: Proposals, pixels: torch.Tensor, versions: Sequence[tor
     return Collages(left, right, side_by_side(pixels[left], pixels[right]), parts)
 
 
-def best_columns(index: LibraryIndex, direction: torch.Tensor, photos: torch.Tensor) -> torch.Tensor:
-    """Boxes (n,4) of the half-width, full-height window of each library photo (rows `photos`)
-    whose feature cells score highest along `direction` (`proposals.window_scores`)."""
+def best_columns(index: LibraryIndex, direction: torch.Tensor, photos: torch.Tensor, share: float = 0.5) -> torch.Tensor:
+    """Boxes (n,4) of the full-height window `share` of the width of each library photo (rows
+    `photos`) whose feature cells score highest along `direction` (`proposals.window_scores`)."""
     if not len(photos):
         return torch.empty(0, 4)
     maps = index.cell_scores(direction, photos.numpy())
-    return window_scores(maps, index.input_size, 0.5**0.5, 0.5)[1].float()
+    return window_scores(maps, index.input_size, share**0.5, share)[1].float()
 
 
 def half_slot_parts(index: LibraryIndex, pool: Proposals, rows: torch.Tensor, px: int,
                     direction: torch.Tensor) -> tuple[Proposals, torch.Tensor, list[torch.Tensor]]:
     """The proposals `pool` rows `rows` cut from their photos for a half-width slot
-    (`half_width_boxes`; a whole photo twice: squeezed, and cut to its half-width column that scores
+    (`slot_boxes`; a whole photo twice: squeezed, and cut to its half-width column that scores
     highest along the pair `direction`, `best_columns`): the parts, their px x px pixels, and the
     two versions of the n rows as rows of the parts (`make_collages`'s `versions`)."""
     chosen = pool.take(rows)
     whole = torch.nonzero(chosen.whole).flatten()
     halves = torch.where(chosen.whole[:, None], chosen.boxes.float(),  # a whole photo squeezed
-                         half_width_boxes(chosen, float(index.input_size)))
+                         slot_boxes(chosen, float(index.input_size)))
     columns = replace(chosen.take(whole), boxes=best_columns(index, direction, chosen.photo[whole]),
                       whole=torch.zeros(len(whole), dtype=torch.bool))
     parts = Proposals.cat([replace(chosen, boxes=halves), columns])
