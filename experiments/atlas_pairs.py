@@ -134,6 +134,7 @@ def pair_and_library(args):
     s, t = clf.classes.resolve(args.pair[0]), clf.classes.resolve(args.pair[1])
     return clf, s, t, pair_data(clf, s, t, args), index_library(clf, args.library)
 
+
 def source_calibration(clf, pair) -> dict:
     """Median p(source) and p(target) of the confirmation images (how close to the boundary they sit)."""
     p = clf.logits(pair.confirmation).softmax(1)

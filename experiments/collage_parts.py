@@ -35,21 +35,14 @@ from patchlab.patches.crops import score_crops_by_setting
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_pair_args(ap, train=16, selection=16, confirmation=32)
+    ap = confident_pair_parser(__doc__)
     ap.add_argument("--counts", type=int, nargs="+", default=[6, 8, 10, 12, 16])
     ap.add_argument("--rules", nargs="+", default=["fine"], help="fine, or alone-M (M: photos rescored alone)")
-    ap.add_argument("--area", type=float, default=0.25)
     ap.add_argument("--layouts", nargs="+", choices=("cut", "squeeze"), default=["cut"],
                     help="cut: crops cut again at half their aspect (the search's); squeeze: every part squeezed")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.set_defaults(source_band=[0.85, 1.0], target_band=[0.0, 0.01])
     args = ap.parse_args()
     t0 = time.perf_counter()
-    clf, s, t, pair, index = pair_and_library(args)
-    seen = watched_search(clf, index, pair.train, s, t)
-    print(f"{clf.classes.label(s)} -> {clf.classes.label(t)}, seed {args.seed}: {len(pair.selection)} selection "
-          f"images, collages at {100 * args.area:.0f} % area")
+    clf, s, t, pair, index, seen = watched_pair(args)
     for rule in args.rules:
         for n in args.counts:
             parts = choose_parts(clf, index, seen, pair.train, s, t, rule, n, args.area)
@@ -59,6 +52,27 @@ def main() -> None:
                 print(f"  {rule:9s} {n:2d} photos, {layout:7s} {len(col):3d} collages: {selection_rates(*scores)}",
                       flush=True)
     print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+def confident_pair_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of a collage development check: the pair and library (`add_pair_args`; 16 train,
+    16 selection images), --area of the collages and --seed, with confident sources by default."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_pair_args(ap, train=16, selection=16, confirmation=32)
+    ap.add_argument("--area", type=float, default=0.25)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.set_defaults(source_band=[0.85, 1.0], target_band=[0.0, 0.01])
+    return ap
+
+
+def watched_pair(args) -> tuple:
+    """The model, pair, images and library (`pair_and_library`) and the search's collage-stage inputs
+    (`watched_search`): (classifier, source, target, pair, index, seen); prints which pair and seed."""
+    clf, s, t, pair, index = pair_and_library(args)
+    seen = watched_search(clf, index, pair.train, s, t)
+    print(f"{clf.classes.label(s)} -> {clf.classes.label(t)}, seed {args.seed}: {len(pair.selection)} selection "
+          f"images, collages at {100 * args.area:.0f} % area", flush=True)
+    return clf, s, t, pair, index, seen
 
 
 def corner_scores(clf, pixels: torch.Tensor, pair, area: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

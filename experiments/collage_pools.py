@@ -24,13 +24,11 @@ These choose settings; they count nothing.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import replace
 
 import torch
-from atlas_pairs import add_pair_args, pair_and_library
-from collage_parts import choose_parts, corner_scores, selection_rates, watched_search
+from collage_parts import choose_parts, confident_pair_parser, corner_scores, selection_rates, watched_pair
 
 from patchlab.library.collages import (
     Collages, best_columns, half_slot_parts, make_collages, side_by_side, slot_boxes,
@@ -44,20 +42,15 @@ POOLS = ("stack", "window", "zoom", "expand", "thirds")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_pair_args(ap, train=16, selection=16, confirmation=32)
+    ap = confident_pair_parser(__doc__)
     ap.add_argument("--photos", type=int, default=40, help="photos whose best proposals may be parts")
     ap.add_argument("--expand", type=int, default=3, help="search collages whose parts are swapped")
     ap.add_argument("--around", type=int, nargs="+", default=[3, 10],
                     help="thirds: grown from this many best search collages (each count printed)")
     ap.add_argument("--pools", nargs="+", choices=POOLS, default=list(POOLS))
-    ap.add_argument("--area", type=float, default=0.25)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.set_defaults(source_band=[0.85, 1.0], target_band=[0.0, 0.01])
     args = ap.parse_args()
     t0 = time.perf_counter()
-    clf, s, t, pair, index = pair_and_library(args)
-    seen = watched_search(clf, index, pair.train, s, t)
+    clf, s, t, pair, index, seen = watched_pair(args)
     ordered = choose_parts(clf, index, seen, pair.train, s, t, f"alone-{args.photos}", args.photos, args.area)
     pool, d = seen["pool"], seen["direction"]
     parts, pixels, versions = half_slot_parts(index, pool, ordered, PX, d)
@@ -66,8 +59,6 @@ def main() -> None:
     makers = {"stack": lambda: stacked(index, chosen, d), "window": lambda: windowed(index, chosen, d, 1.0),
               "zoom": lambda: windowed(index, chosen, d, 0.5)}
     pools = {"search": search.pixels, **{name: make() for name, make in makers.items() if name in args.pools}}
-    print(f"{clf.classes.label(s)} -> {clf.classes.label(t)}, seed {args.seed}: {len(pair.selection)} selection "
-          f"images, collages at {100 * args.area:.0f} % area; parts from {len(ordered)} photos", flush=True)
     scores = {name: corner_scores(clf, px, pair, args.area) for name, px in pools.items()}
     rank = train_ranking(scores["search"])
     photo_of = {int(r): i for v in versions for i, r in enumerate(v)}
@@ -76,12 +67,10 @@ def main() -> None:
         scores["expand"] = corner_scores(clf, pools["expand"], pair, args.area)
     if "thirds" in args.pools:
         grown, origin = thirds(index, chosen, d, search, rank, photo_of, max(args.around))
-        scores["thirds"] = corner_scores(clf, grown, pair, args.area)
-        for n in sorted(args.around)[:-1]:
+        grown_scores = corner_scores(clf, grown, pair, args.area)
+        for n in sorted(args.around):  # the triples grown from the n best collages
             pools[f"thirds-{n}"] = grown[origin < n]
-            scores[f"thirds-{n}"] = [x[origin < n] for x in scores["thirds"]]
-        pools[f"thirds-{max(args.around)}"] = grown
-        scores[f"thirds-{max(args.around)}"] = scores.pop("thirds")
+            scores[f"thirds-{n}"] = [x[origin < n] for x in grown_scores]
     for name, px in pools.items():
         print(f"  {name:9s} {len(px):4d} collages: {selection_rates(*scores[name])}")
         if name != "search":
